@@ -1,0 +1,141 @@
+"""The dispatcher: the method table, the initialize gate and the one error boundary.
+
+Every request goes through `Router.dispatch`, which is the only place that turns an exception
+into a JSON-RPC error: `RpcError` as raised, anything else as -32603 (logged with its traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import attrs
+import trio
+
+from codex_trio.connection import Connection
+from codex_trio.protocol import envelope
+from codex_trio.protocol.converter import unstructure
+from codex_trio.protocol.errors import (
+    ALREADY_INITIALIZED,
+    INTERNAL_ERROR,
+    NOT_INITIALIZED,
+    RpcError,
+    invalid_request,
+)
+from codex_trio.protocol.registry import MethodSpec, experimental_required, unknown_method
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["RequestContext", Any], Awaitable[Any]]
+
+
+@attrs.define(eq=False)
+class RequestContext:
+    """What a handler knows about the request it serves."""
+
+    connection: Connection
+    request_id: envelope.RequestId
+    method: str
+    _after: list[tuple[str, Any]] = attrs.Factory(list)
+
+    def notify_after_response(self, method: str, params: Any) -> None:
+        """Queue a notification for this connection, sent right after the response."""
+        self._after.append((method, params))
+
+
+@attrs.frozen
+class Route:
+    spec: MethodSpec
+    handler: Handler
+    #: handled by the reader itself, so later requests see its effect (initialize).
+    inline: bool = False
+    #: allowed before `initialize`.
+    before_initialize: bool = False
+
+
+def route(
+    name: str,
+    params: type[Any] | None,
+    handler: Handler,
+    *,
+    experimental: bool = False,
+    inline: bool = False,
+    before_initialize: bool = False,
+) -> Route:
+    return Route(MethodSpec(name, params, experimental), handler, inline, before_initialize)
+
+
+class Router:
+    """Maps method names to routes and runs them behind the gates."""
+
+    def __init__(self, routes: Iterable[Route] = ()) -> None:
+        self._routes: dict[str, Route] = {}
+        self._known: list[str] = []
+        self.add(routes)
+
+    def add(self, routes: Iterable[Route]) -> None:
+        for r in routes:
+            if r.spec.name in self._routes:
+                raise ValueError(f"method {r.spec.name} registered twice")
+            self._routes[r.spec.name] = r
+        self._known = sorted(self._routes)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self._known)
+
+    def handles_inline(self, method: str) -> bool:
+        r = self._routes.get(method)
+        return r is not None and r.inline
+
+    async def dispatch(self, connection: Connection, request: envelope.Request) -> None:
+        ctx = RequestContext(connection, request.id, request.method)
+        try:
+            result = await self._call(ctx, request)
+            encoded = envelope.encode_result(request.id, result)
+        except RpcError as exc:
+            encoded = envelope.encode_error(request.id, exc.code, exc.message, exc.data)
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            error = _rpc_error_in_group(exc)
+            if error is None:
+                log.exception("%s failed", request.method)
+                error = RpcError(INTERNAL_ERROR, f"internal error: {exc}")
+            encoded = envelope.encode_error(request.id, error.code, error.message, error.data)
+        await connection.send(encoded)
+        for method, params in ctx._after:
+            await connection.notify(method, params)
+
+    async def _call(self, ctx: RequestContext, request: envelope.Request) -> Any:
+        r = self._routes.get(request.method)
+        if r is None:
+            raise unknown_method(request.method, self._known)
+        session = ctx.connection.session
+        if not session.initialized and not r.before_initialize:
+            raise invalid_request(NOT_INITIALIZED)
+        if session.initialized and r.before_initialize:
+            raise invalid_request(ALREADY_INITIALIZED)
+        params = r.spec.read_params(request.params)
+        if r.spec.experimental and not session.experimental_api:
+            raise experimental_required(r.spec.name)
+        result = await r.handler(ctx, params)
+        if result is None:
+            return {}
+        if attrs.has(type(result)):
+            return unstructure(result)
+        return result
+
+
+def _rpc_error_in_group(exc: Exception) -> RpcError | None:
+    """A handler that opened a nursery raises its RpcError inside an ExceptionGroup."""
+    if isinstance(exc, ExceptionGroup):
+        matched, rest = exc.split(RpcError)
+        if matched is not None and rest is None:
+            leaf: BaseException = matched
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            assert isinstance(leaf, RpcError)
+            return leaf
+    return None

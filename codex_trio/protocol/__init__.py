@@ -1,0 +1,4 @@
+"""The wire protocol: pure data and rules, no I/O and no trio import.
+
+Everything here can be tested synchronously; the async layers above it only move bytes.
+"""

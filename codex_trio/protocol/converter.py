@@ -1,0 +1,179 @@
+"""The one cattrs converter: snake_case attrs fields <-> camelCase wire keys.
+
+Rules, matching what the reference's serde derives produce:
+* a field's wire name is its camelCase name, or `metadata["wire"]` when the wire is not camelCase;
+* a field declared with `omittable()` is left out when it is None (serde's `skip_serializing_if`);
+  other None fields are sent as `null`;
+* unknown keys are ignored; primitives are strict (no `5` for a string, no `"1"` for an int);
+* structuring errors become serde-like texts ("missing field `path`"), which the dispatcher
+  prefixes with "Invalid request: ".
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+T = TypeVar("T")
+
+OMIT = "codex_trio.omit"
+WIRE = "codex_trio.wire"
+
+
+def omittable(default: Any = None, *, wire: str | None = None) -> Any:
+    """An optional field that is left off the wire when it is None."""
+    metadata: dict[str, Any] = {OMIT: True}
+    if wire is not None:
+        metadata[WIRE] = wire
+    return attrs.field(default=default, metadata=metadata)
+
+
+def wire(name: str, default: Any = attrs.NOTHING) -> Any:
+    """A field whose wire key is not its camelCase name."""
+    return attrs.field(default=default, metadata={WIRE: name})
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def wire_name(field: attrs.Attribute[Any]) -> str:
+    return str(field.metadata.get(WIRE) or camel(field.name))
+
+
+class WireError(Exception):
+    """Params that do not deserialize; the text is serde's wording without the prefix."""
+
+
+def _strict(kind: type, label: str) -> Callable[[Any, type], Any]:
+    def structure(value: Any, _: type) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise WireError(f"invalid type: boolean `{str(value).lower()}`, expected {label}")
+        if kind is float and isinstance(value, int):
+            return float(value)
+        if not isinstance(value, kind):
+            raise WireError(f"invalid type: {describe(value)}, expected {label}")
+        return value
+
+    return structure
+
+
+def describe(value: Any) -> str:
+    """How serde names a JSON value in its `invalid type` messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        return f"floating point `{value}`"
+    if isinstance(value, str):
+        return f'string "{value}"'
+    if isinstance(value, list):
+        return "sequence"
+    return "map"
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(bool, _strict(bool, "a boolean"))
+    conv.register_structure_hook(int, _strict(int, "i64"))
+    conv.register_structure_hook(float, _strict(float, "f64"))
+    conv.register_structure_hook(Any, lambda value, _: value)
+
+    def literal_hook(tp: Any) -> Callable[[Any, type], Any]:
+        allowed = get_args(tp)
+        expected = ", ".join(f"`{a}`" for a in allowed)
+
+        def structure(value: Any, _: type) -> Any:
+            if value not in allowed or type(value) is not type(allowed[0]):
+                if isinstance(value, str):
+                    raise WireError(f"unknown variant `{value}`, expected one of {expected}")
+                raise WireError(f"invalid type: {describe(value)}, expected one of {expected}")
+            return value
+
+        return structure
+
+    conv.register_structure_hook_factory(lambda t: get_origin(t) is Literal, literal_hook)
+
+    def enum_hook(tp: type[enum.Enum]) -> Callable[[Any, type], Any]:
+        values = {member.value: member for member in tp}
+        expected = ", ".join(f"`{v}`" for v in values)
+
+        def structure(value: Any, _: type) -> Any:
+            try:
+                return values[value]
+            except (KeyError, TypeError):
+                raise WireError(f"unknown variant `{value}`, expected one of {expected}") from None
+
+        return structure
+
+    conv.register_structure_hook_factory(lambda t: isinstance(t, type) and issubclass(t, enum.Enum), enum_hook)
+    conv.register_unstructure_hook_factory(
+        lambda t: isinstance(t, type) and issubclass(t, enum.Enum), lambda _: lambda member: member.value
+    )
+
+    def structure_attrs(cls: type[Any]) -> Callable[[Any, type], Any]:
+        fields = attrs.fields(cls)
+        inner = make_dict_structure_fn(
+            cls, conv, **{f.name: override(rename=wire_name(f)) for f in fields}  # type: ignore[arg-type]
+        )
+        required = [wire_name(f) for f in fields if f.default is attrs.NOTHING]
+
+        def structure(value: Any, _: type) -> Any:
+            if not isinstance(value, dict):
+                raise WireError(f"invalid type: {describe(value)}, expected struct {cls.__name__}")
+            for key in required:
+                if key not in value:
+                    raise WireError(f"missing field `{key}`")
+            return inner(value, cls)
+
+        return structure
+
+    def unstructure_attrs(cls: type[Any]) -> Callable[[Any], Any]:
+        return make_dict_unstructure_fn(
+            cls,
+            conv,
+            **{  # type: ignore[arg-type]
+                f.name: override(rename=wire_name(f), omit_if_default=bool(f.metadata.get(OMIT)))
+                for f in attrs.fields(cls)
+            },
+        )
+
+    conv.register_structure_hook_factory(attrs.has, structure_attrs)
+    conv.register_unstructure_hook_factory(attrs.has, unstructure_attrs)
+    return conv
+
+
+converter = _make_converter()
+
+
+def structure(value: Any, cls: type[T]) -> T:
+    """Wire JSON -> a protocol type; raises WireError with serde's wording."""
+    try:
+        return converter.structure(value, cls)
+    except WireError:
+        raise
+    except cattrs.BaseValidationError as exc:
+        raise WireError(_first_leaf(exc)) from exc
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WireError(str(exc)) from exc
+
+
+def _first_leaf(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return str(exc)
+
+
+def unstructure(value: Any) -> Any:
+    """A protocol type -> plain JSON-ready values."""
+    return converter.unstructure(value)

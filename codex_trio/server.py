@@ -1,0 +1,192 @@
+"""The composition root: builds the API families, owns the server's nurseries, drains.
+
+Task tree of a running server (`AppServer.run`):
+
+    run                              forced shutdown cancels `_root_scope`
+    └── connections nursery          one task per connection (Connection.run) and the
+        │                            listeners' accept loops (inside `_listeners_scope`)
+        └── detached nursery         work that outlives its request: thread start-up,
+                                     running turns; started with `start_detached`
+
+Shutdown is a two-stage drain: stop accepting and refuse new threads and turns, give detached
+work `drain_grace` seconds, cancel it, then disconnect every connection (which cancels its
+requests and kills its processes) and let each writer flush for a bounded time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio_util
+
+from codex_trio.api.session import SessionApi
+from codex_trio.client import ClientConnection
+from codex_trio.connection import Connection, OverloadPolicy
+from codex_trio.dispatch import Router
+from codex_trio.outgoing import Broadcaster
+from codex_trio.protocol.errors import server_shutting_down
+from codex_trio.settings import ServerSettings
+from codex_trio.transport.base import MessageStream
+from codex_trio.transport.listen import NoListen, StdioListen
+from codex_trio.transport.memory import memory_message_stream_pair
+from codex_trio.transport.stdio import open_stdio
+
+log = logging.getLogger(__name__)
+
+
+class ServerClosed(Exception):
+    """The server is draining or stopped and takes no new connections."""
+
+
+class AppServer:
+    """One app-server: its connections, its API families and its detached work."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.broadcaster = Broadcaster()
+        self.router = Router()
+        self.draining = False
+        self.stopped = trio.Event()
+        self._shutdown = trio.Event()
+        self._root_scope = trio.CancelScope()
+        self._listeners_scope = trio.CancelScope()
+        self._connection_ids = itertools.count()
+        self._server_request_ids = itertools.count()
+        self._detached_running = trio_util.AsyncValue(0)
+        self._connections: trio.Nursery | None = None
+        self._detached: trio.Nursery | None = None
+        self._families: list[Any] = []
+        self._build_routes()
+
+    def _build_routes(self) -> None:
+        """The method table: every API family the server offers, each owning its state."""
+        for family in (SessionApi(self.settings.codex_home),):
+            self._families.append(family)
+            self.router.add(family.routes())
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until `shutdown()` (or a forced stop); `task_status.started` once listening."""
+        self.settings.codex_home.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._root_scope:
+                async with trio.open_nursery() as connections:
+                    self._connections = connections
+                    async with trio.open_nursery() as detached:
+                        self._detached = detached
+                        await self._start_listeners(connections)
+                        task_status.started(self)
+                        await self._shutdown.wait()
+                        await self._drain_detached(detached)
+                    for connection in self.broadcaster.connections:
+                        connection.close()
+        finally:
+            self.stopped.set()
+            log.debug("server stopped")
+
+    async def _drain_detached(self, detached: trio.Nursery) -> None:
+        log.info(
+            "entering drain (connections=%d, detached tasks=%d)",
+            len(self.broadcaster.connections),
+            self._detached_running.value,
+        )
+        self.draining = True
+        self._listeners_scope.cancel()
+        with trio.move_on_after(self.settings.drain_grace):
+            await self._detached_running.wait_value(0)
+        detached.cancel_scope.cancel()
+
+    def shutdown(self) -> None:
+        """Start the graceful drain (idempotent)."""
+        self._shutdown.set()
+
+    def force_shutdown(self) -> None:
+        """Stop now: everything is cancelled; cleanup code still kills child processes."""
+        self._shutdown.set()
+        self._root_scope.cancel()
+
+    async def _start_listeners(self, nursery: trio.Nursery) -> None:
+        listen = self.settings.listen
+        if isinstance(listen, StdioListen):
+            nursery.start_soon(self._serve_stdio)
+        elif isinstance(listen, NoListen):
+            pass
+        else:
+            raise ValueError(f"transport {listen!r} is not available in this build")
+
+    async def _serve_stdio(self) -> None:
+        await self.serve_connection(open_stdio(), "backpressure")
+        # stdio has exactly one client: when it leaves, the server is done.
+        self.shutdown()
+
+    # ------------------------------------------------------------------ connections
+    async def serve_connection(self, stream: MessageStream, overload: OverloadPolicy) -> None:
+        """Run one connection to its end; transports call this from a connections-nursery task."""
+        connection = Connection(
+            next(self._connection_ids),
+            stream,
+            self.router,
+            request_ids=self._server_request_ids,
+            overload=overload,
+            on_closed=self._connection_closed,
+        )
+        self.broadcaster.add(connection)
+        await connection.run()
+
+    def adopt(self, stream: MessageStream, overload: OverloadPolicy) -> None:
+        """Hand a freshly opened stream to the connections nursery (listeners use this)."""
+        if self._connections is None or self.draining:
+            raise ServerClosed("server is not accepting connections")
+        self._connections.start_soon(self.serve_connection, stream, overload)
+
+    async def _connection_closed(self, connection: Connection) -> None:
+        self.broadcaster.remove(connection)
+        for family in self._families:
+            closed = getattr(family, "connection_closed", None)
+            if closed is not None:
+                await closed(connection)
+
+    async def connect(self) -> ClientConnection:
+        """An in-process client connection (memory streams, the same dispatch path)."""
+        server_end, client_end = memory_message_stream_pair()
+        self.adopt(server_end, "backpressure")
+        client = ClientConnection(client_end)
+        assert self._connections is not None
+        self._connections.start_soon(client.run)
+        return client
+
+    # ------------------------------------------------------------------ detached work
+    def start_detached(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
+        """Run work that outlives its request, owned by the server (drained at shutdown)."""
+        if self._detached is None or self.draining:
+            raise server_shutting_down()
+        self._detached.start_soon(self._track_detached, fn, args, name=name)
+
+    async def _track_detached(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        self._detached_running.value += 1
+        try:
+            await fn(*args)
+        finally:
+            self._detached_running.value -= 1
+
+
+async def serve(settings: ServerSettings, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run an app-server until it shuts down; for `nursery.start(serve, settings)`."""
+    await AppServer(settings).run(task_status=task_status)
+
+
+@asynccontextmanager
+async def open_app_server(settings: ServerSettings | None = None) -> AsyncIterator[AppServer]:
+    """Run a server inside the caller's Trio program; leaving the block drains it."""
+    server = AppServer(settings if settings is not None else ServerSettings(listen=NoListen()))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        try:
+            yield server
+        finally:
+            server.shutdown()

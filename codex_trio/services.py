@@ -1,0 +1,27 @@
+"""What an API family may ask of the server, without importing the composition root.
+
+`AppServer` implements this; families receive it in their constructor. A family may also
+define `async def connection_closed(self, connection)` to drop per-connection state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from codex_trio.outgoing import Broadcaster
+from codex_trio.settings import ServerSettings
+
+
+class Services(Protocol):
+    settings: ServerSettings
+    broadcaster: Broadcaster
+
+    @property
+    def draining(self) -> bool:
+        """True once shutdown began: new threads and turns are refused."""
+        ...
+
+    def start_detached(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
+        """Run work that outlives its request in the server-owned nursery."""
+        ...

@@ -1,0 +1,31 @@
+"""What the server is started with: the transport, CODEX_HOME and command-line config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+
+from codex_trio.transport.listen import ListenTarget, StdioListen
+
+
+def default_codex_home() -> Path:
+    """`$CODEX_HOME`, else `~/.codex`, as the reference resolves it."""
+    env = os.environ.get("CODEX_HOME")
+    return Path(env).absolute() if env else Path.home() / ".codex"
+
+
+@attrs.frozen
+class ServerSettings:
+    """Start-up settings; config files are read by the config layer, not here."""
+
+    codex_home: Path = attrs.field(factory=default_codex_home)
+    listen: ListenTarget = attrs.field(factory=StdioListen)
+    #: `-c key=value` overrides, in command-line order.
+    config_overrides: tuple[tuple[str, str], ...] = ()
+    enable_features: tuple[str, ...] = ()
+    disable_features: tuple[str, ...] = ()
+    cwd: Path = attrs.field(factory=Path.cwd)
+    #: seconds detached work (running turns) may take to finish once a drain starts.
+    drain_grace: float = 0.5

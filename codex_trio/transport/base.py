@@ -1,0 +1,23 @@
+"""The one interface every transport gives a connection."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class MessageStream(Protocol):
+    """A bidirectional stream of whole JSON-RPC messages (undecoded bytes).
+
+    `receive_message` raises `trio.EndOfChannel` when the peer is done and
+    `trio.BrokenResourceError` when the transport failed; `send_message` raises
+    `trio.BrokenResourceError` or `trio.ClosedResourceError` when the peer is gone.
+    """
+
+    #: The name the reference logs for the transport: stdio, websocket, unix_socket, in_process.
+    transport_name: str
+
+    async def receive_message(self) -> bytes: ...
+
+    async def send_message(self, data: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
