@@ -565,8 +565,8 @@ async def measure_burst(conn: Connection, count: int, chunk: int, silence: float
     if not burst.server_exited:
         with trio.move_on_after(5.0):
             try:
-                reply = await conn.request("fs/getMetadata", {"path": "/"})
-                burst.alive_after = "result" in reply
+                await conn.request("fs/getMetadata", {"path": "/"})
+                burst.alive_after = True
             except ServerGone:
                 pass
     return burst
@@ -688,6 +688,7 @@ def summary_rows(ours: ServerResult, ref: ServerResult | None) -> list[tuple[str
         unit: str,
         digits: int,
         target: tuple[float, bool] | None,
+        error_replies: int = 0,
     ) -> None:
         mine = get(ours)
         theirs = get(ref) if ref is not None else None
@@ -696,7 +697,8 @@ def summary_rows(ours: ServerResult, ref: ServerResult | None) -> list[tuple[str
             target_text = "—"
         else:
             limit, higher = target
-            target_text = f"{'≥' if higher else '≤'} {limit:.1f}× ({verdict(r, limit, higher)})"  # noqa: RUF001
+            outcome = f"FAIL: {error_replies:,} error replies" if error_replies else verdict(r, limit, higher)
+            target_text = f"{'≥' if higher else '≤'} {limit:.1f}× ({outcome})"  # noqa: RUF001
         rows.append((metric, fmt(mine, unit, digits), fmt(theirs, unit, digits), fmt_ratio(r), target_text))
 
     def cold_ms(r: ServerResult) -> float | None:
@@ -713,9 +715,15 @@ def summary_rows(ours: ServerResult, ref: ServerResult | None) -> list[tuple[str
 
     numeric("cold start (spawn → initialize reply, median)", cold_ms, "ms", 1, (1.0, False))
     numeric("idle RSS (process tree, 1 s after init, median)", rss_mib, "MiB", 1, (0.5, False))
-    numeric("getMetadata latency p50 (sequential)", lambda r: lat(r, "p50"), "µs", 0, (1.0, False))
+    seq_errors = ours.latency.errors if ours.latency else 0
+    tp = ours.throughput
+    tp_errors = tp.errors + tp.rejected if tp else 0
+    window = f"window {tp.window}" if tp else "windowed"
+    numeric(
+        "getMetadata latency p50 (sequential)", lambda r: lat(r, "p50"), "µs", 0, (1.0, False), seq_errors
+    )
     numeric("getMetadata latency p99 (sequential)", lambda r: lat(r, "p99"), "µs", 0, None)
-    numeric("getMetadata throughput (window 64)", rps, "req/s", 0, (1.0, True))
+    numeric(f"getMetadata throughput ({window})", rps, "req/s", 0, (1.0, True), tp_errors)
 
     ob, rb = ours.burst, ref.burst if ref is not None else None
     answered_ok = ob is not None and ob.lost == 0
@@ -746,7 +754,8 @@ def markdown(results: list[ServerResult], opts: Options) -> str:
         "# codex-trio core benchmarks",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
         f"- ours: `{shlex.join(ours.argv)}`",
     ]
     if ref is not None:
@@ -763,6 +772,9 @@ def markdown(results: list[ServerResult], opts: Options) -> str:
         lines.append("| " + " | ".join(row) + " |")
     notes = []
     for r in results:
+        if r.cold.seconds:
+            runs = ", ".join(f"{t * 1e3:.0f}" for t in r.cold.seconds)
+            notes.append(f"- {r.label} cold starts (ms, in run order): {runs}")
         if r.cold.rss_breakdown:
             last = r.cold.rss_breakdown[-1]
             procs = ", ".join(f"{p['name']} {p['rss_kib'] / 1024:.1f} MiB" for p in last)

@@ -11,13 +11,17 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
 from codex_trio.logs import configure_logging
 from codex_trio.server import AppServer
 from codex_trio.settings import ServerSettings
+from codex_trio.transport.auth import AuthConfigError, load_auth
 from codex_trio.transport.listen import ListenUrlError, NoListen, StdioListen, parse_listen_url
+from codex_trio.transport.unix import ControlSocketError
+from codex_trio.transport.websocket import WebSocketEndpoint, write_banner
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,26 @@ def _listen(text: str) -> object:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("invalid digit found in string")
+    return int(text)
+
+
+def _add_ws_auth_flags(parser: argparse.ArgumentParser) -> None:
+    auth = parser.add_argument_group("websocket auth (ws:// listeners)")
+    auth.add_argument("--ws-auth", choices=["capability-token", "signed-bearer-token"], metavar="MODE",
+                      help="capability-token or signed-bearer-token (required off loopback)")
+    auth.add_argument("--ws-token-file", type=Path, metavar="PATH", help="file holding the capability token")
+    auth.add_argument("--ws-token-sha256", metavar="HEX", help="SHA-256 (hex) of the capability token")
+    auth.add_argument("--ws-shared-secret-file", type=Path, metavar="PATH",
+                      help="HS256 secret (at least 32 bytes) for signed bearer tokens (JWT)")
+    auth.add_argument("--ws-issuer", metavar="ISSUER", help="required `iss` of signed bearer tokens")
+    auth.add_argument("--ws-audience", metavar="AUDIENCE", help="required `aud` of signed bearer tokens")
+    auth.add_argument("--ws-max-clock-skew-seconds", type=_seconds, metavar="SECONDS",
+                      help="allowed clock skew for `exp`/`nbf` (default 30)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codex-trio", description="A Trio-native Codex app-server.")
     transport = parser.add_mutually_exclusive_group()
@@ -45,15 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="key=value", help="override a config value (TOML value, raw string fallback)")
     parser.add_argument("--enable", action="append", default=[], metavar="FEATURE", help="features.FEATURE = true")
     parser.add_argument("--disable", action="append", default=[], metavar="FEATURE", help="features.FEATURE = false")
+    _add_ws_auth_flags(parser)
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """Raises AuthConfigError for unusable `--ws-*` flags or secret files."""
     return ServerSettings(
         listen=args.listen if args.listen is not None else StdioListen(),
         config_overrides=tuple(args.overrides),
         enable_features=tuple(args.enable),
         disable_features=tuple(args.disable),
+        ws_auth=load_auth(
+            args.ws_auth,
+            token_file=args.ws_token_file,
+            token_sha256=args.ws_token_sha256,
+            shared_secret_file=args.ws_shared_secret_file,
+            issuer=args.ws_issuer,
+            audience=args.ws_audience,
+            max_clock_skew_seconds=args.ws_max_clock_skew_seconds,
+        ),
     )
 
 
@@ -63,6 +98,8 @@ async def run_server(settings: ServerSettings) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
+            if isinstance(server.listening, WebSocketEndpoint):
+                write_banner(server.listening, settings.ws_auth)
 
             async def watch_signals() -> None:
                 count = 0
@@ -80,12 +117,36 @@ async def run_server(settings: ServerSettings) -> None:
             nursery.cancel_scope.cancel()
 
 
+def _startup_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} (os error {exc.errno})"
+    return str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["proxy"]:
+        from codex_trio.proxy import main as proxy_main
+
+        sys.exit(proxy_main(argv[1:]))
     args = build_parser().parse_args(argv)
     configure_logging()
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+    except AuthConfigError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        sys.exit(1)
     if isinstance(settings.listen, NoListen):
         sys.stderr.write("Error: no transport configured; use --listen or enable remote control\n")
         sys.exit(1)
-    trio.run(run_server, settings)
+    failure: BaseException | None = None
+    try:
+        trio.run(run_server, settings)
+    except* (AuthConfigError, ControlSocketError, OSError) as group:
+        failure = group.exceptions[0]
+        while isinstance(failure, BaseExceptionGroup):
+            failure = failure.exceptions[0]
+    if failure is not None:
+        sys.stderr.write(f"Error: {_startup_error(failure)}\n")
+        sys.exit(1)
     sys.exit(0)

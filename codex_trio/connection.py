@@ -254,13 +254,23 @@ class Connection:
             self._backlog_flusher = False
 
     # ------------------------------------------------------------------ server -> client requests
-    async def request(self, method: str, params: Any, *, timeout: float = SERVER_REQUEST_TIMEOUT) -> Any:
+    async def request(
+        self,
+        method: str,
+        params: Any,
+        *,
+        timeout: float = SERVER_REQUEST_TIMEOUT,
+        on_id: Callable[[RequestId], None] | None = None,
+    ) -> Any:
         """Ask the client something and wait for its answer, with a deadline.
 
+        `on_id` learns the request's id before it is sent (for `serverRequest/resolved`).
         Raises RpcError with the client's error, trio.TooSlowError at the deadline, and
         ConnectionClosed if the connection goes away first.
         """
         request_id = next(self._request_ids)
+        if on_id is not None:
+            on_id(request_id)
         pending = _PendingRequest()
         self._pending[request_id] = pending
         try:

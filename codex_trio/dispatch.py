@@ -38,10 +38,16 @@ class RequestContext:
     request_id: envelope.RequestId
     method: str
     _after: list[tuple[str, Any]] = attrs.Factory(list)
+    _on_sent: list[Callable[[], None]] = attrs.Factory(list)
 
     def notify_after_response(self, method: str, params: Any) -> None:
         """Queue a notification for this connection, sent right after the response."""
         self._after.append((method, params))
+
+    def call_after_response(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the response is queued (or could not be): work the handler
+        started may then emit notifications that must follow the response."""
+        self._on_sent.append(callback)
 
 
 @attrs.frozen
@@ -104,7 +110,11 @@ class Router:
                 log.exception("%s failed", request.method)
                 error = RpcError(INTERNAL_ERROR, f"internal error: {exc}")
             encoded = envelope.encode_error(request.id, error.code, error.message, error.data)
-        await connection.send(encoded)
+        try:
+            await connection.send(encoded)
+        finally:
+            for callback in ctx._on_sent:
+                callback()
         for method, params in ctx._after:
             await connection.notify(method, params)
 

@@ -24,7 +24,15 @@ from typing import Any
 import trio
 import trio_util
 
+from codex_trio.api.account import AccountApi
+from codex_trio.api.catalog import CatalogApi
+from codex_trio.api.command_exec import CommandExecApi
+from codex_trio.api.config import ConfigApi
+from codex_trio.api.fs import FsApi
+from codex_trio.api.legacy import LegacyApi
 from codex_trio.api.session import SessionApi
+from codex_trio.api.threads import ThreadsApi
+from codex_trio.api.turns import TurnsApi
 from codex_trio.client import ClientConnection
 from codex_trio.connection import Connection, OverloadPolicy
 from codex_trio.dispatch import Router
@@ -32,9 +40,11 @@ from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.errors import server_shutting_down
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.base import MessageStream
-from codex_trio.transport.listen import NoListen, StdioListen
+from codex_trio.transport.listen import NoListen, StdioListen, UnixListen, WebSocketListen
 from codex_trio.transport.memory import memory_message_stream_pair
 from codex_trio.transport.stdio import open_stdio
+from codex_trio.transport.unix import ControlSocket, serve_control_socket
+from codex_trio.transport.websocket import WebSocketEndpoint, serve_websocket
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +71,24 @@ class AppServer:
         self._connections: trio.Nursery | None = None
         self._detached: trio.Nursery | None = None
         self._families: list[Any] = []
+        #: where the ws:// or unix:// listener listens, once `run` has started it.
+        self.listening: WebSocketEndpoint | ControlSocket | None = None
         self._build_routes()
 
     def _build_routes(self) -> None:
         """The method table: every API family the server offers, each owning its state."""
-        for family in (SessionApi(self.settings.codex_home),):
+        threads = ThreadsApi(self)
+        for family in (
+            SessionApi(self.settings.codex_home),
+            ConfigApi(self),
+            AccountApi(self),
+            CatalogApi(self),
+            LegacyApi(self),
+            FsApi(),
+            CommandExecApi(self),
+            threads,
+            TurnsApi(self, threads.manager),
+        ):
             self._families.append(family)
             self.router.add(family.routes())
 
@@ -111,11 +134,21 @@ class AppServer:
         self._root_scope.cancel()
 
     async def _start_listeners(self, nursery: trio.Nursery) -> None:
+        """Start the transport; listeners accept inside `_listeners_scope` (the drain cancels it)."""
         listen = self.settings.listen
         if isinstance(listen, StdioListen):
             nursery.start_soon(self._serve_stdio)
         elif isinstance(listen, NoListen):
             pass
+        elif isinstance(listen, WebSocketListen):
+            self.listening = await nursery.start(
+                serve_websocket, listen, self.settings.ws_auth, self.adopt, self._listeners_scope
+            )
+        elif isinstance(listen, UnixListen):
+            self.listening = await nursery.start(
+                serve_control_socket, listen, self.settings.codex_home, self.settings.cwd, self.adopt,
+                self._listeners_scope,
+            )
         else:
             raise ValueError(f"transport {listen!r} is not available in this build")
 
@@ -165,10 +198,11 @@ class AppServer:
         """Run work that outlives its request, owned by the server (drained at shutdown)."""
         if self._detached is None or self.draining:
             raise server_shutting_down()
+        # Counted now, not when the task first runs, so a drain that starts in between waits.
+        self._detached_running.value += 1
         self._detached.start_soon(self._track_detached, fn, args, name=name)
 
     async def _track_detached(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
-        self._detached_running.value += 1
         try:
             await fn(*args)
         finally:

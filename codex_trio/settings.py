@@ -7,6 +7,7 @@ from pathlib import Path
 
 import attrs
 
+from codex_trio.transport.auth import WebSocketAuth
 from codex_trio.transport.listen import ListenTarget, StdioListen
 
 
@@ -29,3 +30,5 @@ class ServerSettings:
     cwd: Path = attrs.field(factory=Path.cwd)
     #: seconds detached work (running turns) may take to finish once a drain starts.
     drain_grace: float = 0.5
+    #: `--ws-auth ...` (checked during every websocket upgrade on `ws://`); None = no auth.
+    ws_auth: WebSocketAuth | None = None

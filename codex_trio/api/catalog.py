@@ -1,0 +1,216 @@
+"""Catalog methods the TUI calls at start-up: models, feature flags, skills, hooks, plugins,
+collaboration modes and MCP server status.
+
+Content is honest: the models come from config plus a small built-in catalog
+(`codex_trio.config.models`), feature flags from the effective config, skills from
+`SKILL.md` files on disk; hooks, plugins and MCP status are empty because this server runs
+none. Pages use the reference's decimal offset cursors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from codex_trio.config.defaults import KNOWN_FEATURES
+from codex_trio.config.effective import EffectiveConfig, load_config
+from codex_trio.config.models import BUILTIN_MODELS, DEFAULT_MODEL, configured_model_entry
+from codex_trio.dispatch import RequestContext, Route, route
+from codex_trio.protocol.catalog import (
+    CollaborationModeListParams,
+    ExperimentalFeatureListParams,
+    HooksListParams,
+    McpServerStatusListParams,
+    ModelListParams,
+    PluginInstalledParams,
+    PluginListParams,
+    SkillsListParams,
+)
+from codex_trio.protocol.errors import invalid_request
+from codex_trio.services import Services
+
+#: worker threads for config reads and skill scans.
+CATALOG_THREADS = 2
+#: page size when the client gives none (everything the catalog holds fits).
+DEFAULT_PAGE = 1000
+#: skills listed per root at most; a skills folder is small, this only bounds a stray one.
+MAX_SKILLS_PER_ROOT = 200
+#: how deep below a skills root a SKILL.md is looked for.
+SKILL_DEPTH = 3
+
+#: `collaborationMode/list`: the reference's two presets.
+COLLABORATION_MODES: tuple[dict[str, Any], ...] = (
+    {"name": "Plan", "mode": "plan", "model": None, "reasoning_effort": "medium"},
+    {"name": "Default", "mode": "default", "model": None, "reasoning_effort": None},
+)
+
+
+def page(items: list[Any], cursor: str | None, limit: int | None, noun: str) -> tuple[list[Any], str | None]:
+    """Offset pagination with the reference's errors (`invalid cursor: x`, cursor past the end)."""
+    start = 0
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise invalid_request(f"invalid cursor: {cursor}")
+        start = int(cursor)
+        if start > len(items):
+            raise invalid_request(f"cursor {start} exceeds total {noun} {len(items)}")
+    size = DEFAULT_PAGE if limit is None else max(1, limit)
+    end = min(start + size, len(items))
+    return items[start:end], (str(end) if end < len(items) else None)
+
+
+def model_entries(config: EffectiveConfig, include_hidden: bool) -> list[dict[str, Any]]:
+    """The catalog plus the configured model, with exactly one `isDefault`."""
+    entries = [dict(m) for m in BUILTIN_MODELS if include_hidden or not m["hidden"]]
+    if all(m["id"] != config.model for m in entries):
+        entries.append(configured_model_entry(config.model))
+    for entry in entries:
+        entry["isDefault"] = entry["id"] == DEFAULT_MODEL
+    return entries
+
+
+def _frontmatter(text: str) -> dict[str, str]:
+    """`key: value` lines of a leading `---` block (the SKILL.md header); quotes stripped."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        if line.strip() == "---":
+            break
+        key, sep, value = line.partition(":")
+        if sep and key and not key.startswith((" ", "\t")):
+            fields[key.strip()] = value.strip().strip("\"'")
+    return fields
+
+
+def scan_skills(root: Path, scope: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """SKILL.md files under `root` (blocking): skills and the files that did not parse."""
+    skills: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    if not root.is_dir():
+        return skills, errors
+    base_depth = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root):
+        if len(Path(dirpath).parts) - base_depth >= SKILL_DEPTH:
+            dirnames.clear()
+        dirnames.sort()
+        if "SKILL.md" not in filenames:
+            continue
+        path = Path(dirpath) / "SKILL.md"
+        try:
+            meta = _frontmatter(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append({"path": str(path), "message": str(exc)})
+            continue
+        if not meta.get("name") or not meta.get("description"):
+            errors.append({"path": str(path), "message": "missing `name` or `description` in front matter"})
+            continue
+        skill_scope = "system" if ".system" in Path(dirpath).relative_to(root).parts else scope
+        skills.append({
+            "name": meta["name"],
+            "description": meta["description"],
+            "shortDescription": meta.get("short_description"),
+            "interface": None,
+            "dependencies": None,
+            "path": str(path),
+            "scope": skill_scope,
+            "enabled": True,
+            "pluginId": None,
+        })
+        if len(skills) >= MAX_SKILLS_PER_ROOT:
+            break
+    return skills, errors
+
+
+class CatalogApi:
+    """The catalog family: read-only views over config and disk."""
+
+    def __init__(self, services: Services) -> None:
+        self._settings = services.settings
+        self._limiter = trio.CapacityLimiter(CATALOG_THREADS)
+
+    def routes(self) -> list[Route]:
+        return [
+            route("model/list", ModelListParams, self.model_list),
+            route("experimentalFeature/list", ExperimentalFeatureListParams, self.feature_list),
+            route("skills/list", SkillsListParams, self.skills_list),
+            route("hooks/list", HooksListParams, self.hooks_list),
+            route("plugin/installed", PluginInstalledParams, self.plugin_installed),
+            route("plugin/list", PluginListParams, self.plugin_list),
+            route(
+                "collaborationMode/list",
+                CollaborationModeListParams,
+                self.collaboration_modes,
+                experimental=True,
+            ),
+            route("mcpServerStatus/list", McpServerStatusListParams, self.mcp_status_list),
+        ]
+
+    async def _config(self) -> EffectiveConfig:
+        return await trio.to_thread.run_sync(load_config, self._settings, limiter=self._limiter)
+
+    def _cwds(self, cwds: list[str] | None) -> list[str]:
+        return list(cwds) if cwds else [str(self._settings.cwd)]
+
+    async def model_list(self, ctx: RequestContext, params: ModelListParams) -> dict[str, Any]:
+        config = await self._config()
+        provider = params.model_provider
+        if provider is not None and provider not in config.model_providers:
+            raise invalid_request(
+                f"This chat uses model provider \u201c{provider}\u201d, which is no longer configured. "
+                "Restore this provider\u2019s configuration to continue.",
+                {"type": "modelProviderNotConfigured", "modelProvider": provider},
+            )
+        entries = model_entries(config, bool(params.include_hidden))
+        data, next_cursor = page(entries, params.cursor, params.limit, "models")
+        return {"data": data, "nextCursor": next_cursor}
+
+    async def feature_list(
+        self, ctx: RequestContext, params: ExperimentalFeatureListParams
+    ) -> dict[str, Any]:
+        config = await self._config()
+        entries = [
+            {**f, "enabled": config.feature(f["name"], bool(f["defaultEnabled"]))} for f in KNOWN_FEATURES
+        ]
+        data, next_cursor = page(entries, params.cursor, params.limit, "features")
+        return {"data": data, "nextCursor": next_cursor}
+
+    async def skills_list(self, ctx: RequestContext, params: SkillsListParams) -> dict[str, Any]:
+        user_root = self._settings.codex_home / "skills"
+        user_skills, user_errors = await trio.to_thread.run_sync(
+            scan_skills, user_root, "user", limiter=self._limiter
+        )
+        data = []
+        for cwd in self._cwds(params.cwds):
+            repo_root = (self._settings.cwd / cwd).absolute() / ".codex" / "skills"
+            repo_skills, repo_errors = await trio.to_thread.run_sync(
+                scan_skills, repo_root, "repo", limiter=self._limiter
+            )
+            data.append(
+                {"cwd": cwd, "skills": repo_skills + user_skills, "errors": repo_errors + user_errors}
+            )
+        return {"data": data}
+
+    async def hooks_list(self, ctx: RequestContext, params: HooksListParams) -> dict[str, Any]:
+        # No hook engine runs here, so no cwd has hooks.
+        cwds = self._cwds(params.cwds)
+        return {"data": [{"cwd": cwd, "hooks": [], "warnings": [], "errors": []} for cwd in cwds]}
+
+    async def plugin_installed(self, ctx: RequestContext, params: PluginInstalledParams) -> dict[str, Any]:
+        return {"marketplaces": [], "marketplaceLoadErrors": []}
+
+    async def plugin_list(self, ctx: RequestContext, params: PluginListParams) -> dict[str, Any]:
+        return {"marketplaces": [], "marketplaceLoadErrors": [], "featuredPluginIds": []}
+
+    async def collaboration_modes(
+        self, ctx: RequestContext, params: CollaborationModeListParams
+    ) -> dict[str, Any]:
+        return {"data": [dict(mode) for mode in COLLABORATION_MODES]}
+
+    async def mcp_status_list(self, ctx: RequestContext, params: McpServerStatusListParams) -> dict[str, Any]:
+        # MCP servers are not started by this server; there is no status to report.
+        return {"data": [], "nextCursor": None}

@@ -1,0 +1,137 @@
+"""The `fs/*` family: host filesystem access for clients (not sandboxed, as in the reference).
+
+Handlers validate, then run the blocking part (`fs_ops`) in a worker thread under one
+`CapacityLimiter` shared by every connection, so a huge read occupies one of FS_THREADS
+threads and never the event loop. `fs/getMetadata` is the exception: a single stat is
+cheaper than a thread hop, and clients use it as a barrier, so it runs inline.
+
+Errors are mapped here, at the edge: `OSError` -> -32603 with the errno text, a NUL byte in
+a path -> -32600 (as the reference), refusals raised by `fs_ops` pass through.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+
+from codex_trio.api import fs_ops
+from codex_trio.api.fs_watch import FsWatchApi
+from codex_trio.connection import Connection
+from codex_trio.dispatch import RequestContext, Route, route
+from codex_trio.protocol.errors import invalid_request, os_error
+from codex_trio.protocol.fs import (
+    INVALID_BASE64_PREFIX,
+    NUL_IN_PATH_MESSAGE,
+    Base64Error,
+    FsCopyParams,
+    FsCreateDirectoryParams,
+    FsGetMetadataParams,
+    FsGetMetadataResponse,
+    FsReadDirectoryParams,
+    FsReadDirectoryResponse,
+    FsReadFileParams,
+    FsReadFileResponse,
+    FsRemoveParams,
+    FsWriteFileParams,
+    decode_base64,
+)
+
+T = TypeVar("T")
+
+#: worker threads for blocking file I/O, shared by all connections; more requests queue.
+FS_THREADS = 8
+
+
+class FsApi:
+    """`fs/readFile` ... `fs/copy`, plus `fs/watch` / `fs/unwatch` (owned by FsWatchApi)."""
+
+    def __init__(self) -> None:
+        self._limiter = trio.CapacityLimiter(FS_THREADS)
+        self.watch = FsWatchApi()
+
+    def routes(self) -> list[Route]:
+        return [
+            route("fs/readFile", FsReadFileParams, self.read_file),
+            route("fs/writeFile", FsWriteFileParams, self.write_file),
+            route("fs/createDirectory", FsCreateDirectoryParams, self.create_directory),
+            route("fs/getMetadata", FsGetMetadataParams, self.get_metadata),
+            route("fs/readDirectory", FsReadDirectoryParams, self.read_directory),
+            route("fs/remove", FsRemoveParams, self.remove),
+            route("fs/copy", FsCopyParams, self.copy),
+            *self.watch.routes(),
+        ]
+
+    async def connection_closed(self, connection: Connection) -> None:
+        await self.watch.connection_closed(connection)
+
+    # -------------------------------------------------------------- handlers
+    async def read_file(self, ctx: RequestContext, params: FsReadFileParams) -> FsReadFileResponse:
+        data = await self._in_thread(_read_base64, params.path, read_only=True)
+        return FsReadFileResponse(data)
+
+    async def write_file(self, ctx: RequestContext, params: FsWriteFileParams) -> None:
+        await self._in_thread(_decode_and_write, params.path, params.data_base64)
+
+    async def create_directory(self, ctx: RequestContext, params: FsCreateDirectoryParams) -> None:
+        recursive = params.recursive is not False
+        await self._in_thread(fs_ops.create_directory, params.path, recursive)
+
+    async def get_metadata(self, ctx: RequestContext, params: FsGetMetadataParams) -> FsGetMetadataResponse:
+        try:
+            return fs_ops.get_metadata(params.path)
+        except (OSError, ValueError) as exc:
+            raise _mapped(exc) from None
+
+    async def read_directory(
+        self, ctx: RequestContext, params: FsReadDirectoryParams
+    ) -> FsReadDirectoryResponse:
+        entries = await self._in_thread(fs_ops.read_directory, params.path, read_only=True)
+        return FsReadDirectoryResponse(entries)
+
+    async def remove(self, ctx: RequestContext, params: FsRemoveParams) -> None:
+        recursive = params.recursive is not False
+        force = params.force is not False
+        await self._in_thread(fs_ops.remove, params.path, recursive, force)
+
+    async def copy(self, ctx: RequestContext, params: FsCopyParams) -> None:
+        await self._in_thread(fs_ops.copy, params.source_path, params.destination_path, params.recursive)
+
+    # -------------------------------------------------------------- plumbing
+    async def _in_thread(self, fn: Callable[..., T], *args: object, read_only: bool = False) -> T:
+        """Run blocking I/O in a worker thread and map its errors.
+
+        A read may be abandoned when its request is cancelled (the thread finishes on its
+        own and its result is dropped); a change to the filesystem always runs to its end,
+        so a cancelled write still leaves the old or the new file, never a half-done one.
+        """
+        try:
+            return await trio.to_thread.run_sync(
+                fn, *args, limiter=self._limiter, abandon_on_cancel=read_only
+            )
+        except (OSError, ValueError) as exc:
+            raise _mapped(exc) from None
+
+
+def _mapped(exc: OSError | ValueError) -> BaseException:
+    """The reference's error for a failed system call: errno text, or NUL-byte refusal."""
+    if isinstance(exc, OSError):
+        return os_error(exc)
+    if "null byte" in str(exc):
+        return invalid_request(NUL_IN_PATH_MESSAGE)
+    return exc
+
+
+def _read_base64(path: str) -> str:
+    return binascii.b2a_base64(fs_ops.read_file(path), newline=False).decode("ascii")
+
+
+def _decode_and_write(path: str, data_base64: str) -> None:
+    try:
+        data = decode_base64(data_base64)
+    except Base64Error as exc:
+        raise invalid_request(INVALID_BASE64_PREFIX + str(exc)) from None
+    fs_ops.write_file(path, data)
+

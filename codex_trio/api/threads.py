@@ -1,0 +1,992 @@
+"""`thread/*` and `getConversationSummary`: the thread API family.
+
+Owns the server's `ThreadManager` (loaded threads, subscriptions) and its `LocalThreadStore`
+(rollouts and the index). Lifecycle notifications (`thread/started`, `thread/status/changed`,
+`thread/name/updated`, `thread/archived|unarchived|deleted|closed`) go to every initialized
+connection; turn and item events go to a thread's subscribers (see `codex_trio.threads`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from codex_trio.config.effective import EffectiveConfig, load_config
+from codex_trio.connection import Connection
+from codex_trio.dispatch import RequestContext, Route, route
+from codex_trio.protocol.converter import WireError, describe, unstructure
+from codex_trio.protocol.errors import (
+    INVALID_PARAMS,
+    RpcError,
+    invalid_request,
+    server_shutting_down,
+)
+from codex_trio.protocol.thread import (
+    ABSENT,
+    ConversationSummary,
+    Environment,
+    GetConversationSummaryParams,
+    GetConversationSummaryResponse,
+    GitInfoWire,
+    PageResponse,
+    Thread,
+    ThreadForkParams,
+    ThreadIdParams,
+    ThreadItemsListParams,
+    ThreadListParams,
+    ThreadListResponse,
+    ThreadLoadedListParams,
+    ThreadLoadedListResponse,
+    ThreadMetadataUpdateParams,
+    ThreadReadParams,
+    ThreadReadResponse,
+    ThreadResponse,
+    ThreadResumeParams,
+    ThreadResumeResponse,
+    ThreadSetNameParams,
+    ThreadStartParams,
+    ThreadStartResponse,
+    ThreadTurnsListParams,
+    ThreadUnsubscribeResponse,
+    read_approval_policy,
+    sandbox_policy,
+)
+from codex_trio.services import Services
+from codex_trio.store import (
+    KEEP,
+    GitInfoPatch,
+    InvalidCursor,
+    ListQuery,
+    NoRollout,
+    ThreadRecord,
+    history,
+    rollout,
+)
+from codex_trio.store.local import LocalThreadStore
+from codex_trio.threads import (
+    DEFAULT_UNLOAD_DELAY,
+    IDLE,
+    NOT_LOADED,
+    LoadedThread,
+    ThreadManager,
+    new_thread_id,
+    parse_thread_id,
+)
+
+log = logging.getLogger(__name__)
+
+#: `thread/list` page size when the request gives none.
+DEFAULT_LIST_LIMIT = 25
+U32_MAX = 2**32 - 1
+#: `excludedThreadIds` entries accepted at most (the schema's documented bound).
+MAX_EXCLUDED_IDS = 100
+DEPRECATION_SUMMARY = (
+    "Full-history hydration is deprecated for paginated threads; use `excludeTurns: true`, then page with "
+    "`thread/turns/list` and `thread/items/list`."
+)
+
+
+def _no_rollout(thread_id: str) -> RpcError:
+    return invalid_request(f"no rollout found for thread id {thread_id}")
+
+
+def _bad_params(message: str) -> RpcError:
+    return invalid_request(f"Invalid request: {message}")
+
+
+@attrs.frozen
+class ThreadSettings:
+    """What a new or reloaded thread runs with, resolved from config and the request."""
+
+    cwd: Path
+    model: str
+    model_provider: str
+    reasoning_effort: str | None
+    approval_policy: Any
+    approvals_reviewer: str
+    sandbox_mode: str
+    active_permission_profile: dict[str, Any] | None
+    service_tier: str | None
+    config: Mapping[str, Any]
+    effective: EffectiveConfig
+
+
+class ThreadsApi:
+    """The thread family: see the module docstring."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.store = LocalThreadStore(services.settings.codex_home)
+        self.manager = ThreadManager(services, self.store)
+        self._config: EffectiveConfig | None = None
+        self._opened = False
+        self._open_lock = trio.Lock()
+
+    def routes(self) -> list[Route]:
+        return [
+            route("thread/start", ThreadStartParams, self.thread_start),
+            route("thread/resume", ThreadResumeParams, self.thread_resume),
+            route("thread/fork", ThreadForkParams, self.thread_fork),
+            route("thread/read", ThreadReadParams, self.thread_read),
+            route("thread/list", ThreadListParams, self.thread_list),
+            route("thread/loaded/list", ThreadLoadedListParams, self.thread_loaded_list),
+            route("thread/name/set", ThreadSetNameParams, self.thread_name_set),
+            route("thread/metadata/update", ThreadMetadataUpdateParams, self.thread_metadata_update),
+            route("thread/archive", ThreadIdParams, self.thread_archive),
+            route("thread/unarchive", ThreadIdParams, self.thread_unarchive),
+            route("thread/delete", ThreadIdParams, self.thread_delete),
+            route("thread/unsubscribe", ThreadIdParams, self.thread_unsubscribe),
+            route("thread/turns/list", ThreadTurnsListParams, self.thread_turns_list),
+            route("thread/items/list", ThreadItemsListParams, self.thread_items_list),
+            route("getConversationSummary", GetConversationSummaryParams, self.get_conversation_summary),
+        ]
+
+    async def connection_closed(self, connection: Connection) -> None:
+        """Drop the connection's subscriptions; release the index once nobody is connected.
+
+        Families get no shutdown hook, so the last disconnect is when the SQLite handle is
+        closed (it reopens on the next use): a stopped server leaves no file descriptor behind.
+        """
+        self.manager.drop_connection(connection.id)
+        if not self.services.broadcaster.connections:
+            await self.store.release()
+
+    # ------------------------------------------------------------------ shared helpers
+    async def _ready(self) -> None:
+        """Open the store and read the server config once (lazily: start-up stays cheap)."""
+        if self._opened:
+            return
+        async with self._open_lock:
+            if self._opened:
+                return
+            await self.store.open()
+            config = await self._load_config(None, None)
+            delay = config.thread_unload_delay_secs
+            self.manager.unload_delay = DEFAULT_UNLOAD_DELAY if delay is None else delay
+            self._opened = True
+
+    async def _load_config(self, cwd: Path | None, overrides: Mapping[str, Any] | None) -> EffectiveConfig:
+        settings = self.services.settings
+        try:
+            config = await trio.to_thread.run_sync(
+                lambda: load_config(settings, cwd, request_overrides=overrides or None)
+            )
+        except (OSError, ValueError) as exc:
+            raise invalid_request(f"failed to load configuration: {exc}") from None
+        if overrides is None and cwd is None:
+            self._config = config
+        return config
+
+    async def _default_provider(self) -> str:
+        if self._config is None:
+            await self._load_config(None, None)
+        assert self._config is not None
+        return self._config.model_provider_id
+
+    def _resolve_cwd(self, raw: str | None) -> Path:
+        """A request's cwd against the server's (the reference does not check it exists)."""
+        return _absolute(Path(os.path.abspath(self.services.settings.cwd)), raw or ".")
+
+    async def _settings(
+        self,
+        ctx: RequestContext,
+        *,
+        cwd: Path,
+        config: dict[str, Any] | None,
+        model: str | None,
+        model_provider: str | None,
+        approval_policy: Any,
+        approvals_reviewer: str | None,
+        sandbox: str | None,
+        service_tier: str | None,
+        fallback_model: str | None = None,
+        fallback_provider: str | None = None,
+    ) -> ThreadSettings:
+        """Resolve the thread's settings: request fields over `config` over config.toml."""
+        policy = None
+        if approval_policy is not None:
+            try:
+                policy = read_approval_policy(approval_policy)
+            except WireError as exc:
+                raise _bad_params(str(exc)) from None
+            if isinstance(policy, dict) and not ctx.connection.session.experimental_api:
+                raise invalid_request("askForApproval.granular requires experimentalApi capability")
+        overrides: dict[str, Any] = dict(config or {})
+        if model is not None:
+            overrides["model"] = model
+        elif fallback_model is not None and "model" not in overrides:
+            overrides["model"] = fallback_model
+        if model_provider is not None:
+            overrides["model_provider"] = model_provider
+        elif fallback_provider is not None and "model_provider" not in overrides:
+            overrides["model_provider"] = fallback_provider
+        if policy is not None:
+            overrides["approval_policy"] = policy
+        if sandbox is not None:
+            overrides["sandbox_mode"] = sandbox
+        effective = await self._load_config(cwd, overrides)
+        provider = effective.model_provider_id
+        if provider not in effective.model_providers:
+            raise invalid_request(f"failed to load configuration: Model provider `{provider}` not found")
+        mode = effective.sandbox_mode
+        if mode not in ("read-only", "workspace-write", "danger-full-access"):
+            mode = "read-only"
+        profile = None if sandbox is not None else {"id": f":{mode}", "extends": None}
+        return ThreadSettings(
+            cwd=cwd,
+            model=effective.model,
+            model_provider=provider,
+            reasoning_effort=effective.model_reasoning_effort,
+            approval_policy=effective.approval_policy,
+            approvals_reviewer=approvals_reviewer or "user",
+            sandbox_mode=mode,
+            active_permission_profile=profile,
+            service_tier=service_tier if service_tier is not None else effective.service_tier,
+            config=effective.raw,
+            effective=effective,
+        )
+
+    def _new_loaded(
+        self,
+        record: ThreadRecord,
+        settings: ThreadSettings,
+        *,
+        base_instructions: str | None = None,
+        developer_instructions: str | None = None,
+    ) -> LoadedThread:
+        return LoadedThread(
+            manager=self.manager,
+            record=record,
+            cwd=settings.cwd,
+            model=settings.model,
+            model_provider=settings.model_provider,
+            reasoning_effort=settings.reasoning_effort,
+            approval_policy=settings.approval_policy,
+            approvals_reviewer=settings.approvals_reviewer,
+            sandbox_policy=sandbox_policy(settings.sandbox_mode),
+            sandbox_mode=settings.sandbox_mode,
+            config=settings.config,
+            base_instructions=base_instructions,
+            developer_instructions=developer_instructions,
+            active_permission_profile=settings.active_permission_profile,
+            service_tier=settings.service_tier,
+            effective=settings.effective,
+        )
+
+    def _thread_wire(
+        self,
+        record: ThreadRecord,
+        *,
+        status: dict[str, Any],
+        loaded: LoadedThread | None,
+        turns: list[Any] | None = None,
+        listed: bool = False,
+    ) -> Thread:
+        path = record.rollout_path
+        if path is not None and not os.path.isabs(path):
+            path = str(self.services.settings.codex_home / path)
+        environments = None
+        if loaded is not None:
+            cwd = str(loaded.cwd)
+            environments = [Environment("local", cwd, [cwd])]
+        git = record.git
+        created = record.created_at_ms // 1000
+        updated = record.updated_at_ms // 1000
+        return Thread(
+            id=record.id,
+            environments=environments,
+            extra=None,
+            session_id=record.id,
+            forked_from_id=None if listed else record.forked_from_id,
+            attached_to_thread_id=None,
+            parent_thread_id=None,
+            preview=record.preview,
+            ephemeral=record.ephemeral,
+            section=None,
+            section_entered_at=None,
+            project_id=None,
+            history_mode=record.history_mode,
+            model_provider=record.model_provider,
+            model=loaded.model if loaded is not None else record.model,
+            reasoning_effort=loaded.reasoning_effort if loaded is not None else record.reasoning_effort,
+            created_at=created,
+            updated_at=updated,
+            recency_at=updated,
+            status=status,
+            path=path,
+            cwd=str(loaded.cwd) if loaded is not None else record.cwd,
+            cli_version=record.cli_version,
+            originator=record.originator,
+            source=record.source,
+            can_accept_direct_input=None if listed or loaded is None else True,
+            thread_source=record.thread_source,
+            agent_nickname=record.agent_nickname,
+            agent_role=record.agent_role,
+            git_info=None if git.empty else GitInfoWire(git.sha, git.branch, git.origin_url),
+            name=record.name,
+            daybreak_enabled=None,
+            turns=turns if turns is not None else [],
+        )
+
+    def _loaded_wire(self, thread: LoadedThread, turns: list[Any] | None = None) -> Thread:
+        return self._thread_wire(thread.record, status=thread.status, loaded=thread, turns=turns)
+
+    def _start_like(self, thread: LoadedThread, turns: list[Any] | None = None) -> dict[str, Any]:
+        """The fields `thread/start`, `thread/resume` and `thread/fork` share."""
+        cwd = str(thread.cwd)
+        return {
+            "thread": self._loaded_wire(thread, turns),
+            "model": thread.model,
+            "model_provider": thread.model_provider,
+            "service_tier": thread.service_tier,
+            "disabled_plugin_ids": [],
+            "cwd": cwd,
+            "runtime_workspace_roots": [cwd],
+            "instruction_sources": [],
+            "approval_policy": thread.approval_policy,
+            "approvals_reviewer": thread.approvals_reviewer,
+            "sandbox": thread.sandbox_policy,
+            "active_permission_profile": thread.active_permission_profile,
+            "reasoning_effort": thread.reasoning_effort,
+        }
+
+    @staticmethod
+    def _read_state(record: ThreadRecord) -> dict[str, Any] | None:
+        if not record.materialized:
+            return None
+        if record.first_turn_id is None:
+            return {"firstUnread": None, "revision": f"initial:{record.id}"}
+        revision = str(uuid.uuid5(uuid.NAMESPACE_URL, f"codex-trio:{record.id}:{record.first_turn_id}"))
+        return {"firstUnread": {"type": "turn", "turnId": record.first_turn_id}, "revision": revision}
+
+    def _announce_started(self, ctx: RequestContext, thread: LoadedThread) -> None:
+        """`thread/started` to every initialized connection; the caller gets it after the response."""
+        params = {"thread": unstructure(self._loaded_wire(thread))}
+        ctx.notify_after_response("thread/started", params)
+        others = [c.id for c in self.services.broadcaster.connections if c.id != ctx.connection.id]
+        if others:
+            self.services.broadcaster.broadcast("thread/started", params, only=others)
+
+    def _deprecation(self, ctx: RequestContext) -> None:
+        ctx.notify_after_response("deprecationNotice", {"summary": DEPRECATION_SUMMARY, "details": None})
+
+    async def _record(self, thread_id: str) -> tuple[ThreadRecord | None, LoadedThread | None]:
+        loaded = self.manager.loaded(thread_id)
+        if loaded is not None:
+            return loaded.record, loaded
+        await self._ready()
+        return await self.store.get(thread_id), None
+
+    async def _lines(self, record: ThreadRecord, loaded: LoadedThread | None) -> list[dict[str, Any]]:
+        if loaded is not None:
+            return await loaded.read_rollout()
+        return await self.store.read_lines(record)
+
+    # ------------------------------------------------------------------ thread/start
+    async def thread_start(self, ctx: RequestContext, params: ThreadStartParams) -> ThreadStartResponse:
+        if self.services.draining:
+            raise server_shutting_down()
+        await self._ready()
+        cwd = self._resolve_cwd(params.cwd)
+        settings = await self._settings(
+            ctx,
+            cwd=cwd,
+            config=params.config,
+            model=params.model,
+            model_provider=params.model_provider,
+            approval_policy=params.approval_policy,
+            approvals_reviewer=params.approvals_reviewer,
+            sandbox=params.sandbox,
+            service_tier=params.service_tier,
+        )
+        if self.services.draining:
+            raise server_shutting_down()
+        thread_id = new_thread_id()
+        now = rollout.now_ms()
+        ephemeral = bool(params.ephemeral)
+        record = ThreadRecord(
+            id=thread_id,
+            rollout_path=None
+            if ephemeral
+            else str(self.services.settings.codex_home / rollout.rollout_relpath(now, thread_id)),
+            created_at_ms=now,
+            updated_at_ms=now,
+            cwd=str(cwd),
+            model_provider=settings.model_provider,
+            model=settings.model,
+            reasoning_effort=settings.reasoning_effort,
+            cli_version=rollout.CLI_VERSION,
+            originator=ctx.connection.session.client_name,
+            ephemeral=ephemeral,
+            thread_source=params.thread_source,
+        )
+        thread = self._new_loaded(
+            record,
+            settings,
+            base_instructions=params.base_instructions,
+            developer_instructions=params.developer_instructions,
+        )
+        self.manager.register(thread)
+        self.manager.subscribe(thread, ctx.connection.id)
+        self._announce_started(ctx, thread)
+        self.services.start_detached(self.manager.capture_git, thread, name=f"thread start {thread_id}")
+        return ThreadStartResponse(**self._start_like(thread))
+
+    # ------------------------------------------------------------------ thread/resume
+    async def thread_resume(self, ctx: RequestContext, params: ThreadResumeParams) -> ThreadResumeResponse:
+        thread_id = parse_thread_id(params.thread_id, label="session id")
+        if self.services.draining:
+            raise server_shutting_down()
+        await self._ready()
+        thread = self.manager.loaded(thread_id)
+        if thread is not None:
+            persisted = thread.record.materialized and not thread.ephemeral
+            if not persisted and not params.exclude_turns:
+                raise _no_rollout(thread_id)
+            lines = await thread.read_rollout() if persisted else []
+            turns = history.build_turns(lines, running=thread.status.get("type") == "active")
+            if not turns and not params.exclude_turns:
+                raise RpcError(-32601, "list_turns is not supported yet")
+            self.manager.subscribe(thread, ctx.connection.id)
+            if not params.exclude_turns:
+                self._deprecation(ctx)
+            return self._resume_response(thread, turns, None if params.exclude_turns else turns)
+        record = await self.store.get(thread_id)
+        if record is None or record.archived:
+            raise _no_rollout(thread_id)
+        lines = await self.store.read_lines(record)
+        cwd = (
+            self._resolve_cwd(params.cwd)
+            if params.cwd is not None
+            else Path(record.cwd or self.services.settings.cwd)
+        )
+        settings = await self._settings(
+            ctx,
+            cwd=cwd,
+            config=params.config,
+            model=params.model,
+            model_provider=params.model_provider,
+            approval_policy=params.approval_policy,
+            approvals_reviewer=params.approvals_reviewer,
+            sandbox=params.sandbox,
+            service_tier=params.service_tier,
+            fallback_model=record.model,
+            fallback_provider=record.model_provider,
+        )
+        # Another request may have loaded it meanwhile: then this is a plain re-subscribe.
+        thread = self.manager.loaded(thread_id)
+        if thread is None:
+            thread = self._new_loaded(
+                record,
+                settings,
+                base_instructions=params.base_instructions,
+                developer_instructions=params.developer_instructions,
+            )
+            thread.status = dict(NOT_LOADED)
+            thread.next_ordinal = max((int(line.get("ordinal", 0) or 0) for line in lines), default=-1) + 1
+            self.manager.register(thread)
+            self.manager.subscribe(thread, ctx.connection.id)
+            await thread.set_status(dict(IDLE))
+            self.services.broadcaster.broadcast("thread/goal/cleared", {"threadId": thread_id})
+        else:
+            self.manager.subscribe(thread, ctx.connection.id)
+        turns = history.build_turns(lines)
+        if not params.exclude_turns:
+            self._deprecation(ctx)
+        return self._resume_response(thread, turns, None if params.exclude_turns else turns)
+
+    def _resume_response(
+        self, thread: LoadedThread, built: list[history.BuiltTurn], shown: list[history.BuiltTurn] | None
+    ) -> ThreadResumeResponse:
+        wire_turns = [t.to_wire("full") for t in shown] if shown is not None else []
+        turns_cursor = (
+            history.HistoryCursor(thread.id, built[-1].ordinal, True, history.TURNS_SCOPE).encode()
+            if built
+            else None
+        )
+        last_item = history.last_item_ordinal(built)
+        items_cursor = (
+            history.HistoryCursor(thread.id, last_item, True, history.ITEMS_SCOPE).encode()
+            if last_item is not None
+            else None
+        )
+        common = self._start_like(thread, wire_turns)
+        return ThreadResumeResponse(
+            **common,
+            collaboration_mode={
+                "mode": "default",
+                "settings": {
+                    "model": thread.model,
+                    "reasoning_effort": thread.reasoning_effort,
+                    "developer_instructions": None,
+                },
+            },
+            multi_agent_mode="explicitRequestOnly",
+            initial_turns_page=None,
+            turns_backwards_cursor=turns_cursor,
+            items_backwards_cursor=items_cursor,
+        )
+
+    # ------------------------------------------------------------------ thread/fork
+    async def thread_fork(self, ctx: RequestContext, params: ThreadForkParams) -> ThreadStartResponse:
+        source_id = parse_thread_id(params.thread_id, label="session id")
+        if params.ephemeral and not params.exclude_turns:
+            raise invalid_request("ephemeral paginated thread/fork requires `excludeTurns: true`")
+        if self.services.draining:
+            raise server_shutting_down()
+        await self._ready()
+        record, loaded = await self._record(source_id)
+        if record is None or record.ephemeral or not record.materialized or record.archived:
+            raise _no_rollout(source_id)
+        lines = await self._lines(record, loaded)
+        turns = history.build_turns(lines)
+        copied = [line for line in lines if line.get("type") != "session_meta"]
+        if params.last_turn_id is not None:
+            cut = _fork_cut(lines, turns, params.last_turn_id)
+            if cut is None:
+                raise invalid_request(f"turn not found: {params.last_turn_id}")
+            copied = [line for line in copied if int(line.get("ordinal", 0) or 0) <= cut]
+            turns = [t for t in turns if t.ordinal <= cut]
+        cwd = (
+            self._resolve_cwd(params.cwd)
+            if params.cwd is not None
+            else Path(record.cwd or self.services.settings.cwd)
+        )
+        settings = await self._settings(
+            ctx,
+            cwd=cwd,
+            config=params.config,
+            model=params.model,
+            model_provider=params.model_provider,
+            approval_policy=params.approval_policy,
+            approvals_reviewer=params.approvals_reviewer,
+            sandbox=params.sandbox,
+            service_tier=params.service_tier,
+            fallback_model=record.model,
+            fallback_provider=record.model_provider,
+        )
+        thread_id = new_thread_id()
+        now = rollout.now_ms()
+        fork = ThreadRecord(
+            id=thread_id,
+            rollout_path=None
+            if params.ephemeral
+            else str(self.services.settings.codex_home / rollout.rollout_relpath(now, thread_id)),
+            created_at_ms=now,
+            updated_at_ms=now,
+            cwd=str(cwd),
+            model_provider=settings.model_provider,
+            model=settings.model,
+            reasoning_effort=settings.reasoning_effort,
+            cli_version=rollout.CLI_VERSION,
+            originator=ctx.connection.session.client_name,
+            preview=record.preview,
+            name=record.name,
+            has_user_event=record.has_user_event,
+            forked_from_id=source_id,
+            ephemeral=params.ephemeral,
+            thread_source=params.thread_source,
+        )
+        thread = self._new_loaded(
+            fork,
+            settings,
+            base_instructions=params.base_instructions,
+            developer_instructions=params.developer_instructions,
+        )
+        records = [{"type": line["type"], "payload": line.get("payload")} for line in copied]
+        async with thread.lane:
+            if params.ephemeral:
+                thread.next_ordinal = 1
+                await self.manager.append_locked(thread, records, durable=False)
+            else:
+                thread.pending_lines = records
+                await self.manager.materialize_locked(thread)
+                if fork.name is not None:
+                    thread.record = await self.store.set_name(thread.record, fork.name)
+        self.manager.register(thread)
+        self.manager.subscribe(thread, ctx.connection.id)
+        if not params.exclude_turns:
+            self._deprecation(ctx)
+        self._announce_started(ctx, thread)
+        wire_turns = [] if params.exclude_turns else [t.to_wire("full") for t in turns]
+        return ThreadStartResponse(**self._start_like(thread, wire_turns))
+
+    # ------------------------------------------------------------------ thread/read
+    async def thread_read(self, ctx: RequestContext, params: ThreadReadParams) -> ThreadReadResponse:
+        thread_id = parse_thread_id(params.thread_id)
+        record, loaded = await self._record(thread_id)
+        if record is None:
+            raise invalid_request(f"thread not loaded: {thread_id}")
+        turns: list[Any] = []
+        if params.include_turns:
+            if record.ephemeral:
+                raise invalid_request("ephemeral threads do not support includeTurns")
+            if loaded is not None and (not record.materialized or record.first_turn_id is None):
+                raise RpcError(-32601, "list_turns is not supported yet")
+            lines = await self._lines(record, loaded)
+            running = loaded is not None and loaded.status.get("type") == "active"
+            turns = [t.to_wire("full") for t in history.build_turns(lines, running=running)]
+            self._deprecation(ctx)
+        if loaded is not None:
+            wire = self._loaded_wire(loaded, turns)
+        else:
+            wire = self._thread_wire(record, status=dict(NOT_LOADED), loaded=None, turns=turns)
+        return ThreadReadResponse(wire, self._read_state(record))
+
+    # ------------------------------------------------------------------ thread/list
+    async def thread_list(self, ctx: RequestContext, params: ThreadListParams) -> ThreadListResponse:
+        limit = DEFAULT_LIST_LIMIT if params.limit is None else params.limit
+        if limit < 0 or limit > U32_MAX:
+            raise _bad_params(f"invalid value: integer `{limit}`, expected u32")
+        if params.originators:
+            raise RpcError(INVALID_PARAMS, "originator filtering is not supported by the local app-server")
+        excluded: list[str] = []
+        for raw in params.excluded_thread_ids or []:
+            try:
+                excluded.append(parse_thread_id(raw, label="excluded thread id"))
+            except RpcError as exc:
+                raise RpcError(INVALID_PARAMS, exc.message) from None
+        if len(excluded) > MAX_EXCLUDED_IDS:
+            raise RpcError(
+                INVALID_PARAMS, f"excludedThreadIds must contain at most {MAX_EXCLUDED_IDS} entries"
+            )
+        cwds = self._cwd_filter(params.cwd)
+        await self._ready()
+        providers: list[str] | None
+        if params.model_providers is None:
+            providers = [await self._default_provider()]
+        else:
+            providers = list(params.model_providers) or None
+        query = ListQuery(
+            limit=max(limit, 1),
+            sort_key=params.sort_key or "created_at",
+            direction=params.sort_direction or "desc",
+            cursor=params.cursor,
+            search=params.search_term or None,
+            archived=bool(params.archived),
+            model_providers=providers,
+            cwds=cwds,
+            source_kinds=list(params.source_kinds or []) or None,
+            excluded_ids=excluded,
+        )
+        try:
+            page = await self.store.list(query)
+        except InvalidCursor:
+            raise invalid_request(f"invalid cursor: {params.cursor}") from None
+        data = []
+        read_states: dict[str, Any] = {}
+        for record in page.records:
+            loaded = self.manager.loaded(record.id)
+            status = loaded.status if loaded is not None else dict(NOT_LOADED)
+            data.append(self._thread_wire(record, status=status, loaded=loaded, listed=True))
+            state = self._read_state(record)
+            if state is not None:
+                read_states[record.id] = state
+        return ThreadListResponse(data, read_states, page.next_cursor, page.backwards_cursor)
+
+    def _cwd_filter(self, raw: Any) -> list[str] | None:
+        if raw is None:
+            return None
+        values = [raw] if isinstance(raw, str) else raw
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise _bad_params("data did not match any variant of untagged enum ThreadListCwdFilter")
+        return [str(self._resolve_cwd(v)) for v in values]
+
+    # ------------------------------------------------------------------ thread/loaded/list
+    async def thread_loaded_list(
+        self, ctx: RequestContext, params: ThreadLoadedListParams
+    ) -> ThreadLoadedListResponse:
+        ids = self.manager.loaded_ids()
+        if params.limit is not None and (params.limit < 0 or params.limit > U32_MAX):
+            raise _bad_params(f"invalid value: integer `{params.limit}`, expected u32")
+        if params.cursor is not None and ids:
+            try:
+                cursor = str(uuid.UUID(params.cursor))
+            except ValueError:
+                raise invalid_request(f"invalid cursor: {params.cursor}") from None
+            ids = [i for i in ids if i > cursor]
+        if params.limit is not None and len(ids) > max(params.limit, 1):
+            page = ids[: max(params.limit, 1)]
+            return ThreadLoadedListResponse(page, page[-1])
+        return ThreadLoadedListResponse(ids, None)
+
+    # ------------------------------------------------------------------ names and metadata
+    async def _writable(self, thread_id: str) -> tuple[ThreadRecord, LoadedThread | None]:
+        """The record to update (materializing a loaded, never-written thread); lane held by caller."""
+        loaded = self.manager.loaded(thread_id)
+        if loaded is not None:
+            if loaded.ephemeral:
+                raise invalid_request(f"ephemeral thread does not support metadata updates: {thread_id}")
+            await self.manager.materialize_locked(loaded)
+            return loaded.record, loaded
+        record = await self.store.get(thread_id)
+        if record is None:
+            raise _no_rollout(thread_id)
+        return record, None
+
+    async def thread_name_set(self, ctx: RequestContext, params: ThreadSetNameParams) -> None:
+        name = params.name.strip()
+        if not name:
+            raise invalid_request("thread name must not be empty")
+        thread_id = parse_thread_id(params.thread_id)
+        await self._ready()
+        async with self.manager.lane(thread_id):
+            record, loaded = await self._writable(thread_id)
+            updated = await self.store.set_name(record, name)
+            if loaded is not None:
+                loaded.record = attrs.evolve(loaded.record, name=updated.name)
+        self.services.broadcaster.broadcast(
+            "thread/name/updated", {"threadId": thread_id, "threadName": name}
+        )
+
+    async def thread_metadata_update(
+        self, ctx: RequestContext, params: ThreadMetadataUpdateParams
+    ) -> ThreadResponse:
+        patch = _git_patch(params.git_info)
+        thread_id = parse_thread_id(params.thread_id)
+        await self._ready()
+        async with self.manager.lane(thread_id):
+            record, loaded = await self._writable(thread_id)
+            try:
+                updated = await self.store.update_git(record.id, patch)
+            except NoRollout:
+                raise _no_rollout(thread_id) from None
+            if loaded is not None:
+                loaded.record = attrs.evolve(loaded.record, git=updated.git)
+                return ThreadResponse(self._loaded_wire(loaded))
+        return ThreadResponse(self._thread_wire(updated, status=dict(NOT_LOADED), loaded=None))
+
+    # ------------------------------------------------------------------ archive / unarchive / delete
+    async def thread_archive(self, ctx: RequestContext, params: ThreadIdParams) -> None:
+        thread_id = parse_thread_id(params.thread_id, label="session id")
+        await self._ready()
+        async with self.manager.lane(thread_id):
+            loaded = self.manager.loaded(thread_id)
+            if loaded is not None and (loaded.ephemeral or not loaded.record.materialized):
+                raise _no_rollout(thread_id)
+            try:
+                await self.store.archive(thread_id)
+            except NoRollout:
+                raise _no_rollout(thread_id) from None
+            if loaded is not None:
+                await self.manager.unload(loaded, closed=False)
+        self.services.broadcaster.broadcast("thread/archived", {"threadId": thread_id})
+
+    async def thread_unarchive(self, ctx: RequestContext, params: ThreadIdParams) -> ThreadResponse:
+        thread_id = parse_thread_id(params.thread_id)
+        await self._ready()
+        async with self.manager.lane(thread_id):
+            loaded = self.manager.loaded(thread_id)
+            if loaded is not None:
+                raise invalid_request(f"thread {thread_id} already has an active writer")
+            try:
+                record = await self.store.unarchive(thread_id)
+            except NoRollout:
+                raise invalid_request(f"no archived rollout found for thread id {thread_id}") from None
+        self.services.broadcaster.broadcast("thread/unarchived", {"threadId": thread_id})
+        return ThreadResponse(self._thread_wire(record, status=dict(NOT_LOADED), loaded=None))
+
+    async def thread_delete(self, ctx: RequestContext, params: ThreadIdParams) -> None:
+        thread_id = parse_thread_id(params.thread_id)
+        await self._ready()
+        async with self.manager.lane(thread_id):
+            loaded = self.manager.loaded(thread_id)
+            if loaded is not None and (loaded.ephemeral or not loaded.record.materialized):
+                raise invalid_request(f"thread is not persisted and cannot be deleted: {thread_id}")
+            try:
+                await self.store.delete(thread_id)
+            except NoRollout:
+                raise _no_rollout(thread_id) from None
+            if loaded is not None:
+                await self.manager.unload(loaded, closed=False)
+        self.services.broadcaster.broadcast("thread/deleted", {"threadId": thread_id})
+
+    async def thread_unsubscribe(
+        self, ctx: RequestContext, params: ThreadIdParams
+    ) -> ThreadUnsubscribeResponse:
+        thread_id = parse_thread_id(params.thread_id)
+        thread = self.manager.loaded(thread_id)
+        if thread is None:
+            return ThreadUnsubscribeResponse("notLoaded")
+        if self.manager.unsubscribe(thread, ctx.connection.id):
+            return ThreadUnsubscribeResponse("unsubscribed")
+        return ThreadUnsubscribeResponse("notSubscribed")
+
+    # ------------------------------------------------------------------ paginated history
+    async def _history(
+        self, thread_id: str, method: str
+    ) -> tuple[list[history.BuiltTurn], LoadedThread | None]:
+        record, loaded = await self._record(thread_id)
+        if record is None:
+            raise invalid_request(f"thread not loaded: {thread_id}")
+        if record.ephemeral:
+            raise invalid_request(f"ephemeral threads do not support {method}")
+        if not record.materialized:
+            raise invalid_request(
+                f"thread {thread_id} is not materialized yet; "
+                f"{method} is unavailable before first user message"
+            )
+        if loaded is not None and record.first_turn_id is None:
+            name = "list_turns" if method == "thread/turns/list" else method
+            raise RpcError(-32601, f"{name} is not supported yet")
+        lines = await self._lines(record, loaded)
+        running = loaded is not None and loaded.status.get("type") == "active"
+        return history.build_turns(lines, running=running), loaded
+
+    async def thread_turns_list(self, ctx: RequestContext, params: ThreadTurnsListParams) -> PageResponse:
+        thread_id = parse_thread_id(params.thread_id)
+        limit = _limit(params.limit)
+        turns, _ = await self._history(thread_id, "thread/turns/list")
+        cursor = None
+        if params.cursor is not None:
+            try:
+                cursor = history.decode_cursor(params.cursor, thread_id, history.TURNS_SCOPE)
+            except history.BadCursor:
+                raise invalid_request(f"invalid cursor: {params.cursor}") from None
+        page = history.paginate(
+            turns,
+            lambda t: t.ordinal,
+            thread_id=thread_id,
+            scope=history.TURNS_SCOPE,
+            direction=params.sort_direction or "desc",
+            limit=limit,
+            cursor=cursor,
+        )
+        view = params.items_view or "summary"
+        return PageResponse([t.to_wire(view) for t in page.rows], page.next_cursor, page.backwards_cursor)
+
+    async def thread_items_list(self, ctx: RequestContext, params: ThreadItemsListParams) -> PageResponse:
+        thread_id = parse_thread_id(params.thread_id)
+        limit = _limit(params.limit)
+        turns, _ = await self._history(thread_id, "thread/items/list")
+        if params.turn_id is not None:
+            turns = [t for t in turns if t.id == params.turn_id]
+            if not turns:
+                raise invalid_request(f"turn not found: {params.turn_id}")
+        items = [i for t in turns for i in t.items]
+        cursor = None
+        if isinstance(params.cursor, str):
+            try:
+                cursor = history.decode_cursor(params.cursor, thread_id, history.ITEMS_SCOPE)
+            except history.BadCursor:
+                raise invalid_request(f"invalid cursor: {params.cursor}") from None
+        elif isinstance(params.cursor, dict):
+            item_id = params.cursor.get("itemId")
+            anchor = next((i for i in items if i.item.get("id") == item_id), None)
+            if anchor is None:
+                raise invalid_request(f"item not found: {item_id}")
+            cursor = history.HistoryCursor(thread_id, anchor.ordinal, False, history.ITEMS_SCOPE)
+        elif params.cursor is not None:
+            raise _bad_params(f"invalid type: {describe(params.cursor)}, expected a cursor")
+        page = history.paginate(
+            items,
+            lambda i: i.ordinal,
+            thread_id=thread_id,
+            scope=history.ITEMS_SCOPE,
+            direction=params.sort_direction or "asc",
+            limit=limit,
+            cursor=cursor,
+        )
+        return PageResponse(
+            [history.item_entry(i) for i in page.rows], page.next_cursor, page.backwards_cursor
+        )
+
+    # ------------------------------------------------------------------ getConversationSummary
+    async def get_conversation_summary(
+        self, ctx: RequestContext, params: GetConversationSummaryParams
+    ) -> GetConversationSummaryResponse:
+        untagged = _bad_params("data did not match any variant of untagged enum GetConversationSummaryParams")
+        await self._ready()
+        if isinstance(params.conversation_id, str):
+            try:
+                thread_id = str(uuid.UUID(params.conversation_id))
+            except ValueError:
+                raise untagged from None
+            loaded = self.manager.loaded(thread_id)
+            record = loaded.record if loaded is not None else await self.store.get(thread_id)
+            if record is None or record.ephemeral or not record.materialized:
+                raise invalid_request(f"no rollout found for conversation id {thread_id}")
+        elif isinstance(params.rollout_path, str) and params.conversation_id is ABSENT:
+            path = _absolute(self.services.settings.codex_home, params.rollout_path)
+            if not await trio.to_thread.run_sync(path.is_file):
+                raise invalid_request(f"failed to resolve rollout path `{path}`: file does not exist")
+            found = await self.store.find_by_path(str(path))
+            if found is None:
+                raise invalid_request(f"failed to resolve rollout path `{path}`: file does not exist")
+            loaded = self.manager.loaded(found.id)
+            record = (
+                loaded.record if loaded is not None and loaded.record.rollout_path == str(path) else found
+            )
+        else:
+            raise untagged
+        git = record.git
+        assert record.rollout_path is not None
+        return GetConversationSummaryResponse(
+            ConversationSummary(
+                conversation_id=record.id,
+                path=record.rollout_path,
+                preview=record.preview,
+                timestamp=rollout.iso_ms(record.created_at_ms),
+                updated_at=rollout.iso_ms(record.updated_at_ms),
+                model_provider=record.model_provider,
+                cwd=record.cwd,
+                cli_version=record.cli_version,
+                source=record.source,
+                git_info=None
+                if git.empty
+                else {"sha": git.sha, "branch": git.branch, "origin_url": git.origin_url},
+            )
+        )
+
+
+def _absolute(base: Path, raw: str) -> Path:
+    """`raw` made absolute against `base` and normalized (no file access)."""
+    return Path(os.path.normpath(os.path.join(base, raw)))
+
+
+def _limit(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if value < 0 or value > U32_MAX:
+        raise _bad_params(f"invalid value: integer `{value}`, expected u32")
+    return value
+
+
+def _fork_cut(lines: list[dict[str, Any]], turns: list[history.BuiltTurn], last_turn_id: str) -> int | None:
+    """The last ordinal a fork through `last_turn_id` keeps (the end of that turn)."""
+    index = next((n for n, t in enumerate(turns) if t.id == last_turn_id), None)
+    if index is None:
+        return None
+    if index + 1 < len(turns):
+        return turns[index + 1].ordinal - 1
+    return max((int(line.get("ordinal", 0) or 0) for line in lines), default=0)
+
+
+def _git_patch(raw: Any) -> GitInfoPatch:
+    """Validate a `gitInfo` patch: absent/null fields keep/clear, strings must not be empty."""
+    if raw is ABSENT or raw is None:
+        raise invalid_request("thread metadata update must include at least one field")
+    if not isinstance(raw, dict):
+        raise _bad_params(f"invalid type: {describe(raw)}, expected struct ThreadMetadataGitInfoUpdateParams")
+    fields = {"sha": "sha", "branch": "branch", "originUrl": "origin_url"}
+    values: dict[str, Any] = {}
+    for wire_key, attr in fields.items():
+        if wire_key not in raw:
+            values[attr] = KEEP
+            continue
+        value = raw[wire_key]
+        if value is not None and not isinstance(value, str):
+            raise _bad_params(f"invalid type: {describe(value)}, expected a string")
+        if value is not None and not value.strip():
+            raise invalid_request(f"gitInfo.{wire_key} must not be empty")
+        values[attr] = value
+    if all(v is KEEP for v in values.values()):
+        raise invalid_request("gitInfo must include at least one field")
+    return GitInfoPatch(**values)

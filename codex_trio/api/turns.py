@@ -1,0 +1,175 @@
+"""`turn/start`, `turn/steer`, `turn/interrupt`: the requests that drive the agent loop.
+
+This family owns no turn state of its own: a thread's turns live in its `ThreadRuntime`
+(`codex_trio.core.turn`, kept in `LoadedThread.turn_state`), and run in the server's detached
+nursery, so they outlive the request and the connection that started them. Handlers only
+validate, resolve the turn's settings and hand work over. Anything a handler starts that
+emits notifications waits until the handler's response is queued (`call_after_response`),
+so clients always see the response first, as with the reference.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from codex_trio._version import VERSION
+from codex_trio.config.effective import ProviderConfig, builtin_providers
+from codex_trio.config.effective import _provider_from_table as provider_from_table
+from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnSettings
+from codex_trio.dispatch import RequestContext, Route, route
+from codex_trio.protocol.converter import WireError
+from codex_trio.protocol.errors import invalid_request, server_shutting_down
+from codex_trio.protocol.sandbox import structure_sandbox_policy
+from codex_trio.protocol.turns import TurnInterruptParams, TurnStartParams, TurnSteerParams
+from codex_trio.services import Services
+from codex_trio.threads import LoadedThread, ThreadManager
+
+_APPROVAL_POLICIES = ("untrusted", "on-request", "on-failure", "never")
+
+
+def provider_for(config: Mapping[str, Any], provider_id: str) -> ProviderConfig:
+    """The provider a thread uses, from its effective config table (built-ins included)."""
+    base_url = config.get("openai_base_url")
+    providers = builtin_providers(base_url if isinstance(base_url, str) else None, os.environ)
+    configured = config.get("model_providers")
+    if provider_id not in providers and isinstance(configured, dict):
+        table = configured.get(provider_id)
+        if isinstance(table, dict):
+            return provider_from_table(provider_id, table)
+    provider = providers.get(provider_id)
+    if provider is None:
+        raise invalid_request(f"failed to load configuration: Model provider `{provider_id}` not found")
+    return provider
+
+
+class TurnsApi:
+    """The turn family; see the module docstring."""
+
+    def __init__(self, services: Services, manager: ThreadManager) -> None:
+        self.services = services
+        self.manager = manager
+        self._platform = f"({platform.system()} {platform.release()}; {platform.machine()})"
+
+    def routes(self) -> list[Route]:
+        return [
+            route("turn/start", TurnStartParams, self.turn_start),
+            route("turn/steer", TurnSteerParams, self.turn_steer),
+            route("turn/interrupt", TurnInterruptParams, self.turn_interrupt),
+        ]
+
+    async def turn_start(self, ctx: RequestContext, params: TurnStartParams) -> dict[str, Any]:
+        if self.services.draining:
+            raise server_shutting_down()
+        thread = await self.manager.get_loaded(params.thread_id)
+        runtime = ThreadRuntime.of(thread, self.services)
+        active = runtime.active_turn
+        if active is not None:
+            # As the reference: input sent while a turn runs joins that turn.
+            ctx.call_after_response(lambda: active.steer(list(params.input), params.client_user_message_id))
+            return {"turn": active.wire()}
+        previous = runtime.current
+        if previous is not None and not previous.done.is_set():
+            await previous.done.wait()  # an interrupted turn is still writing its end
+        self._remember_overrides(runtime, params)
+        settings = self._settings(ctx, thread, runtime, params)
+        turn = RunningTurn(
+            thread,
+            self.services,
+            settings,
+            list(params.input),
+            client_user_message_id=params.client_user_message_id,
+        )
+        if ctx.connection.id not in thread.subscribers:
+            self.manager.subscribe(thread, ctx.connection.id)
+        ctx.call_after_response(turn.ready.set)
+        runtime.submit(turn)
+        return {"turn": turn.wire()}
+
+    async def turn_steer(self, ctx: RequestContext, params: TurnSteerParams) -> dict[str, Any]:
+        thread = await self.manager.get_loaded(params.thread_id)
+        runtime = thread.turn_state if isinstance(thread.turn_state, ThreadRuntime) else None
+        turn = runtime.active_turn if runtime is not None else None
+        if turn is None:
+            raise invalid_request("no active turn to steer")
+        if params.expected_turn_id != turn.id:
+            raise invalid_request(
+                f"expected active turn id `{params.expected_turn_id}` but found `{turn.id}`"
+            )
+        if not params.input:
+            raise invalid_request("input must not be empty")
+        ctx.call_after_response(lambda: turn.steer(list(params.input), params.client_user_message_id))
+        return {"turnId": turn.id}
+
+    async def turn_interrupt(self, ctx: RequestContext, params: TurnInterruptParams) -> dict[str, Any]:
+        thread = await self.manager.get_loaded(params.thread_id)
+        runtime = thread.turn_state if isinstance(thread.turn_state, ThreadRuntime) else None
+        turn = runtime.active_turn if runtime is not None else None
+        if turn is None:
+            raise invalid_request("no active turn to interrupt")
+        if params.turn_id != turn.id:
+            raise invalid_request(f"expected active turn id `{params.turn_id}` but found `{turn.id}`")
+        # The response goes first; the turn then ends with turn/completed (interrupted).
+        ctx.call_after_response(turn.interrupt)
+        return {}
+
+    # ------------------------------------------------------------------ settings
+    def _remember_overrides(self, runtime: ThreadRuntime, params: TurnStartParams) -> None:
+        """turn/start overrides apply to this turn and the thread's later turns."""
+        updates: dict[str, Any] = {}
+        if params.cwd is not None:
+            updates["cwd"] = params.cwd
+        if params.approval_policy is not None:
+            policy = params.approval_policy
+            if not (policy in _APPROVAL_POLICIES or (isinstance(policy, dict) and "granular" in policy)):
+                expected = "`untrusted`, `on-request`, `on-failure`, `never`"
+                message = f"Invalid request: unknown variant `{policy}`, expected one of {expected}"
+                raise invalid_request(message)
+            updates["approval_policy"] = policy
+        if params.sandbox_policy is not None:
+            try:
+                structure_sandbox_policy(params.sandbox_policy)
+            except WireError as exc:
+                raise invalid_request(f"Invalid request: {exc}") from None
+            updates["sandbox_policy"] = dict(params.sandbox_policy)
+        for key in ("model", "effort", "summary"):
+            value = getattr(params, key)
+            if value is not None:
+                updates[key] = value
+        runtime.overrides.update(updates)
+
+    def _settings(
+        self, ctx: RequestContext, thread: LoadedThread, runtime: ThreadRuntime, params: TurnStartParams
+    ) -> TurnSettings:
+        o = runtime.overrides
+        cwd = Path(o["cwd"]) if "cwd" in o else thread.cwd
+        if not cwd.is_absolute():
+            cwd = self.services.settings.cwd / cwd
+        config = thread.config
+        context_window = config.get("model_context_window")
+        session = ctx.connection.session
+        client = session.client_name or "codex_trio"
+        user_agent = f"{client}/{VERSION} {self._platform} ({client}; {session.client_version or VERSION})"
+        summary = o.get("summary") or _str(config.get("model_reasoning_summary"))
+        return TurnSettings(
+            cwd=cwd,
+            model=o.get("model", thread.model),
+            provider=provider_for(config, thread.model_provider),
+            approval_policy=o.get("approval_policy", thread.approval_policy),
+            sandbox_policy=o.get("sandbox_policy", thread.sandbox_policy),
+            effort=o.get("effort", thread.reasoning_effort),
+            summary=summary,
+            output_schema=params.output_schema,
+            base_instructions=thread.base_instructions,
+            developer_instructions=thread.developer_instructions,
+            context_window=context_window if isinstance(context_window, int) else None,
+            originator=client,
+            user_agent=user_agent,
+        )
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,523 @@
+"""The model client: one Responses-API request streamed over HTTP + SSE.
+
+Owns the wire to the model and nothing else: building the HTTP request from a provider
+(`codex_trio.config.effective.ProviderConfig`), the provider's auth, request-level retries
+with backoff (HTTP 429 / 5xx / connection failures before any event arrived), decoding the
+event stream into typed `ResponseEvent`s, and turning every failure into one `ModelError`
+that says why, in the reference's words. Stream-level retries ("Reconnecting... n/N") belong
+to the turn, which must tell the client about them; this module only says whether an error
+is worth another attempt (`ModelError.retryable`).
+
+The HTTP client (httpx, run on Trio through anyio) is opened per turn by `open_model_client`,
+so its connections are owned by the turn's task and dropped when the turn is cancelled:
+an interrupted turn abandons the stream at once, as the reference does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import orjson
+import trio
+
+from codex_trio.config.effective import ProviderConfig
+from codex_trio.core.sse import SseDecoder, SseError
+
+log = logging.getLogger(__name__)
+
+#: first backoff delay in seconds; doubles per attempt (0.2, 0.4, 0.8, 1.6, 3.2), ±10 % jitter.
+RETRY_BASE_DELAY = 0.2
+#: the longest single backoff, whatever the attempt number or a server's Retry-After says.
+RETRY_MAX_DELAY = 30.0
+#: seconds to open a connection to the model.
+CONNECT_TIMEOUT = 30.0
+#: bytes of an error body kept for the error message.
+MAX_ERROR_BODY = 64 * 1024
+#: what the reference says for a 5xx answer.
+HIGH_DEMAND_MESSAGE = "We\u2019re currently experiencing high demand, which may cause temporary errors."
+STREAM_CLOSED_EARLY = "stream closed before response.completed"
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+# ---------------------------------------------------------------------------- errors
+@attrs.frozen
+class ModelError(Exception):
+    """Why a model request failed, as the client is told (`error` / `turn.error`).
+
+    `codex_error_info` is the wire value (`"internalServerError"`, or an object such as
+    `{"responseStreamDisconnected": {"httpStatusCode": None}}`); `retryable` says whether the
+    turn may try the same request again (a dropped stream, `response.failed`, a 5xx).
+    """
+
+    message: str
+    codex_error_info: Any = "other"
+    additional_details: str | None = None
+    retryable: bool = False
+    http_status: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _stream_disconnected(detail: str) -> ModelError:
+    return ModelError(
+        f"stream disconnected before completion: {detail}",
+        {"responseStreamDisconnected": {"httpStatusCode": None}},
+        retryable=True,
+    )
+
+
+def status_error(status: int, body: bytes, url: str) -> ModelError:
+    """The error for a non-2xx answer, worded as the reference words it."""
+    reason = _REASONS.get(status, "")
+    text = body.decode("utf-8", "replace")
+    if status >= 500:
+        return ModelError(HIGH_DEMAND_MESSAGE, "internalServerError", retryable=True, http_status=status)
+    if status == 429:
+        return ModelError(
+            f"exceeded retry limit, last status: {status} {reason}".rstrip(),
+            {"responseTooManyFailedAttempts": {"httpStatusCode": status}},
+            http_status=status,
+        )
+    if status in (401, 403):
+        message = _error_message(text) or text
+        return ModelError(
+            f"unexpected status {status} {reason}: {message}, url: {url}",
+            {"httpConnectionFailed": {"httpStatusCode": status}},
+            http_status=status,
+        )
+    detail = _error_message(text)
+    if detail is not None and "context" in detail and "length" in detail:
+        return ModelError(detail, "contextWindowExceeded", http_status=status)
+    return ModelError(text or f"unexpected status {status} {reason}", "other", http_status=status)
+
+
+def _error_message(text: str) -> str | None:
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else None
+
+
+# ---------------------------------------------------------------------------- events
+@attrs.frozen
+class TokenUsage:
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_output_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_wire(cls, usage: Mapping[str, Any]) -> TokenUsage:
+        def num(value: Any) -> int:
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        input_details = usage.get("input_tokens_details") or {}
+        output_details = usage.get("output_tokens_details") or {}
+        input_tokens = num(usage.get("input_tokens"))
+        output_tokens = num(usage.get("output_tokens"))
+        return cls(
+            input_tokens=input_tokens,
+            cached_input_tokens=num(input_details.get("cached_tokens"))
+            if isinstance(input_details, dict)
+            else 0,
+            output_tokens=output_tokens,
+            reasoning_output_tokens=num(output_details.get("reasoning_tokens"))
+            if isinstance(output_details, dict)
+            else 0,
+            total_tokens=num(usage.get("total_tokens")) or input_tokens + output_tokens,
+        )
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.input_tokens + other.input_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.reasoning_output_tokens + other.reasoning_output_tokens,
+            self.total_tokens + other.total_tokens,
+        )
+
+
+@attrs.frozen
+class Created:
+    response_id: str | None
+
+
+@attrs.frozen
+class OutputItemAdded:
+    """A model output item opened (`message`, `reasoning`, `function_call`, …)."""
+
+    item: dict[str, Any]
+
+
+@attrs.frozen
+class OutputTextDelta:
+    item_id: str | None
+    delta: str
+
+
+@attrs.frozen
+class ReasoningSummaryPartAdded:
+    item_id: str | None
+    summary_index: int
+
+
+@attrs.frozen
+class ReasoningSummaryDelta:
+    item_id: str | None
+    delta: str
+    summary_index: int
+
+
+@attrs.frozen
+class ReasoningTextDelta:
+    item_id: str | None
+    delta: str
+    content_index: int
+
+
+@attrs.frozen
+class OutputItemDone:
+    """A complete model output item, exactly as the model sent it."""
+
+    item: dict[str, Any]
+
+
+@attrs.frozen
+class Completed:
+    response_id: str | None
+    usage: TokenUsage | None
+
+
+ResponseEvent = (
+    Created
+    | OutputItemAdded
+    | OutputTextDelta
+    | ReasoningSummaryPartAdded
+    | ReasoningSummaryDelta
+    | ReasoningTextDelta
+    | OutputItemDone
+    | Completed
+)
+
+
+def decode_event(kind: str, data: Mapping[str, Any]) -> ResponseEvent | None:
+    """One SSE payload -> a typed event; None for events the turn does not use.
+
+    Raises ModelError for `response.failed` / `response.incomplete` / `error` events.
+    """
+    if kind == "response.output_text.delta":
+        return OutputTextDelta(data.get("item_id"), str(data.get("delta", "")))
+    if kind == "response.output_item.done":
+        item = data.get("item")
+        return OutputItemDone(dict(item)) if isinstance(item, dict) else None
+    if kind == "response.output_item.added":
+        item = data.get("item")
+        return OutputItemAdded(dict(item)) if isinstance(item, dict) else None
+    if kind == "response.reasoning_summary_text.delta":
+        return ReasoningSummaryDelta(
+            data.get("item_id"), str(data.get("delta", "")), _int(data.get("summary_index"))
+        )
+    if kind == "response.reasoning_summary_part.added":
+        return ReasoningSummaryPartAdded(data.get("item_id"), _int(data.get("summary_index")))
+    if kind == "response.reasoning_text.delta":
+        return ReasoningTextDelta(
+            data.get("item_id"), str(data.get("delta", "")), _int(data.get("content_index"))
+        )
+    if kind == "response.created":
+        response = data.get("response") or {}
+        return Created(response.get("id") if isinstance(response, dict) else None)
+    if kind == "response.completed":
+        response = data.get("response") or {}
+        if not isinstance(response, dict):
+            response = {}
+        usage = response.get("usage")
+        return Completed(response.get("id"), TokenUsage.from_wire(usage) if isinstance(usage, dict) else None)
+    if kind == "response.failed":
+        raise _failed_error(data.get("response"))
+    if kind == "response.incomplete":
+        response = data.get("response") or {}
+        details = response.get("incomplete_details") if isinstance(response, dict) else None
+        reason = details.get("reason") if isinstance(details, dict) else None
+        raise ModelError(f"Incomplete response returned, reason: {reason or 'unknown'}", "other")
+    if kind == "error":
+        message = data.get("message") or "the model reported an error"
+        raise _stream_disconnected(str(message))
+    return None
+
+
+def _failed_error(response: Any) -> ModelError:
+    error = response.get("error") if isinstance(response, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    text = str(message) if message else "response.failed event received"
+    if code == "context_length_exceeded":
+        return ModelError(text, "contextWindowExceeded")
+    if code in ("insufficient_quota", "usage_limit_reached"):
+        return ModelError(text, "usageLimitExceeded")
+    if code == "invalid_prompt":
+        return ModelError(text, "badRequest")
+    return _stream_disconnected(text)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+# ---------------------------------------------------------------------------- auth
+@attrs.frozen
+class Auth:
+    """Headers that authenticate a request; empty for a provider without auth."""
+
+    headers: dict[str, str] = attrs.Factory(dict)
+
+
+def resolve_auth(
+    provider: ProviderConfig, codex_home: Path, environ: Mapping[str, str] | None = None
+) -> Auth:
+    """The provider's credentials, or ModelError saying which one is missing.
+
+    Order, as the reference: `env_key` (must be set), `experimental_bearer_token`, then for a
+    provider that uses OpenAI auth the stored login (`auth.json`: an API key, or ChatGPT
+    tokens) and finally `OPENAI_API_KEY` from the environment.
+    """
+    env = os.environ if environ is None else environ
+    if provider.env_key:
+        value = env.get(provider.env_key, "").strip()
+        if not value:
+            message = f"Missing environment variable: `{provider.env_key}`."
+            if provider.env_key_instructions:
+                message += f" {provider.env_key_instructions}"
+            raise ModelError(message, "other")
+        return Auth({"authorization": f"Bearer {value}"})
+    if provider.experimental_bearer_token:
+        return Auth({"authorization": f"Bearer {provider.experimental_bearer_token}"})
+    if not provider.requires_openai_auth:
+        return Auth()
+    stored = _stored_auth(codex_home)
+    if stored is not None:
+        return stored
+    for var in ("OPENAI_API_KEY", "CODEX_API_KEY"):
+        value = env.get(var, "").strip()
+        if value:
+            return Auth({"authorization": f"Bearer {value}"})
+    return Auth()
+
+
+def _stored_auth(codex_home: Path) -> Auth | None:
+    try:
+        data = orjson.loads((codex_home / "auth.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    key = data.get("OPENAI_API_KEY")
+    if isinstance(key, str) and key:
+        return Auth({"authorization": f"Bearer {key}"})
+    tokens = data.get("tokens")
+    if isinstance(tokens, dict) and isinstance(tokens.get("access_token"), str):
+        headers = {"authorization": f"Bearer {tokens['access_token']}"}
+        account = tokens.get("account_id")
+        if isinstance(account, str) and account:
+            headers["chatgpt-account-id"] = account
+        return Auth(headers)
+    return None
+
+
+# ---------------------------------------------------------------------------- the client
+EventHandler = Callable[[ResponseEvent], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry number `attempt` (1-based)."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), RETRY_MAX_DELAY)
+    delay: float = RETRY_BASE_DELAY * (2 ** (attempt - 1)) * random.uniform(0.9, 1.1)
+    return min(delay, RETRY_MAX_DELAY)
+
+
+def responses_url(provider: ProviderConfig) -> str:
+    base = (provider.base_url or "https://api.openai.com/v1").rstrip("/")
+    url = f"{base}/responses"
+    if provider.query_params:
+        url += "?" + str(httpx.QueryParams(provider.query_params))
+    return url
+
+
+class ModelClient:
+    """Streams Responses-API requests to one provider over one HTTP connection pool."""
+
+    def __init__(self, provider: ProviderConfig, http: httpx.AsyncClient, auth: Auth) -> None:
+        self.provider = provider
+        self._http = http
+        self._auth = auth
+        self.url = responses_url(provider)
+
+    async def stream(
+        self, body: Mapping[str, Any], headers: Mapping[str, str], on_event: EventHandler
+    ) -> Completed:
+        """POST `body`, hand each event to `on_event` (awaited: backpressure), return the end.
+
+        Retries the request itself (not a stream already under way) up to the provider's
+        `request_max_retries` on 429, 5xx and connection failures. Raises ModelError.
+        """
+        payload = orjson.dumps(body)
+        request_headers = {
+            "accept": "text/event-stream",
+            "content-type": "application/json",
+            **self.provider.headers(),
+            **headers,
+            **self._auth.headers,
+        }
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(payload, request_headers, on_event)
+            except _RetryableRequest as retry:
+                attempt += 1
+                if attempt > self.provider.request_max_retries:
+                    raise retry.error from None
+                delay = backoff_delay(attempt, retry.retry_after)
+                log.info("model request failed (%s); retry %d in %.2fs", retry.error, attempt, delay)
+                await trio.sleep(delay)
+
+    async def _attempt(self, payload: bytes, headers: Mapping[str, str], on_event: EventHandler) -> Completed:
+        try:
+            async with self._http.stream("POST", self.url, content=payload, headers=headers) as response:
+                if response.status_code >= 300:
+                    body = await _read_capped(response)
+                    error = status_error(response.status_code, body, self.url)
+                    if response.status_code == 429 or response.status_code >= 500:
+                        raise _RetryableRequest(error, _retry_after(response))
+                    raise error
+                return await _consume(response, on_event)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            error = ModelError(
+                f"error sending request for url ({self.url}): {exc}",
+                {"httpConnectionFailed": {"httpStatusCode": None}},
+                retryable=True,
+            )
+            raise _RetryableRequest(error, None) from None
+        except httpx.TimeoutException as exc:
+            raise _stream_disconnected(f"idle timeout waiting for SSE ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise _stream_disconnected(f"error decoding response body: {exc}") from None
+
+
+class _RetryableRequest(Exception):
+    def __init__(self, error: ModelError, retry_after: float | None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) >= MAX_ERROR_BODY:
+            break
+    return bytes(body[:MAX_ERROR_BODY])
+
+
+async def _consume(response: httpx.Response, on_event: EventHandler) -> Completed:
+    decoder = SseDecoder()
+    async for chunk in response.aiter_raw():
+        try:
+            events = decoder.feed(chunk)
+        except SseError as exc:
+            raise _stream_disconnected(str(exc)) from None
+        for sse in events:
+            try:
+                data = orjson.loads(sse.data)
+            except orjson.JSONDecodeError:
+                log.debug("ignoring a non-JSON SSE payload: %.200r", sse.data)
+                continue
+            if not isinstance(data, dict):
+                continue
+            kind = data.get("type") if isinstance(data.get("type"), str) else sse.event
+            event = decode_event(str(kind), data)
+            if event is None:
+                continue
+            await on_event(event)
+            if isinstance(event, Completed):
+                return event
+    raise _stream_disconnected(STREAM_CLOSED_EARLY)
+
+
+@asynccontextmanager
+async def open_model_client(
+    provider: ProviderConfig, codex_home: Path, *, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[ModelClient]:
+    """A client whose connections live exactly as long as the `async with` block.
+
+    Raises ModelError for a provider the server cannot talk to (wrong wire API, missing key).
+    """
+    if provider.wire_api != "responses":
+        wire_api = provider.wire_api
+        raise ModelError(f"model provider `{provider.id}` uses wire_api `{wire_api}`; only `responses` works")
+    auth = resolve_auth(provider, codex_home, environ)
+    idle = provider.stream_idle_timeout_ms / 1000 if provider.stream_idle_timeout_ms > 0 else None
+    timeout = httpx.Timeout(connect=CONNECT_TIMEOUT, read=idle, write=CONNECT_TIMEOUT, pool=CONNECT_TIMEOUT)
+    # Proxy variables apply to remote providers only: a loopback model server (Ollama, vLLM,
+    # a test server) must never be rerouted through an ambient HTTP proxy.
+    trust_env = not _is_loopback(provider.base_url or "")
+    verify = await _ssl_context()
+    async with httpx.AsyncClient(timeout=timeout, trust_env=trust_env, verify=verify) as http:
+        yield ModelClient(provider, http, auth)
+
+
+_SSL_CONTEXT: ssl.SSLContext | None = None
+_SSL_LOCK = trio.Lock()
+
+
+async def _ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: loading the CA bundle takes tens of milliseconds of
+    blocking file work, so it is done once, in a worker thread."""
+    global _SSL_CONTEXT
+    async with _SSL_LOCK:
+        if _SSL_CONTEXT is None:
+            _SSL_CONTEXT = await trio.to_thread.run_sync(httpx.create_ssl_context)
+    return _SSL_CONTEXT
+
+
+def _is_loopback(url: str) -> bool:
+    host = httpx.URL(url).host if url else ""
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -1,0 +1,111 @@
+"""`account/*` and legacy `getAuthStatus` wire types (pure).
+
+`account/login/start` params are a union tagged by `type`; they are read into one flat class
+whose `type` is checked here and whose per-variant required fields are checked by the handler.
+Union-shaped results (`account`, login responses) are plain dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from codex_trio.protocol.config import serde_variants
+
+LOGIN_TYPES = (
+    "apiKey",
+    "chatgpt",
+    "chatgptDeviceCode",
+    "chatgptAuthTokens",
+    "amazonBedrock",
+    "amazonBedrockAccessKeys",
+)
+#: variants only a client with `experimentalApi` may use.
+EXPERIMENTAL_LOGIN_TYPES = frozenset({"chatgptAuthTokens", "amazonBedrock"})
+#: required fields per variant, in the order serde reports them missing.
+LOGIN_REQUIRED: dict[str, tuple[str, ...]] = {
+    "apiKey": ("api_key",),
+    "chatgptAuthTokens": ("access_token", "chatgpt_account_id"),
+    "amazonBedrock": ("api_key", "region"),
+    "amazonBedrockAccessKeys": ("access_key_id", "secret_access_key", "region"),
+}
+
+
+def _login_type(_: Any, __: attrs.Attribute[Any], value: str) -> None:
+    if value not in LOGIN_TYPES:
+        raise ValueError(f"unknown variant `{value}`, expected {serde_variants(*LOGIN_TYPES)}")
+
+
+@attrs.frozen
+class GetAccountParams:
+    refresh_token: bool = False
+
+
+@attrs.frozen
+class LoginAccountParams:
+    type: str = attrs.field(validator=_login_type)
+    api_key: str | None = None
+    app_brand: str | None = None
+    codex_streamlined_login: bool | None = None
+    use_hosted_login_success_page: bool | None = None
+    access_token: str | None = None
+    chatgpt_account_id: str | None = None
+    chatgpt_plan_type: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+
+@attrs.frozen
+class CancelLoginAccountParams:
+    login_id: str
+
+
+@attrs.frozen
+class GetAuthStatusParams:
+    include_token: bool | None = None
+    refresh_token: bool | None = None
+
+
+@attrs.frozen
+class GetAuthStatusResponse:
+    auth_method: str | None
+    auth_token: str | None
+    requires_openai_auth: bool | None
+
+
+@attrs.frozen
+class WorkspaceRouting:
+    chatgpt_account_id: str
+    backend_origin: str
+    account_routing_override: str = "NO_CONSTRAINT"
+
+
+@attrs.frozen
+class GetAccountResponse:
+    account: dict[str, Any] | None
+    user_id: str | None
+    requires_openai_auth: bool
+    workspace_routing: WorkspaceRouting | None = None
+
+
+@attrs.frozen
+class AccountLoginCompleted:
+    login_id: str | None
+    success: bool
+    error: str | None = None
+    onboarding_entrypoint: str | None = None
+
+
+@attrs.frozen
+class AccountUpdated:
+    auth_mode: str | None
+    plan_type: str | None
+
+
+@attrs.frozen
+class GovCloudRequirementsResponse:
+    is_gov_cloud: bool = False
+    should_warn: bool = False

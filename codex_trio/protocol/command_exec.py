@@ -1,0 +1,266 @@
+"""Wire types and pure checks of the `command/exec` family (methods.md §2).
+
+Pure: no trio, no I/O. Besides the attrs types this module holds the parameter checks whose
+order and wording are the reference's (-32602 for conflicting or out-of-range values, -32600
+for the rest), and a base64 decoder that refuses input exactly as the Rust `base64` crate's
+STANDARD engine does, so `command/exec/write` errors read the same.
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any, Literal, NewType
+
+import attrs
+
+from codex_trio.protocol.converter import WireError, converter, describe
+from codex_trio.protocol.errors import RpcError, invalid_params, invalid_request
+from codex_trio.protocol.sandbox import SandboxPolicy
+
+OUTPUT_DELTA = "command/exec/outputDelta"
+
+#: the reference's defaults (codex_core::exec and codex_utils_pty).
+DEFAULT_TIMEOUT_MS = 10_000
+DEFAULT_OUTPUT_BYTES_CAP = 1024 * 1024
+TIMEOUT_EXIT_CODE = 124
+DEFAULT_ROWS = 24
+DEFAULT_COLS = 80
+
+#: built-in permission profiles (`permissionProfile/list` with an empty config).
+BUILTIN_PERMISSION_PROFILES = (":read-only", ":workspace", ":danger-full-access")
+
+U16 = NewType("U16", int)
+USize = NewType("USize", int)
+
+
+def _unsigned(label: str, maximum: int) -> Any:
+    def structure(value: Any, _: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise WireError(f"invalid type: {describe(value)}, expected {label}")
+        if not 0 <= value <= maximum:
+            raise WireError(f"invalid value: integer `{value}`, expected {label}")
+        return value
+
+    return structure
+
+
+converter.register_structure_hook(U16, _unsigned("u16", 0xFFFF))
+converter.register_structure_hook(USize, _unsigned("usize", 2**64 - 1))
+
+Stream = Literal["stdout", "stderr"]
+
+
+@attrs.frozen
+class CommandExecTerminalSize:
+    """PTY size in character cells."""
+
+    rows: U16
+    cols: U16
+
+
+@attrs.frozen
+class CommandExecParams:
+    """`command/exec`: run an argv outside any thread."""
+
+    command: list[str]
+    process_id: str | None = None
+    tty: bool = False
+    stream_stdin: bool = False
+    stream_stdout_stderr: bool = False
+    output_bytes_cap: USize | None = None
+    disable_output_cap: bool = False
+    disable_timeout: bool = False
+    timeout_ms: int | None = None
+    cwd: str | None = None
+    env: dict[str, str | None] | None = None
+    size: CommandExecTerminalSize | None = None
+    sandbox_policy: SandboxPolicy | None = None
+    #: experimental: only with the `experimentalApi` capability.
+    permission_profile: str | None = None
+
+
+@attrs.frozen
+class CommandExecResponse:
+    """The final answer; stdout/stderr are empty when they were streamed."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@attrs.frozen
+class CommandExecOutputDelta:
+    """`command/exec/outputDelta`: one read of a stream, base64-encoded."""
+
+    process_id: str
+    stream: Stream
+    delta_base64: str
+    cap_reached: bool
+
+
+@attrs.frozen
+class CommandExecWriteParams:
+    process_id: str
+    delta_base64: str | None = None
+    close_stdin: bool = False
+
+
+@attrs.frozen
+class CommandExecResizeParams:
+    process_id: str
+    size: CommandExecTerminalSize
+
+
+@attrs.frozen
+class CommandExecTerminateParams:
+    process_id: str
+
+
+def _require_shapes(cls: type[Any], shapes: dict[str, tuple[type, str, bool]]) -> None:
+    """Refuse a string where a list is due (cattrs would split it into characters).
+
+    `shapes` maps a wire key to (python type, serde's name for it, whether null is allowed).
+    """
+    inner = converter.get_structure_hook(cls)
+
+    def structure(value: Any, _: Any) -> Any:
+        if isinstance(value, dict):
+            for key, (kind, label, nullable) in shapes.items():
+                if key not in value:
+                    continue
+                item = value[key]
+                if (item is None and not nullable) or (item is not None and not isinstance(item, kind)):
+                    raise WireError(f"invalid type: {describe(item)}, expected {label}")
+        return inner(value, cls)
+
+    converter.register_structure_hook(cls, structure)
+
+
+_require_shapes(
+    CommandExecParams,
+    {"command": (list, "a sequence", False), "env": (dict, "a map", True)},
+)
+
+
+# ---------------------------------------------------------------------------------- checks
+def check_exec_params(params: CommandExecParams) -> None:
+    """The reference's semantic checks on `command/exec`, in its order (raises RpcError)."""
+    if not params.command:
+        raise invalid_request("command must not be empty")
+    if params.sandbox_policy is not None and params.permission_profile is not None:
+        raise invalid_request("`permissionProfile` cannot be combined with `sandboxPolicy`")
+    if params.size is not None and not params.tty:
+        raise invalid_params("command/exec size requires tty: true")
+    if params.disable_output_cap and params.output_bytes_cap is not None:
+        raise invalid_params("command/exec cannot set both outputBytesCap and disableOutputCap")
+    if params.disable_timeout and params.timeout_ms is not None:
+        raise invalid_params("command/exec cannot set both timeoutMs and disableTimeout")
+    if params.timeout_ms is not None and params.timeout_ms < 0:
+        raise invalid_params(f"command/exec timeoutMs must be non-negative, got {params.timeout_ms}")
+    if params.permission_profile is not None:
+        check_permission_profile(params.permission_profile)
+    if params.size is not None:
+        check_terminal_size(params.size)
+    if params.process_id is None and (params.tty or params.stream_stdin or params.stream_stdout_stderr):
+        raise invalid_request("command/exec tty or streaming requires a client-supplied processId")
+
+
+def check_terminal_size(size: CommandExecTerminalSize) -> None:
+    if size.rows == 0 or size.cols == 0:
+        raise invalid_params("command/exec size rows and cols must be greater than 0")
+
+
+def check_permission_profile(profile: str) -> None:
+    """Only the built-in profiles exist until the config layer knows `[permissions]` tables."""
+    if profile in BUILTIN_PERMISSION_PROFILES:
+        return
+    if profile.startswith(":"):
+        raise invalid_request(
+            f"invalid permission profile: default_permissions refers to unknown built-in profile `{profile}`"
+        )
+    raise invalid_request("invalid permission profile: default_permissions requires a `[permissions]` table")
+
+
+def process_id_repr(process_id: str) -> str:
+    """How the reference quotes a client process id in messages (a JSON string)."""
+    return '"' + process_id.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def no_active_process(process_id: str) -> RpcError:
+    return invalid_request(f"no active command/exec for process id {process_id_repr(process_id)}")
+
+
+def duplicate_process(process_id: str) -> RpcError:
+    return invalid_request(f"duplicate active command/exec process id: {process_id_repr(process_id)}")
+
+
+# ---------------------------------------------------------------------------------- base64
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_MORSEL = {symbol: value for value, symbol in enumerate(_ALPHABET)}
+_PAD = ord("=")
+
+
+class Base64Error(ValueError):
+    """Input the Rust `base64` STANDARD engine refuses; the text is that crate's."""
+
+
+def decode_base64(text: str) -> bytes:
+    """Decode canonical padded base64, refusing what the reference refuses, with its words."""
+    data = text.encode()
+    if len(data) % 4 == 0:
+        try:
+            decoded = binascii.a2b_base64(data, strict_mode=True)
+        except binascii.Error:
+            pass
+        else:
+            # strict mode accepts a last symbol carrying unused bits; the reference does not.
+            _check_suffix(data, max(len(data) - 4, 0))
+            return decoded
+    _explain(data)
+    # every input the fast path refuses is refused by _explain; this is a safety net.
+    raise Base64Error("Invalid padding")
+
+
+def _explain(data: bytes) -> None:
+    """Find the error the Rust decoder reports first (its check order, its offsets)."""
+    length = len(data)
+    rem = length % 4
+    if rem == 1 and data[-1] != _PAD and data[-1] not in _MORSEL:
+        raise Base64Error(f"Invalid symbol {data[-1]}, offset {length - 1}.")
+    # the last quad, even a complete one, is left to the suffix check (it may hold padding)
+    body = max(length - rem - (4 if rem == 0 else 0), 0)
+    for index in range(body):
+        if data[index] not in _MORSEL:
+            raise Base64Error(f"Invalid symbol {data[index]}, offset {index}.")
+    _check_suffix(data, body)
+
+
+def _check_suffix(data: bytes, start: int) -> None:
+    morsels: list[int] = []
+    padding = 0
+    first_padding = 0
+    last_symbol = 0
+    for index, symbol in enumerate(data[start:]):
+        if symbol == _PAD:
+            if index < 2:
+                raise Base64Error(f"Invalid symbol {symbol}, offset {start + index}.")
+            if padding == 0:
+                first_padding = index
+            padding += 1
+            continue
+        if padding:
+            raise Base64Error(f"Invalid symbol {_PAD}, offset {start + first_padding}.")
+        last_symbol = symbol
+        if symbol not in _MORSEL:
+            raise Base64Error(f"Invalid symbol {symbol}, offset {start + index}.")
+        morsels.append(_MORSEL[symbol])
+    if data and len(morsels) < 2:
+        raise Base64Error(f"Invalid input length: {start + len(morsels)}")
+    if (padding + len(morsels)) % 4:
+        raise Base64Error("Invalid padding")
+    bits = 0
+    for morsel in morsels:
+        bits = bits << 6 | morsel
+    unused = len(morsels) * 6 - len(morsels) * 6 // 8 * 8
+    if bits & ((1 << unused) - 1):
+        raise Base64Error(f"Invalid last symbol {last_symbol}, offset {start + len(morsels) - 1}.")

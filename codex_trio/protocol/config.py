@@ -1,0 +1,90 @@
+"""`config/*` and `configRequirements/read` wire types (pure).
+
+`config/read`'s `config`, `origins` and `layers` are dynamic tables and are sent as plain
+dicts; everything with a fixed shape is an attrs class here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+MERGE_STRATEGIES = ("replace", "upsert")
+
+
+def serde_variants(*variants: str) -> str:
+    """serde's list of expected variants: "`a`", "`a` or `b`", "one of `a`, `b`, `c`"."""
+    quoted = [f"`{v}`" for v in variants]
+    if len(quoted) == 1:
+        return quoted[0]
+    if len(quoted) == 2:
+        return f"{quoted[0]} or {quoted[1]}"
+    return "one of " + ", ".join(quoted)
+
+
+def _merge_strategy(_: Any, __: attrs.Attribute[Any], value: str) -> None:
+    if value not in MERGE_STRATEGIES:
+        raise ValueError(f"unknown variant `{value}`, expected {serde_variants(*MERGE_STRATEGIES)}")
+
+
+@attrs.frozen
+class ConfigReadParams:
+    cwd: str | None = None
+    include_layers: bool = False
+
+
+@attrs.frozen
+class ConfigEdit:
+    key_path: str
+    #: any JSON value; `null` deletes the key.
+    value: Any
+    merge_strategy: str = attrs.field(validator=_merge_strategy)
+
+
+@attrs.frozen
+class ConfigValueWriteParams:
+    key_path: str
+    value: Any
+    merge_strategy: str = attrs.field(validator=_merge_strategy)
+    file_path: str | None = None
+    expected_version: str | None = None
+
+
+@attrs.frozen
+class ConfigBatchWriteParams:
+    edits: list[ConfigEdit]
+    file_path: str | None = None
+    expected_version: str | None = None
+    reload_user_config: bool = False
+
+
+@attrs.frozen
+class ConfigLayerMetadata:
+    #: the layer's `ConfigLayerSource` (a tagged object).
+    name: dict[str, Any]
+    version: str
+
+
+@attrs.frozen
+class OverriddenMetadata:
+    message: str
+    overriding_layer: ConfigLayerMetadata
+    effective_value: Any
+
+
+@attrs.frozen
+class ConfigWriteResponse:
+    status: str
+    version: str
+    file_path: str
+    overridden_metadata: OverriddenMetadata | None = None
+
+
+@attrs.frozen
+class ConfigRequirementsReadResponse:
+    """No requirements.toml / MDM support here: `requirements` is always null."""
+
+    supports_independent_speed_modes: bool = True
+    requirements: dict[str, Any] | None = None
+

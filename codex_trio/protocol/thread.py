@@ -1,0 +1,372 @@
+"""`thread/*` wire types: params, the Thread object, responses and notifications.
+
+Field order follows what the reference sends. Items and turns are plain JSON here (the turn
+engine owns their shapes). Params whose fields are three-state on the wire (`gitInfo`: absent /
+null / value) or untagged unions (`getConversationSummary`) are read as raw JSON and checked by
+the helpers below, which raise `WireError` with serde's wording.
+
+Pure: no trio, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from codex_trio.protocol.converter import WireError, describe
+
+SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
+ApprovalsReviewer = Literal["user", "auto_review", "guardian_subagent"]
+Personality = Literal["none", "friendly", "pragmatic"]
+ThreadStartSource = Literal["startup", "clear"]
+SortKey = Literal["created_at", "updated_at", "recency_at", "section_position"]
+SortDirection = Literal["asc", "desc"]
+ItemsView = Literal["notLoaded", "summary", "full"]
+SourceKind = Literal[
+    "cli",
+    "vscode",
+    "exec",
+    "appServer",
+    "subAgent",
+    "subAgentReview",
+    "subAgentCompact",
+    "subAgentThreadSpawn",
+    "subAgentOther",
+    "unknown",
+]
+
+
+class _Absent:
+    """A param the request left out (distinct from an explicit null)."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
+
+APPROVAL_POLICIES = ("untrusted", "on-request", "never")
+#: the variant names serde lists for a bad `approvalPolicy` (granular is the map form).
+APPROVAL_VARIANTS = ("untrusted", "on-request", "granular", "never")
+
+
+def read_approval_policy(value: Any) -> Any:
+    """An AskForApproval value: a kebab-case name or `{"granular": {...}}`."""
+    if isinstance(value, str):
+        if value not in APPROVAL_POLICIES:
+            expected = ", ".join(f"`{v}`" for v in APPROVAL_VARIANTS)
+            raise WireError(f"unknown variant `{value}`, expected one of {expected}")
+        return value
+    if isinstance(value, dict) and len(value) == 1 and "granular" in value:
+        granular = value["granular"]
+        if not isinstance(granular, dict):
+            raise WireError(f"invalid type: {describe(granular)}, expected struct GranularApprovalConfig")
+        for key in ("mcp_elicitations", "rules", "sandbox_approval"):
+            if key not in granular:
+                raise WireError(f"missing field `{key}`")
+        return value
+    raise WireError(f"invalid type: {describe(value)}, expected enum AskForApproval")
+
+
+def sandbox_policy(mode: str) -> dict[str, Any]:
+    """The camelCase SandboxPolicy a kebab-case SandboxMode stands for."""
+    if mode == "danger-full-access":
+        return {"type": "dangerFullAccess"}
+    if mode == "workspace-write":
+        return {
+            "type": "workspaceWrite",
+            "writableRoots": [],
+            "networkAccess": False,
+            "excludeTmpdirEnvVar": False,
+            "excludeSlashTmp": False,
+        }
+    return {"type": "readOnly", "networkAccess": False}
+
+
+# ---------------------------------------------------------------------------- params
+@attrs.frozen
+class ThreadStartParams:
+    approval_policy: Any = None
+    approvals_reviewer: ApprovalsReviewer | None = None
+    base_instructions: str | None = None
+    config: dict[str, Any] | None = None
+    cwd: str | None = None
+    developer_instructions: str | None = None
+    ephemeral: bool | None = None
+    model: str | None = None
+    model_provider: str | None = None
+    personality: Personality | None = None
+    sandbox: SandboxMode | None = None
+    service_name: str | None = None
+    service_tier: str | None = None
+    session_start_source: ThreadStartSource | None = None
+    thread_source: str | None = None
+
+
+@attrs.frozen
+class ThreadResumeParams:
+    thread_id: str
+    approval_policy: Any = None
+    approvals_reviewer: ApprovalsReviewer | None = None
+    base_instructions: str | None = None
+    config: dict[str, Any] | None = None
+    cwd: str | None = None
+    developer_instructions: str | None = None
+    exclude_turns: bool = False
+    model: str | None = None
+    model_provider: str | None = None
+    personality: Personality | None = None
+    sandbox: SandboxMode | None = None
+    service_tier: str | None = None
+
+
+@attrs.frozen
+class ThreadForkParams:
+    thread_id: str
+    approval_policy: Any = None
+    approvals_reviewer: ApprovalsReviewer | None = None
+    base_instructions: str | None = None
+    config: dict[str, Any] | None = None
+    cwd: str | None = None
+    developer_instructions: str | None = None
+    ephemeral: bool = False
+    exclude_turns: bool = False
+    last_turn_id: str | None = None
+    model: str | None = None
+    model_provider: str | None = None
+    sandbox: SandboxMode | None = None
+    service_tier: str | None = None
+    thread_source: str | None = None
+
+
+@attrs.frozen
+class ThreadIdParams:
+    """Params of the methods that take only a thread id (archive, delete, unsubscribe…)."""
+
+    thread_id: str
+
+
+@attrs.frozen
+class ThreadReadParams:
+    thread_id: str
+    include_turns: bool = False
+
+
+@attrs.frozen
+class ThreadSetNameParams:
+    thread_id: str
+    name: str
+
+
+@attrs.frozen
+class ThreadMetadataUpdateParams:
+    """`gitInfo` stays raw: absent, null and each field's absent/null/value all differ."""
+
+    thread_id: str
+    git_info: Any = ABSENT
+
+
+@attrs.frozen
+class GetConversationSummaryParams:
+    """Untagged on the wire: `{conversationId}` or `{rolloutPath}`; checked by the handler."""
+
+    conversation_id: Any = ABSENT
+    rollout_path: Any = ABSENT
+
+
+@attrs.frozen
+class ThreadListParams:
+    archived: bool | None = None
+    current_account_only: bool = False
+    cursor: str | None = None
+    cwd: Any = None
+    excluded_thread_ids: list[str] | None = None
+    limit: int | None = None
+    model_providers: list[str] | None = None
+    originators: list[str] | None = None
+    search_term: str | None = None
+    section_id: str | None = None
+    sort_direction: SortDirection | None = None
+    sort_key: SortKey | None = None
+    source_kinds: list[SourceKind] | None = None
+    use_state_db_only: bool = False
+
+
+@attrs.frozen
+class ThreadLoadedListParams:
+    cursor: str | None = None
+    limit: int | None = None
+
+
+@attrs.frozen
+class ThreadTurnsListParams:
+    thread_id: str
+    cursor: str | None = None
+    items_view: ItemsView | None = None
+    limit: int | None = None
+    sort_direction: SortDirection | None = None
+
+
+@attrs.frozen
+class ThreadItemsListParams:
+    thread_id: str
+    cursor: Any = None
+    defer_output: Any = None
+    limit: int | None = None
+    sort_direction: SortDirection | None = None
+    turn_id: str | None = None
+
+
+# ---------------------------------------------------------------------------- the Thread object
+@attrs.frozen
+class GitInfoWire:
+    sha: str | None
+    branch: str | None
+    origin_url: str | None
+
+
+@attrs.frozen
+class Environment:
+    environment_id: str
+    cwd: str
+    runtime_workspace_roots: list[str]
+
+
+@attrs.frozen
+class Thread:
+    id: str
+    environments: list[Environment] | None
+    extra: Any
+    session_id: str
+    forked_from_id: str | None
+    attached_to_thread_id: str | None
+    parent_thread_id: str | None
+    preview: str
+    ephemeral: bool
+    section: Any
+    section_entered_at: int | None
+    project_id: str | None
+    history_mode: str
+    model_provider: str
+    model: str | None
+    reasoning_effort: str | None
+    created_at: int
+    updated_at: int
+    recency_at: int
+    status: dict[str, Any]
+    path: str | None
+    cwd: str
+    cli_version: str
+    originator: str
+    source: Any
+    can_accept_direct_input: bool | None
+    thread_source: str | None
+    agent_nickname: str | None
+    agent_role: str | None
+    git_info: GitInfoWire | None
+    name: str | None
+    daybreak_enabled: bool | None
+    turns: list[Any]
+
+
+# ---------------------------------------------------------------------------- responses
+@attrs.frozen
+class ThreadStartResponse:
+    thread: Thread
+    model: str
+    model_provider: str
+    service_tier: str | None
+    disabled_plugin_ids: list[str]
+    cwd: str
+    runtime_workspace_roots: list[str]
+    instruction_sources: list[str]
+    approval_policy: Any
+    approvals_reviewer: str
+    sandbox: dict[str, Any]
+    active_permission_profile: dict[str, Any] | None
+    reasoning_effort: str | None
+    multi_agent_mode: str = "explicitRequestOnly"
+
+
+@attrs.frozen
+class ThreadResumeResponse:
+    thread: Thread
+    model: str
+    model_provider: str
+    service_tier: str | None
+    disabled_plugin_ids: list[str]
+    cwd: str
+    runtime_workspace_roots: list[str]
+    instruction_sources: list[str]
+    approval_policy: Any
+    approvals_reviewer: str
+    sandbox: dict[str, Any]
+    active_permission_profile: dict[str, Any] | None
+    reasoning_effort: str | None
+    collaboration_mode: dict[str, Any] | None
+    multi_agent_mode: str
+    initial_turns_page: Any
+    turns_backwards_cursor: str | None
+    items_backwards_cursor: str | None
+
+
+@attrs.frozen
+class ThreadReadResponse:
+    thread: Thread
+    read_state: dict[str, Any] | None
+
+
+@attrs.frozen
+class ThreadResponse:
+    """`{thread}`: unarchive and metadata/update."""
+
+    thread: Thread
+
+
+@attrs.frozen
+class ThreadListResponse:
+    data: list[Thread]
+    read_states: dict[str, Any]
+    next_cursor: str | None
+    backwards_cursor: str | None
+
+
+@attrs.frozen
+class ThreadLoadedListResponse:
+    data: list[str]
+    next_cursor: str | None
+
+
+@attrs.frozen
+class ThreadUnsubscribeResponse:
+    status: Literal["unsubscribed", "notSubscribed", "notLoaded"]
+
+
+@attrs.frozen
+class PageResponse:
+    """`thread/turns/list` and `thread/items/list`."""
+
+    data: list[Any]
+    next_cursor: str | None
+    backwards_cursor: str | None
+
+
+@attrs.frozen
+class ConversationSummary:
+    conversation_id: str
+    path: str
+    preview: str
+    timestamp: str | None
+    updated_at: str | None
+    model_provider: str
+    cwd: str
+    cli_version: str
+    source: Any
+    #: snake_case inside, as the reference sends it (`origin_url`).
+    git_info: dict[str, Any] | None
+
+
+@attrs.frozen
+class GetConversationSummaryResponse:
+    summary: ConversationSummary

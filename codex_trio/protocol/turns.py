@@ -1,0 +1,137 @@
+"""`turn/start`, `turn/steer`, `turn/interrupt`: params, results and the `Turn` object.
+
+Pure. `UserInput` keeps each input as the client sent it (the wire form is what items echo
+back), after checking its `type` and required fields the way serde would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from codex_trio.protocol.converter import WireError, converter, describe
+
+USER_INPUT_TYPES = ("text", "image", "localImage", "audio", "localAudio", "skill", "mention")
+_REQUIRED = {
+    "text": ("text",),
+    "localImage": ("path",),
+    "localAudio": ("path",),
+    "skill": ("name", "path"),
+    "mention": ("name", "path"),
+}
+
+
+@attrs.frozen
+class UserInput:
+    """One `UserInput` of a request, validated; `wire` is what items carry."""
+
+    type: str
+    wire: dict[str, Any]
+
+    @property
+    def text(self) -> str | None:
+        value = self.wire.get("text")
+        return value if self.type == "text" and isinstance(value, str) else None
+
+
+def _structure_user_input(value: Any, _: type) -> UserInput:
+    if not isinstance(value, dict):
+        raise WireError(f"invalid type: {describe(value)}, expected internally tagged enum UserInput")
+    kind = value.get("type")
+    if kind is None:
+        raise WireError("missing field `type`")
+    if kind not in USER_INPUT_TYPES:
+        expected = ", ".join(f"`{t}`" for t in USER_INPUT_TYPES)
+        raise WireError(f"unknown variant `{kind}`, expected one of {expected}")
+    for key in _REQUIRED.get(kind, ()):
+        if key not in value:
+            raise WireError(f"missing field `{key}`")
+        if not isinstance(value[key], str):
+            raise WireError(f"invalid type: {describe(value[key])}, expected a string")
+    wire = dict(value)
+    if kind == "text":
+        elements = wire.get("text_elements")
+        wire = {
+            "type": "text",
+            "text": wire["text"],
+            "text_elements": elements if isinstance(elements, list) else [],
+        }
+    return UserInput(kind, wire)
+
+
+converter.register_structure_hook(UserInput, _structure_user_input)
+
+
+@attrs.frozen
+class TurnStartParams:
+    thread_id: str
+    input: list[UserInput]
+    client_user_message_id: str | None = None
+    cwd: str | None = None
+    approval_policy: Any = None
+    approvals_reviewer: str | None = None
+    sandbox_policy: Any = None
+    model: str | None = None
+    effort: str | None = None
+    summary: str | None = None
+    output_schema: Any = None
+    collaboration_mode: Any = None
+    service_tier: str | None = None
+
+
+@attrs.frozen
+class TurnSteerParams:
+    thread_id: str
+    input: list[UserInput]
+    expected_turn_id: str
+    client_user_message_id: str | None = None
+
+
+@attrs.frozen
+class TurnInterruptParams:
+    thread_id: str
+    turn_id: str
+
+
+@attrs.frozen
+class TurnError:
+    message: str
+    codex_error_info: Any = None
+    additional_details: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "message": self.message,
+            "codexErrorInfo": self.codex_error_info,
+            "additionalDetails": self.additional_details,
+            "misalignment": None,
+        }
+
+
+@attrs.frozen
+class Turn:
+    """The wire `Turn`; `started_at` / `completed_at` are Unix seconds."""
+
+    id: str
+    status: str = "inProgress"
+    items: list[dict[str, Any]] = attrs.Factory(list)
+    items_view: str = "notLoaded"
+    error: TurnError | None = None
+    started_at: int | None = None
+    completed_at: int | None = None
+    duration_ms: int | None = None
+    root_turn_id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "rootTurnId": self.root_turn_id or self.id,
+            "items": list(self.items),
+            "itemsView": self.items_view,
+            "status": self.status,
+            "error": self.error.to_wire() if self.error is not None else None,
+            "startedAt": self.started_at,
+            "completedAt": self.completed_at,
+            "durationMs": self.duration_ms,
+        }

@@ -1,0 +1,161 @@
+"""Thread persistence: the `ThreadStore` interface and the records it deals in.
+
+`codex_trio.store.local` implements it with the reference's files (rollout JSONL under
+`CODEX_HOME/sessions/YYYY/MM/DD/`, archived ones under `archived_sessions/`) plus a SQLite
+index for listing and search. `rollout` builds and reads rollout lines, `history` rebuilds
+turns from them; both are pure. Nothing here imports an API module or the thread manager.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import attrs
+
+SortKey = Literal["created_at", "updated_at", "recency_at", "section_position"]
+SortDirection = Literal["asc", "desc"]
+
+
+class StoreError(Exception):
+    """A store operation that cannot be done; the API layer words it for the wire."""
+
+
+class NoRollout(StoreError):
+    """No (active, or archived when asked) rollout exists for this thread."""
+
+
+class InvalidCursor(StoreError):
+    """A `thread/list` cursor that does not parse."""
+
+
+@attrs.frozen
+class GitInfo:
+    sha: str | None = None
+    branch: str | None = None
+    origin_url: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.sha is None and self.branch is None and self.origin_url is None
+
+
+#: a field of a gitInfo patch that the request left out (keep the stored value).
+KEEP: Any = attrs.make_class("Keep", {}, repr=False)()
+
+
+@attrs.frozen
+class GitInfoPatch:
+    """Three-state fields: `KEEP` keeps, None clears, a string sets."""
+
+    sha: Any = KEEP
+    branch: Any = KEEP
+    origin_url: Any = KEEP
+
+    def apply(self, current: GitInfo) -> GitInfo:
+        return GitInfo(
+            sha=current.sha if self.sha is KEEP else self.sha,
+            branch=current.branch if self.branch is KEEP else self.branch,
+            origin_url=current.origin_url if self.origin_url is KEEP else self.origin_url,
+        )
+
+
+@attrs.frozen
+class ThreadRecord:
+    """What is known about a thread without reading its whole rollout (an index row)."""
+
+    id: str
+    rollout_path: str | None
+    created_at_ms: int
+    updated_at_ms: int
+    cwd: str
+    model_provider: str
+    model: str | None = None
+    reasoning_effort: str | None = None
+    #: the session_meta `source`: "vscode", "cli", … or an object for sub-agents.
+    source: Any = "vscode"
+    cli_version: str = ""
+    originator: str = ""
+    preview: str = ""
+    name: str | None = None
+    archived: bool = False
+    archived_at_ms: int | None = None
+    git: GitInfo = GitInfo()
+    has_user_event: bool = False
+    forked_from_id: str | None = None
+    ephemeral: bool = False
+    history_mode: str = "paginated"
+    thread_source: str | None = None
+    agent_nickname: str | None = None
+    agent_role: str | None = None
+    first_turn_id: str | None = None
+    #: true once the rollout file and the index row exist.
+    materialized: bool = False
+
+    @property
+    def recency_at_ms(self) -> int:
+        return self.updated_at_ms
+
+
+@attrs.frozen
+class ListQuery:
+    """A `thread/list` request, already validated."""
+
+    limit: int
+    sort_key: SortKey = "created_at"
+    direction: SortDirection = "desc"
+    cursor: str | None = None
+    search: str | None = None
+    archived: bool = False
+    #: None: every provider.
+    model_providers: Sequence[str] | None = None
+    cwds: Sequence[str] | None = None
+    source_kinds: Sequence[str] | None = None
+    excluded_ids: Sequence[str] = ()
+
+
+@attrs.frozen
+class ListPage:
+    records: list[ThreadRecord]
+    next_cursor: str | None
+    backwards_cursor: str | None
+
+
+class ThreadStore(Protocol):
+    """Where threads live between restarts. Every method is safe to call from the event loop."""
+
+    async def open(self) -> None:
+        """Prepare the store (create folders, open the index)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    async def materialize(self, record: ThreadRecord, session_meta: dict[str, Any]) -> ThreadRecord:
+        """Write the rollout's first line and index the thread; returns the stored record."""
+        ...
+
+    async def append(self, record: ThreadRecord, lines: Sequence[dict[str, Any]], *, durable: bool) -> int:
+        """Append full rollout lines (flushed; fsync'd when durable); returns the byte count."""
+        ...
+
+    async def update_record(self, record: ThreadRecord) -> None:
+        """Store file-derived metadata (preview, updated time, model) for a thread."""
+        ...
+
+    async def read_lines(self, record: ThreadRecord) -> list[dict[str, Any]]: ...
+
+    async def get(self, thread_id: str, *, repair: bool = True) -> ThreadRecord | None: ...
+
+    async def find_by_path(self, path: str) -> ThreadRecord | None: ...
+
+    async def list(self, query: ListQuery) -> ListPage: ...
+
+    async def set_name(self, record: ThreadRecord, name: str) -> ThreadRecord: ...
+
+    async def update_git(self, thread_id: str, patch: GitInfoPatch) -> ThreadRecord: ...
+
+    async def archive(self, thread_id: str) -> ThreadRecord: ...
+
+    async def unarchive(self, thread_id: str) -> ThreadRecord: ...
+
+    async def delete(self, thread_id: str) -> None: ...
