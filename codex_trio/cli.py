@@ -48,27 +48,53 @@ def _seconds(text: str) -> int:
 
 def _add_ws_auth_flags(parser: argparse.ArgumentParser) -> None:
     auth = parser.add_argument_group("websocket auth (ws:// listeners)")
-    auth.add_argument("--ws-auth", choices=["capability-token", "signed-bearer-token"], metavar="MODE",
-                      help="capability-token or signed-bearer-token (required off loopback)")
+    auth.add_argument(
+        "--ws-auth",
+        choices=["capability-token", "signed-bearer-token"],
+        metavar="MODE",
+        help="capability-token or signed-bearer-token (required off loopback)",
+    )
     auth.add_argument("--ws-token-file", type=Path, metavar="PATH", help="file holding the capability token")
     auth.add_argument("--ws-token-sha256", metavar="HEX", help="SHA-256 (hex) of the capability token")
-    auth.add_argument("--ws-shared-secret-file", type=Path, metavar="PATH",
-                      help="HS256 secret (at least 32 bytes) for signed bearer tokens (JWT)")
+    auth.add_argument(
+        "--ws-shared-secret-file",
+        type=Path,
+        metavar="PATH",
+        help="HS256 secret (at least 32 bytes) for signed bearer tokens (JWT)",
+    )
     auth.add_argument("--ws-issuer", metavar="ISSUER", help="required `iss` of signed bearer tokens")
     auth.add_argument("--ws-audience", metavar="AUDIENCE", help="required `aud` of signed bearer tokens")
-    auth.add_argument("--ws-max-clock-skew-seconds", type=_seconds, metavar="SECONDS",
-                      help="allowed clock skew for `exp`/`nbf` (default 30)")
+    auth.add_argument(
+        "--ws-max-clock-skew-seconds",
+        type=_seconds,
+        metavar="SECONDS",
+        help="allowed clock skew for `exp`/`nbf` (default 30)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codex-trio", description="A Trio-native Codex app-server.")
     transport = parser.add_mutually_exclusive_group()
-    transport.add_argument("--listen", type=_listen, metavar="URL", help="stdio:// (default), ws://IP:PORT, unix://[PATH] or off")
+    transport.add_argument(
+        "--listen", type=_listen, metavar="URL", help="stdio:// (default), ws://IP:PORT, unix://[PATH] or off"
+    )
     transport.add_argument("--stdio", action="store_true", help="serve on stdin/stdout (the default)")
-    parser.add_argument("-c", "--config", dest="overrides", type=_config_override, action="append", default=[],
-                        metavar="key=value", help="override a config value (TOML value, raw string fallback)")
-    parser.add_argument("--enable", action="append", default=[], metavar="FEATURE", help="features.FEATURE = true")
-    parser.add_argument("--disable", action="append", default=[], metavar="FEATURE", help="features.FEATURE = false")
+    parser.add_argument(
+        "-c",
+        "--config",
+        dest="overrides",
+        type=_config_override,
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="override a config value (TOML value, raw string fallback)",
+    )
+    parser.add_argument(
+        "--enable", action="append", default=[], metavar="FEATURE", help="features.FEATURE = true"
+    )
+    parser.add_argument(
+        "--disable", action="append", default=[], metavar="FEATURE", help="features.FEATURE = false"
+    )
     _add_ws_auth_flags(parser)
     return parser
 

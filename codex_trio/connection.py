@@ -44,6 +44,8 @@ BROADCAST_BACKLOG = 1024
 SLOW_CONSUMER_GRACE = 10.0
 #: seconds the writer may take to flush what is queued once the connection closes.
 FLUSH_TIMEOUT = 2.0
+#: bytes the writer gathers from the queue into one transport write.
+WRITE_BATCH_BYTES = 256 * 1024
 #: default deadline for server->client requests (approvals are answered by a person).
 SERVER_REQUEST_TIMEOUT = 30 * 60.0
 
@@ -166,7 +168,9 @@ class Connection:
                     try:
                         self._slots.acquire_nowait()
                     except trio.WouldBlock:
-                        await self.send(envelope.encode_error(message.id, SERVER_OVERLOADED, OVERLOADED_MESSAGE))
+                        await self.send(
+                            envelope.encode_error(message.id, SERVER_OVERLOADED, OVERLOADED_MESSAGE)
+                        )
                         return
                 if self._router.handles_inline(message.method):
                     try:
@@ -195,10 +199,31 @@ class Connection:
         try:
             with self._writer_scope, self._out_receive:
                 async for data in self._out_receive:
-                    await self.stream.send_message(data)
+                    # One scheduling round lets request tasks that are already runnable queue
+                    # their responses too, so they leave in the same write.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    batch = self._take_ready(data)
+                    if len(batch) == 1:
+                        await self.stream.send_message(data)
+                    else:
+                        await self.stream.send_messages(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.debug("connection %d: writer stopped, peer gone", self.id)
             self.close()
+
+    def _take_ready(self, first: bytes) -> list[bytes]:
+        """`first` plus whatever else is already queued, up to WRITE_BATCH_BYTES: one write
+        for many messages is what keeps a pipelined client's throughput up."""
+        batch = [first]
+        size = len(first)
+        while size < WRITE_BATCH_BYTES:
+            try:
+                data = self._out_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            batch.append(data)
+            size += len(data)
+        return batch
 
     # ------------------------------------------------------------------ outbound
     async def send(self, data: bytes) -> None:
@@ -245,7 +270,9 @@ class Connection:
                 with trio.move_on_after(SLOW_CONSUMER_GRACE) as waited:
                     await self._out_send.send(self._backlog[0])
                 if waited.cancelled_caught:
-                    log.warning("connection %d stalled for %.0fs; disconnecting", self.id, SLOW_CONSUMER_GRACE)
+                    log.warning(
+                        "connection %d stalled for %.0fs; disconnecting", self.id, SLOW_CONSUMER_GRACE
+                    )
                     self._backlog.clear()
                     self.close()
                     return

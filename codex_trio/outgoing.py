@@ -36,8 +36,10 @@ class Broadcaster:
     def broadcast(self, method: str, params: Any, *, only: Iterable[int] | None = None) -> None:
         """Queue a notification for every initialized connection (or those in `only`)."""
         encoded = envelope.encode_notification(method, unstructure(params))
-        targets = self._connections.values() if only is None else (
-            c for i in only if (c := self._connections.get(i)) is not None
+        targets = (
+            self._connections.values()
+            if only is None
+            else (c for i in only if (c := self._connections.get(i)) is not None)
         )
         for connection in list(targets):
             if connection.session.initialized:

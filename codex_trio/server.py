@@ -146,7 +146,11 @@ class AppServer:
             )
         elif isinstance(listen, UnixListen):
             self.listening = await nursery.start(
-                serve_control_socket, listen, self.settings.codex_home, self.settings.cwd, self.adopt,
+                serve_control_socket,
+                listen,
+                self.settings.codex_home,
+                self.settings.cwd,
+                self.adopt,
                 self._listeners_scope,
             )
         else:
@@ -209,7 +213,9 @@ class AppServer:
             self._detached_running.value -= 1
 
 
-async def serve(settings: ServerSettings, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    settings: ServerSettings, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Run an app-server until it shuts down; for `nursery.start(serve, settings)`."""
     await AppServer(settings).run(task_status=task_status)
 

@@ -89,7 +89,8 @@ class LeakCheck:
     async def leftovers(self) -> list[str]:
         problems: list[str] = []
         with trio.move_on_after(REAP_TIMEOUT):
-            while descendants(os.getpid()) - self.children:
+            # Another process's exit has no trio event to wait on: poll /proc briefly.
+            while descendants(os.getpid()) - self.children:  # noqa: ASYNC110
                 await trio.sleep(0.02)
         extra_children = descendants(os.getpid()) - self.children
         if extra_children:
@@ -168,7 +169,9 @@ class StdioServer:
 
 
 def server_env(codex_home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL")
+    }
     env["CODEX_HOME"] = str(codex_home)
     return env
 

@@ -137,11 +137,12 @@ async def test_resizing_a_pty_sends_sigwinch_and_the_child_sees_the_new_size(
     leak_check: Any, tmp_path: Path
 ) -> None:
     out = Collected()
-    script = (
-        "import os, signal, sys\n"
-        "signal.signal(signal.SIGWINCH, lambda *_: print('winch', *os.get_terminal_size(0), flush=True))\n"
+    script = (  # SIGWINCH is blocked before "ready", so sigwait cannot miss it
+        "import os, signal\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})\n"
         "print('ready', flush=True)\n"
-        "signal.pause()\n"
+        "signal.sigwait({signal.SIGWINCH})\n"
+        "print('winch', *os.get_terminal_size(0), flush=True)\n"
     )
     with trio.fail_after(TIMEOUT):
         async with spawn(spec([sys.executable, "-c", script], tmp_path, tty=TerminalSize(24, 80))) as child, \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import attrs
@@ -30,6 +31,7 @@ class Probe:
         self.release = trio.Event()
         self.started = 0
         self.cancelled = 0
+        self.first_cancel = trio.Event()
 
     def routes(self) -> list[Any]:
         return [
@@ -53,6 +55,7 @@ class Probe:
             await self.release.wait()
         except trio.Cancelled:
             self.cancelled += 1
+            self.first_cancel.set()
             raise
         return {"released": True}
 
@@ -87,9 +90,11 @@ async def test_requests_before_initialize_are_refused_and_a_failed_initialize_ca
     assert caught.value.code == -32600 and "unknown variant `test/anything`" in caught.value.message
     with pytest.raises(RpcError, match="missing field `clientInfo`"):
         await client.call("initialize", {})
-    result = await client.call("initialize", {"clientInfo": {"name": "t", "version": "1"}, "capabilities": None})
+    result = await client.call(
+        "initialize", {"clientInfo": {"name": "t", "version": "1"}, "capabilities": None}
+    )
     assert result["platformFamily"] == "unix"
-    with pytest.raises(RpcError, match="^Already initialized$"):
+    with pytest.raises(RpcError, match=r"^Already initialized$"):
         await client.call("initialize", {"clientInfo": {"name": "t", "version": "1"}})
     await client.aclose()
 
@@ -103,7 +108,9 @@ async def test_a_known_method_before_initialize_says_not_initialized(probe_serve
     await client.aclose()
 
 
-async def test_initialize_answers_then_reports_remote_control_to_that_connection_only(app_server: AppServer) -> None:
+async def test_initialize_answers_then_reports_remote_control_to_that_connection_only(
+    app_server: AppServer,
+) -> None:
     client = await app_server.connect()
     result = await client.initialize("first")
     assert result["userAgent"].startswith("first/")
@@ -135,7 +142,9 @@ async def test_params_errors_are_invalid_request_with_serde_wording(probe_server
     await client.aclose()
 
 
-async def test_the_error_boundary_turns_bugs_into_internal_errors_and_keeps_serving(probe_server: Any) -> None:
+async def test_the_error_boundary_turns_bugs_into_internal_errors_and_keeps_serving(
+    probe_server: Any,
+) -> None:
     server, _ = probe_server
     client = await server.connect()
     await client.initialize()
@@ -193,8 +202,7 @@ async def test_disconnect_cancels_exactly_that_connections_requests(probe_server
         assert probe.started == 2
         await leaving.aclose()
         with trio.fail_after(5):
-            while probe.cancelled < 1:
-                await trio.sleep(0)
+            await probe.first_cancel.wait()
             await trio.testing.wait_all_tasks_blocked()
         assert probe.cancelled == 1
         assert await staying.call("test/echo", {"value": "alive"}) == {"value": "alive"}
@@ -203,10 +211,8 @@ async def test_disconnect_cancels_exactly_that_connections_requests(probe_server
 
 
 async def _call_ignoring_close(client: ClientConnection, method: str) -> None:
-    try:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await client.call(method)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
 
 
 async def test_server_requests_route_answers_by_id_and_drop_unknown_ids(probe_server: Any) -> None:

@@ -8,7 +8,14 @@ import pytest
 import trio
 import trio.testing
 
-from codex_trio.connection import BROADCAST_BACKLOG, FLUSH_TIMEOUT, OUTBOUND_CAPACITY, SLOW_CONSUMER_GRACE
+from codex_trio.connection import (
+    BROADCAST_BACKLOG,
+    FLUSH_TIMEOUT,
+    OUTBOUND_CAPACITY,
+    SLOW_CONSUMER_GRACE,
+    WRITE_BATCH_BYTES,
+    Connection,
+)
 from codex_trio.protocol.errors import RpcError
 from codex_trio.server import AppServer
 from codex_trio.settings import ServerSettings
@@ -105,14 +112,17 @@ async def test_broadcasts_reach_initialized_connections_that_did_not_opt_out(app
         await c.aclose()
 
 
-async def _stalled_connection(server: AppServer) -> MemoryMessageStream:
-    """A client that initializes, then never reads again."""
+async def _stalled_connection(server: AppServer) -> tuple[MemoryMessageStream, Connection]:
+    """A client that initializes, then never reads again; and its server-side connection."""
     server_end, client_end = memory_message_stream_pair()
     server.adopt(server_end, "backpressure")
-    await client_end.send_message(b'{"id":1,"method":"initialize","params":{"clientInfo":{"name":"s","version":"1"}}}')
-    while len(server.broadcaster.connections) < 1 or not server.broadcaster.connections[-1].session.initialized:
-        await trio.sleep(0)
-    return client_end
+    await client_end.send_message(
+        b'{"id":1,"method":"initialize","params":{"clientInfo":{"name":"s","version":"1"}}}'
+    )
+    await trio.testing.wait_all_tasks_blocked()
+    (connection,) = [c for c in server.broadcaster.connections if c.stream is server_end]
+    assert connection.session.initialized
+    return client_end, connection
 
 
 async def test_a_stalled_client_is_dropped_after_the_grace_and_others_are_not_held_up(
@@ -121,7 +131,7 @@ async def test_a_stalled_client_is_dropped_after_the_grace_and_others_are_not_he
     reader = await app_server.connect()
     await reader.initialize()
     await reader.receive()
-    stalled = await _stalled_connection(app_server)
+    stalled, connection = await _stalled_connection(app_server)
     with trio.fail_after(SLOW_CONSUMER_GRACE * 3):
         # Fill the stalled client's pipe, its outbound queue, and part of its backlog.
         for n in range(MEMORY_CAPACITY + OUTBOUND_CAPACITY + 10):
@@ -129,8 +139,7 @@ async def test_a_stalled_client_is_dropped_after_the_grace_and_others_are_not_he
             assert (await reader.receive())["params"] == {"n": n}, "a stalled peer never delays the others"
         assert len(app_server.broadcaster.connections) == 2
         began = trio.current_time()
-        while len(app_server.broadcaster.connections) == 2:
-            await trio.sleep(0.1)
+        await connection.closed.wait()
     # Dropped after the grace; the writer then gets FLUSH_TIMEOUT to hand over what it holds.
     assert trio.current_time() - began == pytest.approx(SLOW_CONSUMER_GRACE + FLUSH_TIMEOUT, abs=0.5)
     await reader.aclose()
@@ -138,11 +147,16 @@ async def test_a_stalled_client_is_dropped_after_the_grace_and_others_are_not_he
 
 
 async def test_a_client_that_overflows_the_backlog_is_dropped_at_once(app_server: AppServer) -> None:
-    stalled = await _stalled_connection(app_server)
+    stalled, connection = await _stalled_connection(app_server)
     with trio.fail_after(5):
-        for n in range(MEMORY_CAPACITY + OUTBOUND_CAPACITY + BROADCAST_BACKLOG + 2):
-            app_server.broadcaster.broadcast("test/tick", {"n": n})
-            await trio.sleep(0)
-        while app_server.broadcaster.connections:
-            await trio.sleep(0.01)
+        sent = 0
+        while not connection.disconnect.cancel_called:
+            app_server.broadcaster.broadcast("test/tick", {"n": sent})
+            sent += 1
+            await trio.lowlevel.checkpoint()
+        await connection.closed.wait()
+    # What a stalled client can cost: the pipe, one write batch, the queue and the backlog.
+    one_message = len(b'{"method":"test/tick","params":{"n":10000},"emittedAtMs":1795631161387}')
+    bound = MEMORY_CAPACITY + WRITE_BATCH_BYTES // one_message + OUTBOUND_CAPACITY + BROADCAST_BACKLOG + 2
+    assert sent <= bound
     await stalled.aclose()

@@ -195,3 +195,14 @@ async def test_cancelling_the_stream_drops_the_http_connection(
 
 async def _ignore(event: ResponseEvent) -> None:
     return None
+
+
+async def test_a_stream_that_goes_quiet_times_out_as_a_disconnect(model: ResponsesServer, tmp_path: Path) -> None:
+    stall = Stall()
+    model.enqueue(stall)
+    with pytest.raises(ModelError) as caught:
+        await run(model, tmp_path, stream_idle_timeout_ms=200)
+    assert caught.value.retryable and "idle timeout" in caught.value.message
+    with trio.fail_after(10):
+        await model.posts[0].finished.wait()
+    assert model.posts[0].dropped

@@ -75,7 +75,17 @@ def test_ids_that_are_not_integers_or_strings_make_a_notification(bad_id: bytes)
 
 @pytest.mark.parametrize(
     "line",
-    [b"{not json", b"[]", b'[{"id":1,"method":"m"}]', b"42", b'"hello"', b"", b'{"id":902}', b"{}{}", b"\xff\xfe"],
+    [
+        b"{not json",
+        b"[]",
+        b'[{"id":1,"method":"m"}]',
+        b"42",
+        b'"hello"',
+        b"",
+        b'{"id":902}',
+        b"{}{}",
+        b"\xff\xfe",
+    ],
 )
 def test_malformed_input_is_invalid(line: bytes) -> None:
     assert isinstance(envelope.parse(line), Invalid)
@@ -83,8 +93,15 @@ def test_malformed_input_is_invalid(line: bytes) -> None:
 
 def test_encodings_keep_the_reference_key_order_and_no_jsonrpc_member() -> None:
     assert envelope.encode_result(3, {}) == b'{"id":3,"result":{}}'
-    assert envelope.encode_error(1, -32600, "Not initialized") == b'{"error":{"code":-32600,"message":"Not initialized"},"id":1}'
-    assert list(orjson.loads(envelope.encode_error(5, -1, "m", {"r": 1}))["error"]) == ["code", "data", "message"]
+    assert (
+        envelope.encode_error(1, -32600, "Not initialized")
+        == b'{"error":{"code":-32600,"message":"Not initialized"},"id":1}'
+    )
+    assert list(orjson.loads(envelope.encode_error(5, -1, "m", {"r": 1}))["error"]) == [
+        "code",
+        "data",
+        "message",
+    ]
     note = orjson.loads(envelope.encode_notification("x/y", {}))
     assert list(note) == ["method", "params", "emittedAtMs"] and isinstance(note["emittedAtMs"], int)
     assert list(orjson.loads(envelope.encode_request(0, "a/b", {}))) == ["method", "id", "params"]

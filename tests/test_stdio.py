@@ -22,11 +22,20 @@ async def test_stdio_server_answers_initialize_and_exits_zero_on_stdin_eof(stdio
         await client.closed.wait()
 
 
-async def test_malformed_lines_and_invalid_utf8_get_no_reply_and_keep_the_server(stdio_server: StdioServer) -> None:
+async def test_malformed_lines_and_invalid_utf8_get_no_reply_and_keep_the_server(
+    stdio_server: StdioServer,
+) -> None:
     client = stdio_server.client
     with trio.fail_after(20):
         await client.initialize()
-        for line in [b"{not json", b"[]", b"42", b'{"id": 902}', b"\xff\xfe garbage", b'{"id": 903, "result": {}}']:
+        for line in [
+            b"{not json",
+            b"[]",
+            b"42",
+            b'{"id": 902}',
+            b"\xff\xfe garbage",
+            b'{"id": 903, "result": {}}',
+        ]:
             await client.send_raw(line)
         await client.send_raw(b'  {"id": "crlf", "method": "nope/x", "params": {}}  \r')
         reply = await client.receive()

@@ -8,10 +8,11 @@ import socket
 import uuid
 from pathlib import Path
 
-from codex_trio._version import VERSION
+from codex_trio._version import PROTOCOL_VERSION
 from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.initialize import InitializeParams, InitializeResponse, RemoteControlStatusChanged
+
 
 def installation_id(codex_home: Path) -> str:
     """The id the reference keeps in `<codex_home>/installation_id`, created on first use."""
@@ -56,12 +57,10 @@ class SessionApi:
         terminal = os.environ.get("TERM", "unknown")
         ctx.notify_after_response(
             "remoteControl/status/changed",
-            unstructure(
-                RemoteControlStatusChanged("disabled", socket.gethostname(), self._installation_id)
-            ),
+            unstructure(RemoteControlStatusChanged("disabled", socket.gethostname(), self._installation_id)),
         )
         return InitializeResponse(
-            user_agent=f"{self._originator}/{VERSION} {self._platform} {terminal} "
+            user_agent=f"{self._originator}/{PROTOCOL_VERSION} {self._platform} {terminal} "
             f"({params.client_info.name}; {params.client_info.version})",
             codex_home=str(self._codex_home),
             platform_family="unix" if os.name == "posix" else "windows",

@@ -378,6 +378,8 @@ class ModelClient:
 
     def __init__(self, provider: ProviderConfig, http: httpx.AsyncClient, auth: Auth) -> None:
         self.provider = provider
+        ms = provider.stream_idle_timeout_ms
+        self._idle_timeout = ms / 1000 if ms > 0 else None
         self._http = http
         self._auth = auth
         self.url = responses_url(provider)
@@ -411,26 +413,34 @@ class ModelClient:
                 await trio.sleep(delay)
 
     async def _attempt(self, payload: bytes, headers: Mapping[str, str], on_event: EventHandler) -> Completed:
-        try:
-            async with self._http.stream("POST", self.url, content=payload, headers=headers) as response:
-                if response.status_code >= 300:
-                    body = await _read_capped(response)
-                    error = status_error(response.status_code, body, self.url)
-                    if response.status_code == 429 or response.status_code >= 500:
-                        raise _RetryableRequest(error, _retry_after(response))
-                    raise error
-                return await _consume(response, on_event)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            error = ModelError(
-                f"error sending request for url ({self.url}): {exc}",
-                {"httpConnectionFailed": {"httpStatusCode": None}},
-                retryable=True,
-            )
-            raise _RetryableRequest(error, None) from None
-        except httpx.TimeoutException as exc:
-            raise _stream_disconnected(f"idle timeout waiting for SSE ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise _stream_disconnected(f"error decoding response body: {exc}") from None
+        # One idle scope covers the whole attempt: its deadline starts at the request and
+        # moves with every chunk received. (httpx's own read timeout is off: it would open a
+        # cancel scope per read on this hot path.)
+        with trio.CancelScope() as idle:
+            idle_timeout = self._idle_timeout
+            if idle_timeout is not None:
+                idle.deadline = trio.current_time() + idle_timeout
+            try:
+                async with self._http.stream("POST", self.url, content=payload, headers=headers) as response:
+                    if response.status_code >= 300:
+                        body = await _read_capped(response)
+                        error = status_error(response.status_code, body, self.url)
+                        if response.status_code == 429 or response.status_code >= 500:
+                            raise _RetryableRequest(error, _retry_after(response))
+                        raise error
+                    return await _consume(response, on_event, idle, idle_timeout)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                error = ModelError(
+                    f"error sending request for url ({self.url}): {exc}",
+                    {"httpConnectionFailed": {"httpStatusCode": None}},
+                    retryable=True,
+                )
+                raise _RetryableRequest(error, None) from None
+            except httpx.TimeoutException as exc:
+                raise _stream_disconnected(f"timeout waiting for the model ({type(exc).__name__})") from None
+            except httpx.TransportError as exc:
+                raise _stream_disconnected(f"error decoding response body: {exc}") from None
+        raise _stream_disconnected("idle timeout waiting for SSE")
 
 
 class _RetryableRequest(Exception):
@@ -457,9 +467,14 @@ async def _read_capped(response: httpx.Response) -> bytes:
     return bytes(body[:MAX_ERROR_BODY])
 
 
-async def _consume(response: httpx.Response, on_event: EventHandler) -> Completed:
+async def _consume(
+    response: httpx.Response, on_event: EventHandler, idle: trio.CancelScope, idle_timeout: float | None
+) -> Completed:
+    """Decode and hand over events until `response.completed`; each chunk moves `idle`'s deadline."""
     decoder = SseDecoder()
     async for chunk in response.aiter_raw():
+        if idle_timeout is not None:
+            idle.deadline = trio.current_time() + idle_timeout
         try:
             events = decoder.feed(chunk)
         except SseError as exc:
@@ -494,8 +509,8 @@ async def open_model_client(
         wire_api = provider.wire_api
         raise ModelError(f"model provider `{provider.id}` uses wire_api `{wire_api}`; only `responses` works")
     auth = resolve_auth(provider, codex_home, environ)
-    idle = provider.stream_idle_timeout_ms / 1000 if provider.stream_idle_timeout_ms > 0 else None
-    timeout = httpx.Timeout(connect=CONNECT_TIMEOUT, read=idle, write=CONNECT_TIMEOUT, pool=CONNECT_TIMEOUT)
+    # read=None: the stream's idle timeout is enforced by `_consume` (see there).
+    timeout = httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=CONNECT_TIMEOUT, pool=CONNECT_TIMEOUT)
     # Proxy variables apply to remote providers only: a loopback model server (Ollama, vLLM,
     # a test server) must never be rerouted through an ambient HTTP proxy.
     trust_env = not _is_loopback(provider.base_url or "")

@@ -42,6 +42,26 @@ class SseDecoder:
         self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
+        if not self._buffer and not self._skip_lf and b"\r" not in chunk:
+            return self._feed_lf(chunk)
+        return self._feed_general(chunk)
+
+    def _feed_lf(self, chunk: bytes) -> list[SseEvent]:
+        """The common case (LF line ends, nothing buffered): split whole lines at once."""
+        events: list[SseEvent] = []
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        for raw in lines:
+            event = self._line(raw)
+            if event is not None:
+                events.append(event)
+        if rest:
+            self._buffer += rest
+            if len(self._buffer) + self._pending > self._max:
+                raise SseError(f"server-sent event larger than {self._max} bytes")
+        return events
+
+    def _feed_general(self, chunk: bytes) -> list[SseEvent]:
         events: list[SseEvent] = []
         buffer = self._buffer
         if self._skip_lf and chunk[:1] == b"\n":

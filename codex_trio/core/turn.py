@@ -582,12 +582,17 @@ class RunningTurn:
 
     async def _on_event(self, sample: _Sample, event: ResponseEvent) -> None:
         if isinstance(event, OutputTextDelta):
-            item = sample.open_messages.get(event.item_id or "")
-            if item is not None and event.delta:
-                sample.open_messages[item.id] = attrs.evolve(item, text=item.text + event.delta)
-                await self._notify(
+            # The hot path. The final text comes from `output_item.done`, so deltas are only
+            # forwarded; one without an opened item is dropped, as the reference does.
+            if event.delta and event.item_id in sample.open_messages:
+                await self.thread.notify_subscribers(
                     "item/agentMessage/delta",
-                    {"threadId": self.thread.id, "turnId": self.id, "itemId": item.id, "delta": event.delta},
+                    {
+                        "threadId": self.thread.id,
+                        "turnId": self.id,
+                        "itemId": event.item_id,
+                        "delta": event.delta,
+                    },
                 )
         elif isinstance(event, OutputItemAdded):
             await self._on_item_added(sample, event.item)

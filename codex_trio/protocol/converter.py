@@ -81,6 +81,11 @@ def describe(value: Any) -> str:
     return "map"
 
 
+def _is_literal(tp: Any) -> bool:
+    origin: object = get_origin(tp)
+    return origin is Literal
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
     conv.register_structure_hook(str, _strict(str, "a string"))
@@ -102,7 +107,7 @@ def _make_converter() -> cattrs.Converter:
 
         return structure
 
-    conv.register_structure_hook_factory(lambda t: get_origin(t) is Literal, literal_hook)
+    conv.register_structure_hook_factory(_is_literal, literal_hook)
 
     def enum_hook(tp: type[enum.Enum]) -> Callable[[Any, type], Any]:
         values = {member.value: member for member in tp}
@@ -116,7 +121,9 @@ def _make_converter() -> cattrs.Converter:
 
         return structure
 
-    conv.register_structure_hook_factory(lambda t: isinstance(t, type) and issubclass(t, enum.Enum), enum_hook)
+    conv.register_structure_hook_factory(
+        lambda t: isinstance(t, type) and issubclass(t, enum.Enum), enum_hook
+    )
     conv.register_unstructure_hook_factory(
         lambda t: isinstance(t, type) and issubclass(t, enum.Enum), lambda _: lambda member: member.value
     )
@@ -124,7 +131,9 @@ def _make_converter() -> cattrs.Converter:
     def structure_attrs(cls: type[Any]) -> Callable[[Any, type], Any]:
         fields = attrs.fields(cls)
         inner = make_dict_structure_fn(
-            cls, conv, **{f.name: override(rename=wire_name(f)) for f in fields}  # type: ignore[arg-type]
+            cls,
+            conv,
+            **{f.name: override(rename=wire_name(f)) for f in fields},  # type: ignore[arg-type]
         )
         required = [wire_name(f) for f in fields if f.default is attrs.NOTHING]
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ CREATE TABLE IF NOT EXISTS names (
     updated_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL);
 """
 
 _COLUMNS = (
@@ -160,9 +162,11 @@ class ThreadIndex:
         self.home = codex_home
         self.path = codex_home / INDEX_FILE
         self._db: sqlite3.Connection | None = None
-        #: day folder -> mtime_ns at the last scan; folders that did not change are not listed.
-        self._dir_mtimes: dict[str, int] = {}
-        self._scanned = False
+        #: rollout files still to reconcile, newest first.
+        self._pending: list[str] = []
+        #: pending file -> its folder; folder -> [mtime when queued, files still pending].
+        self._pending_folder: dict[str, str] = {}
+        self._folders: dict[str, list[int]] = {}
         self._names_offset = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -312,11 +316,23 @@ class ThreadIndex:
         self.db.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
 
     # ------------------------------------------------------------------ listing
-    def list(self, query: ListQuery) -> ListPage:
+    def list_threads(self, query: ListQuery) -> ListPage:
+        """One page, after reconciling just enough rollout files to make it exact (see `reconcile`)."""
+        self.refresh()
+        if self._pending:
+            if query.sort_key in ("created_at", "section_position") and query.direction == "desc":
+                self._reconcile_for_page(query)
+            else:
+                self._reconcile(len(self._pending))
+        return self._page(query, self._rows(query, query.limit + 1))
+
+    def _rows(self, query: ListQuery, count: int) -> list[sqlite3.Row]:
         column = _SORT_COLUMNS[query.sort_key]
         desc = query.direction == "desc"
-        where = ["archived = ?", "has_user_event = 1"]
+        where = ["archived = ?"]
         args: list[Any] = [int(query.archived)]
+        if not query.archived:
+            where.append("has_user_event = 1")
         if query.model_providers is not None:
             where.append(f"model_provider IN ({','.join('?' * len(query.model_providers))})")
             args.extend(query.model_providers)
@@ -347,8 +363,11 @@ class ThreadIndex:
             f"SELECT {_COLUMNS}, {column} AS sort_key FROM threads WHERE {' AND '.join(where)} "
             f"ORDER BY {column} {order}, id {order} LIMIT ?"
         )
-        args.append(query.limit + 1)
-        rows = self.db.execute(sql, args).fetchall()
+        args.append(count)
+        return self.db.execute(sql, args).fetchall()
+
+    @staticmethod
+    def _page(query: ListQuery, rows: list[sqlite3.Row]) -> ListPage:
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         records = [_row_to_record(r) for r in rows]
@@ -378,74 +397,185 @@ class ThreadIndex:
         return ms + 999, cursor_id, False
 
     # ------------------------------------------------------------------ repair
-    def repair(self, *, full: bool = False) -> int:
-        """Bring the index up to the rollout files; returns how many rows changed.
+    #
+    # The index is brought up to the files in two steps:
+    # * `refresh` compares each rollout folder's mtime with the one recorded when the folder was
+    #   last fully reconciled. A folder whose listing did not change (no file added, moved or
+    #   removed) is skipped without touching its files. For a changed folder, rows whose file
+    #   is gone are dropped and every file in it is queued as pending.
+    # * pending files are reconciled newest first (rollout names sort by creation time): stat,
+    #   and read the head of the file only when it is new or its metadata is incomplete. A
+    #   `thread/list` sorted by creation, newest first, stops as soon as its page is provably
+    #   exact (its last row is newer than any pending file can be); other queries reconcile
+    #   everything pending. A folder's mtime is recorded once all its files are reconciled, so
+    #   a crash midway leaves the folder to be looked at again.
+    #
+    # Files this server writes are indexed as they are written and never need a scan. An append
+    # by another process to a file whose folder listing did not change is not noticed (its
+    # thread keeps its indexed metadata); new, moved and deleted rollouts always are.
 
-        The first call (and `full=True`) looks at every rollout file; later calls only at day
-        folders whose listing changed since the last scan (new, moved or removed files).
-        Files this server writes are indexed as they are written, so they never need a scan.
-        """
-        full = full or not self._scanned
-        known = {
-            row[0]: (row[1], row[2], row[3], row[4])
-            for row in self.db.execute(
-                "SELECT rollout_path, file_size, file_mtime_ns, id, "
-                "preview <> '' AND first_turn_id IS NOT NULL AND model IS NOT NULL FROM threads"
-            )
-        }
-        changed = 0
-        seen_dirs: list[str] = []
-        found: dict[str, os.stat_result] = {}
+    def refresh(self, *, full: bool = False) -> None:
+        """Queue the files of every folder whose listing changed since it was reconciled."""
+        recorded = {} if full else dict(self.db.execute("SELECT path, mtime_ns FROM dirs").fetchall())
+        named: list[tuple[str, str]] = []
         for folder in self._rollout_dirs():
             try:
                 mtime = os.stat(folder).st_mtime_ns
             except OSError:
                 continue
-            if not full and self._dir_mtimes.get(folder) == mtime:
+            if folder in self._folders or recorded.get(folder) == mtime:
                 continue
-            seen_dirs.append(folder)
-            self._dir_mtimes[folder] = mtime
             try:
-                entries = list(os.scandir(folder))
+                with os.scandir(folder) as entries:
+                    found = [(e.name, e.path) for e in entries if _is_rollout_name(e.name)]
             except OSError:
                 continue
-            for entry in entries:
-                if not entry.is_file() or thread_id_of_filename(entry.name) is None:
-                    continue
-                try:
-                    found[entry.path] = entry.stat()
-                except OSError:
-                    continue
+            on_disk = {path for _, path in found}
+            self._drop_vanished(folder, on_disk)
+            self._folders[folder] = [mtime, len(on_disk)]
+            self._pending_folder.update(dict.fromkeys(on_disk, folder))
+            named.extend(found)
+        if named:
+            # Names start with `rollout-YYYY-MM-DDTHH-MM-SS`: sorting the names sorts by age.
+            named.extend((os.path.basename(path), path) for path in self._pending)
+            named.sort(reverse=True)
+            self._pending = [path for _, path in named]
+        if self._folders:
+            self._record_finished_folders()
+        self._apply_session_index()
+
+    def _record_finished_folders(self) -> None:
+        """Record folders that had nothing pending (empty, or every file already dropped)."""
+        for folder, (mtime, remaining) in list(self._folders.items()):
+            if remaining == 0:
+                self._folder_done(folder, mtime)
+
+    def _folder_done(self, folder: str, mtime: int) -> None:
+        self.db.execute(
+            "INSERT INTO dirs(path, mtime_ns) VALUES (?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET mtime_ns = excluded.mtime_ns",
+            (folder, mtime),
+        )
+        self._folders.pop(folder, None)
+
+    def _drop_vanished(self, folder: str, on_disk: set[str]) -> None:
+        """Rows whose file left `folder` and exists nowhere else: the thread is gone."""
+        prefix = folder + os.sep
+        rows = self.db.execute(
+            "SELECT id, rollout_path FROM threads WHERE rollout_path > ? AND rollout_path < ?",
+            (prefix, prefix + "\uffff"),
+        ).fetchall()
+        for thread_id, path in rows:
+            if os.path.dirname(path) == folder and path not in on_disk and not os.path.exists(path):
+                self.db.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
+
+    def _reconcile_for_page(self, query: ListQuery) -> None:
+        """Reconcile pending files, newest first, until `query`'s page cannot change any more."""
+        chunk = query.limit + 1
+        while self._pending:
+            self._reconcile(chunk)
+            chunk = min(chunk * 2, 4096)
+            if not self._pending:
+                return
+            rows = self._rows(query, query.limit + 1)
+            if len(rows) <= query.limit:
+                continue
+            newest_pending = _name_time_ms(os.path.basename(self._pending[0]))
+            if newest_pending is None:
+                continue
+            if rows[-1]["created_at_ms"] > newest_pending + NAME_TIME_SLACK_MS:
+                return
+
+    def _reconcile(self, count: int) -> int:
+        """Reconcile the `count` newest pending files; returns how many rows changed."""
+        batch, self._pending = self._pending[:count], self._pending[count:]
+        if not batch:
+            return 0
+        marks = ",".join("?" * len(batch))
+        known = {
+            row[0]: row[1:]
+            for row in self.db.execute(
+                "SELECT rollout_path, file_size, file_mtime_ns, id, "
+                "preview <> '' AND first_turn_id IS NOT NULL AND model IS NOT NULL "
+                f"FROM threads WHERE rollout_path IN ({marks})",
+                batch,
+            )
+        }
+        changed = 0
         db = self.db
         db.execute("BEGIN")
         try:
-            for path, st in found.items():
-                prior = known.get(path)
-                if prior is not None and prior[0] == st.st_size and prior[1] == st.st_mtime_ns:
-                    continue
-                if prior is not None and prior[3]:
-                    # Everything the index derives from the file is known: only times move.
-                    db.execute(
-                        "UPDATE threads SET updated_at_ms = max(updated_at_ms, ?), file_size = ?, "
-                        "file_mtime_ns = ? WHERE id = ?",
-                        (st.st_mtime_ns // 1_000_000, st.st_size, st.st_mtime_ns, prior[2]),
-                    )
-                    changed += 1
-                    continue
-                scanned = _scan_file(path)
-                if scanned is None or scanned.thread_id is None:
-                    continue
-                changed += self._merge_scanned(path, st, scanned)
-            if seen_dirs:
-                changed += self._drop_missing(seen_dirs, found, known)
-            changed += self._apply_session_index()
+            for path in batch:
+                changed += self._reconcile_file(path, known.get(path))
+                folder = self._pending_folder.pop(path, None)
+                entry = self._folders.get(folder) if folder is not None else None
+                if entry is not None:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        self._folder_done(folder, entry[0])  # type: ignore[arg-type]
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        self._scanned = True
         return changed
+
+    def _reconcile_file(self, path: str, prior: tuple[int, int, str, int] | None) -> int:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return 0
+        if prior is not None and prior[0] == st.st_size and prior[1] == st.st_mtime_ns:
+            return 0
+        if prior is not None and prior[3]:
+            # Everything the index derives from the file is known: only its times move.
+            self.db.execute(
+                "UPDATE threads SET updated_at_ms = max(updated_at_ms, ?), file_size = ?, file_mtime_ns = ? "
+                "WHERE id = ?",
+                (st.st_mtime_ns // 1_000_000, st.st_size, st.st_mtime_ns, prior[2]),
+            )
+            return 1
+        scanned = scan_file(path)
+        if scanned is None or scanned.thread_id is None:
+            return 0
+        return self._merge_scanned(path, st, scanned)
+
+    def find(self, thread_id: str) -> ThreadRecord | None:
+        """A thread by id, reconciling its rollout first if it is new or pending."""
+        record = self.get(thread_id)
+        if record is None:
+            self.refresh()
+            if self.reconcile_thread(thread_id):
+                record = self.get(thread_id)
+        return record
+
+    def find_path(self, path: str) -> ThreadRecord | None:
+        """The thread indexed for a rollout path, reconciling that file first if pending."""
+        record = self.get_by_path(path)
+        if record is None:
+            self.refresh()
+            if path in self._pending_folder:
+                self._pending.remove(path)
+                self._pending.insert(0, path)
+                self._reconcile(1)
+                record = self.get_by_path(path)
+        return record
+
+    def reconcile_thread(self, thread_id: str) -> bool:
+        """Reconcile the pending files of one thread (a lookup by id); True if any was pending."""
+        suffix = f"-{thread_id}.jsonl"
+        wanted = [p for p in self._pending if p.endswith(suffix)]
+        for path in wanted:
+            self._pending.remove(path)
+            self._pending.insert(0, path)
+        if wanted:
+            self._reconcile(len(wanted))
+        return bool(wanted)
+
+    def repair(self, *, full: bool = False) -> int:
+        """Reconcile everything now (`full`: every folder, changed or not); returns rows changed."""
+        self.refresh(full=full)
+        return self._reconcile(len(self._pending))
 
     def _rollout_dirs(self) -> Iterable[str]:
         sessions = self.home / SESSIONS_DIR
@@ -520,23 +650,6 @@ class ThreadIndex:
         row = self.db.execute("SELECT rollout_path FROM threads WHERE id = ?", (thread_id,)).fetchone()
         return None if row is None else str(row[0])
 
-    def _drop_missing(
-        self,
-        dirs: Sequence[str],
-        found: dict[str, os.stat_result],
-        known: dict[str, tuple[int, int, str, int]],
-    ) -> int:
-        """Rows whose file left a scanned folder and exists nowhere else: the thread is gone."""
-        scanned_dirs = set(dirs)
-        dropped = 0
-        for path, (_, _, thread_id, _) in known.items():
-            if os.path.dirname(path) in scanned_dirs and path not in found and not os.path.exists(path):
-                current = self._path_of(thread_id)
-                if current == path:
-                    self.db.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
-                    dropped += 1
-        return dropped
-
     def _apply_session_index(self) -> int:
         """Names from `session_index.jsonl` (appended by name/set), read incrementally."""
         path = self.home / "session_index.jsonl"
@@ -570,6 +683,25 @@ class ThreadIndex:
         return changed
 
 
+#: how much later than its file name's time a rollout's `created_at` can be (names have
+#: second precision and are written in this machine's local time).
+NAME_TIME_SLACK_MS = 2_000
+
+
+def _name_time_ms(filename: str) -> int | None:
+    """Creation time (ms) from `rollout-YYYY-MM-DDTHH-MM-SS-<id>.jsonl`, read as local time."""
+    stamp = filename[len("rollout-") : len("rollout-") + 19]
+    try:
+        local = datetime.strptime(stamp, "%Y-%m-%dT%H-%M-%S")
+    except ValueError:
+        return None
+    return int(local.astimezone().timestamp() * 1000)
+
+
+def _is_rollout_name(name: str) -> bool:
+    return name.startswith("rollout-") and name.endswith(".jsonl") and len(name) > 48
+
+
 def _subdirs(path: str) -> list[str]:
     try:
         return sorted(e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
@@ -585,13 +717,26 @@ def _stat(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _scan_file(path: str) -> ScannedRollout | None:
-    """Read a rollout from the start until its metadata is known (usually the first few lines)."""
+#: bytes of a rollout read at once while looking for its metadata (the reference's first
+#: line alone is ~22 KB of instructions).
+HEAD_BYTES = 128 * 1024
+
+
+def scan_file(path: str) -> ScannedRollout | None:
+    """Metadata from the head of a rollout: read in large blocks until everything is known."""
     scanned = ScannedRollout()
     try:
         with open(path, "rb") as f:
-            for raw in f:
-                scan_lines((raw,), scanned)
+            rest = b""
+            while True:
+                block = f.read(HEAD_BYTES)
+                if not block:
+                    if rest:
+                        scan_lines((rest,), scanned)
+                    break
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()
+                scan_lines(lines, scanned)
                 if scanned.thread_id is None or scanned.complete:
                     break
     except OSError:

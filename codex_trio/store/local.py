@@ -26,7 +26,7 @@ import orjson
 import trio
 
 from codex_trio.store import GitInfoPatch, InvalidCursor, ListPage, ListQuery, NoRollout, ThreadRecord
-from codex_trio.store.index import ThreadIndex
+from codex_trio.store.index import ThreadIndex, scan_file
 from codex_trio.store.rollout import (
     ARCHIVED_DIR,
     ScannedRollout,
@@ -35,7 +35,6 @@ from codex_trio.store.rollout import (
     full_line,
     now_ms,
     parse_lines,
-    scan_lines,
 )
 
 log = logging.getLogger(__name__)
@@ -117,17 +116,15 @@ class LocalThreadStore:
         return await self._db(functools.partial(self.index.repair, full=full))
 
     async def get(self, thread_id: str, *, repair: bool = True) -> ThreadRecord | None:
-        record = await self._db(self.index.get, thread_id)
-        if record is None and repair and await self.repair() > 0:
-            record = await self._db(self.index.get, thread_id)
-        return record
+        """A thread by id; with `repair`, a rollout the index has not seen yet is indexed first."""
+        return await self._db(self.index.find if repair else self.index.get, thread_id)
 
     async def find_by_path(self, path: str) -> ThreadRecord | None:
         """The thread a rollout file holds (indexed, or read from a file outside the index)."""
-        record = await self._db(self.index.get_by_path, path)
+        record = await self._db(self.index.find_path, path)
         if record is not None:
             return record
-        scanned = await self._file(_scan_path, path)
+        scanned = await self._file(scan_file, path)
         if scanned is None or scanned.thread_id is None:
             return None
         indexed = await self.get(scanned.thread_id)
@@ -136,9 +133,9 @@ class LocalThreadStore:
         return _record_from_scan(path, scanned)
 
     async def list(self, query: ListQuery) -> ListPage:
-        await self.repair()
+        """A page of threads; the index reconciles what the page needs first."""
         try:
-            return await self._db(self.index.list, query)
+            return await self._db(self.index.list_threads, query)
         except ValueError:
             raise InvalidCursor(query.cursor or "") from None
 
@@ -290,19 +287,6 @@ def _remove(path: str) -> None:
     except FileNotFoundError:
         return
     _fsync_dir(os.path.dirname(path))
-
-
-def _scan_path(path: str) -> ScannedRollout | None:
-    scanned = ScannedRollout()
-    try:
-        with open(path, "rb") as f:
-            for raw in f:
-                scan_lines((raw,), scanned)
-                if scanned.thread_id is None or scanned.complete:
-                    break
-    except OSError:
-        return None
-    return scanned
 
 
 def _record_from_scan(path: str, scanned: ScannedRollout) -> ThreadRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -19,5 +20,9 @@ class MessageStream(Protocol):
     async def receive_message(self) -> bytes: ...
 
     async def send_message(self, data: bytes) -> None: ...
+
+    async def send_messages(self, batch: Sequence[bytes]) -> None:
+        """Send several messages in order, in as few writes as the transport allows."""
+        ...
 
     async def aclose(self) -> None: ...

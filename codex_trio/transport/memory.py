@@ -5,6 +5,8 @@ Embedders and tests use this; it goes through the same connection and dispatch p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
 #: messages buffered each way; a reader that falls further behind blocks its peer's sends.
@@ -16,7 +18,9 @@ class MemoryMessageStream:
 
     transport_name = "in_process"
 
-    def __init__(self, send: trio.MemorySendChannel[bytes], receive: trio.MemoryReceiveChannel[bytes]) -> None:
+    def __init__(
+        self, send: trio.MemorySendChannel[bytes], receive: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
         self._send = send
         self._receive = receive
 
@@ -25,6 +29,10 @@ class MemoryMessageStream:
 
     async def send_message(self, data: bytes) -> None:
         await self._send.send(data)
+
+    async def send_messages(self, batch: Sequence[bytes]) -> None:
+        for data in batch:
+            await self._send.send(data)
 
     async def aclose(self) -> None:
         await self._send.aclose()

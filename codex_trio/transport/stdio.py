@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 import trio
 import trio.lowlevel
@@ -63,6 +64,9 @@ class LineStream:
 
     async def send_message(self, data: bytes) -> None:
         await self._send.send_all(data + b"\n")
+
+    async def send_messages(self, batch: Sequence[bytes]) -> None:
+        await self._send.send_all(b"\n".join(batch) + b"\n")
 
     async def aclose(self) -> None:
         try:
