@@ -7,7 +7,8 @@ hard-links the same files into a fresh CODEX_HOME for each server, so both serve
 very same bytes. Per server:
 
 1. cold list: spawn, ``initialize``, then the first ``thread/list {limit: 25}`` (the server
-   has no index yet: this includes building it from the rollout files);
+   has no index yet: this includes building it from the rollout files); then the first
+   search (``searchTerm`` matching one thread), which needs every thread's preview;
 2. warm list: median of ``--repeat`` further ``thread/list {limit: 25}``;
 3. search: median of ``--repeat`` ``thread/list {searchTerm, limit: 25}`` matching one thread;
 4. restart list: a second server on the same CODEX_HOME (index present), first list;
@@ -255,6 +256,7 @@ class ThreadResult:
     label: str
     cold_list: float | None = None
     cold_count: int = 0
+    first_search: float | None = None
     warm_list: float | None = None
     search: float | None = None
     search_hits: int = 0
@@ -276,12 +278,15 @@ async def measure(spec: ServerSpec, template: Path, opts: argparse.Namespace) ->
                 await initialize(conn)
                 result.cold_list, page = await timed(conn, "thread/list", {"limit": LIST_LIMIT})
                 result.cold_count = len(page["data"])
+                term = f"needle-{opts.threads // 2}."
+                result.first_search, page = await timed(
+                    conn, "thread/list", {"limit": LIST_LIMIT, "searchTerm": term}
+                )
                 warm = []
                 for _ in range(opts.repeat):
                     elapsed, page = await timed(conn, "thread/list", {"limit": LIST_LIMIT})
                     warm.append(elapsed)
                 result.warm_list = statistics.median(warm)
-                term = f"needle-{opts.threads // 2}."
                 searches = []
                 for _ in range(opts.repeat):
                     elapsed, page = await timed(conn, "thread/list", {"limit": LIST_LIMIT, "searchTerm": term})
@@ -325,6 +330,7 @@ def markdown(results: list[ThreadResult], opts: argparse.Namespace) -> str:
     ref = results[1] if len(results) > 1 else None
     rows = [
         ("first `thread/list` after start (builds the index)", "cold_list", "cold_count"),
+        ("first search after start (one hit)", "first_search", None),
         ("`thread/list` first page, warm (median)", "warm_list", None),
         ("`thread/list` search, one hit (median)", "search", "search_hits"),
         ("first `thread/list` after a restart", "restart_list", "restart_count"),

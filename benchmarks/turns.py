@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.responses_server import Paced, ResponsesServer  # noqa: E402
+from tests.responses_server import Paced, ResponsesServer
 
 TIMEOUT = 60.0
 
@@ -83,12 +83,18 @@ async def measure(command: list[str], turns: int, deltas: int, gap: float) -> li
             home, workspace = root / "home", root / "workspace"
             for folder in (home, workspace, root / "user"):
                 folder.mkdir()
-            (home / "config.toml").write_text(model.config_toml() + "\n[features]\nplugins = false\napps = false\n")
+            (home / "config.toml").write_text(
+                model.config_toml() + "\n[features]\nplugins = false\napps = false\n"
+            )
             env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "CODEX_API_KEY")}
             env.update(CODEX_HOME=str(home), HOME=str(root / "user"))
             process = await trio.lowlevel.open_process(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                cwd=workspace, env=env,
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=workspace,
+                env=env,
             )
             server = Server(process)
             samples: list[float] = []
@@ -96,16 +102,25 @@ async def measure(command: list[str], turns: int, deltas: int, gap: float) -> li
                 with trio.fail_after(TIMEOUT):
                     await server.call("initialize", {"clientInfo": {"name": "bench", "version": "1"}})
                     thread = await server.call(
-                        "thread/start", {"cwd": str(workspace), "approvalPolicy": "never",
-                                         "sandbox": "danger-full-access"})
+                        "thread/start",
+                        {"cwd": str(workspace), "approvalPolicy": "never", "sandbox": "danger-full-access"},
+                    )
                     thread_id = thread["thread"]["id"]
                 for turn in range(turns + 1):
                     reply = Paced([f"w{i} " for i in range(deltas)], gap=gap)
                     model.enqueue(reply)
                     received: list[float] = []
                     with trio.fail_after(TIMEOUT):
-                        await server.send({"id": f"t{turn}", "method": "turn/start", "params": {
-                            "threadId": thread_id, "input": [{"type": "text", "text": "go", "text_elements": []}]}})
+                        await server.send(
+                            {
+                                "id": f"t{turn}",
+                                "method": "turn/start",
+                                "params": {
+                                    "threadId": thread_id,
+                                    "input": [{"type": "text", "text": "go", "text_elements": []}],
+                                },
+                            }
+                        )
                         while True:
                             message, at = await server.receive()
                             method = message.get("method")
@@ -144,20 +159,33 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--deltas", type=int, default=25)
     parser.add_argument("--gap", type=float, default=20.0, help="milliseconds between deltas")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (evens out machine noise)")
     args = parser.parse_args()
     rows = []
     results: dict[str, list[float]] = {}
-    for name, command in (("codex-trio", args.server), ("reference", args.reference)):
-        if not command:
-            continue
-        argv = shlex.split(command)
-        if argv[0] in ("python", "python3"):
-            argv[0] = sys.executable
-        print(f"measuring {name}: {command}", file=sys.stderr)
-        results[name] = trio.run(measure, argv, args.turns, args.deltas, args.gap / 1000)
+    servers = [
+        (name, command)
+        for name, command in (("codex-trio", args.server), ("reference", args.reference))
+        if command
+    ]
+    for round_number in range(args.rounds):
+        for name, command in servers:
+            argv = shlex.split(command)
+            if argv[0] in ("python", "python3"):
+                argv[0] = sys.executable
+            print(f"round {round_number + 1}: measuring {name}: {command}", file=sys.stderr)
+            samples = trio.run(measure, argv, args.turns, args.deltas, args.gap / 1000)
+            results.setdefault(name, []).extend(samples)
     for name, values in results.items():
-        rows.append((name, len(values), statistics.median(values) * 1000, percentile(values, 0.9) * 1000,
-                     percentile(values, 0.99) * 1000))
+        rows.append(
+            (
+                name,
+                len(values),
+                statistics.median(values) * 1000,
+                percentile(values, 0.9) * 1000,
+                percentile(values, 0.99) * 1000,
+            )
+        )
     print("| server | deltas | p50 (ms) | p90 (ms) | p99 (ms) |")
     print("|---|---|---|---|---|")
     for name, count, p50, p90, p99 in rows:

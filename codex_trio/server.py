@@ -19,7 +19,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio_util
@@ -43,8 +43,10 @@ from codex_trio.transport.base import MessageStream
 from codex_trio.transport.listen import NoListen, StdioListen, UnixListen, WebSocketListen
 from codex_trio.transport.memory import memory_message_stream_pair
 from codex_trio.transport.stdio import open_stdio
-from codex_trio.transport.unix import ControlSocket, serve_control_socket
-from codex_trio.transport.websocket import WebSocketEndpoint, serve_websocket
+
+if TYPE_CHECKING:
+    from codex_trio.transport.unix import ControlSocket
+    from codex_trio.transport.websocket import WebSocketEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +80,17 @@ class AppServer:
     def _build_routes(self) -> None:
         """The method table: every API family the server offers, each owning its state."""
         threads = ThreadsApi(self)
+        account = AccountApi(self)
         for family in (
             SessionApi(self.settings.codex_home),
             ConfigApi(self),
-            AccountApi(self),
+            account,
             CatalogApi(self),
             LegacyApi(self),
             FsApi(),
             CommandExecApi(self),
             threads,
-            TurnsApi(self, threads.manager),
+            TurnsApi(self, threads.manager, account.credentials),
         ):
             self._families.append(family)
             self.router.add(family.routes())
@@ -141,10 +144,15 @@ class AppServer:
         elif isinstance(listen, NoListen):
             pass
         elif isinstance(listen, WebSocketListen):
+            # Network transports are imported on first use: a stdio server never pays for them.
+            from codex_trio.transport.websocket import serve_websocket
+
             self.listening = await nursery.start(
                 serve_websocket, listen, self.settings.ws_auth, self.adopt, self._listeners_scope
             )
         elif isinstance(listen, UnixListen):
+            from codex_trio.transport.unix import serve_control_socket
+
             self.listening = await nursery.start(
                 serve_control_socket,
                 listen,

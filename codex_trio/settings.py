@@ -7,6 +7,7 @@ from pathlib import Path
 
 import attrs
 
+from codex_trio.config.layers import NoopThreadConfigLoader, ThreadConfigLoader
 from codex_trio.transport.auth import WebSocketAuth
 from codex_trio.transport.listen import ListenTarget, StdioListen
 
@@ -32,3 +33,6 @@ class ServerSettings:
     drain_grace: float = 0.5
     #: `--ws-auth ...` (checked during every websocket upgrade on `ws://`); None = no auth.
     ws_auth: WebSocketAuth | None = None
+    #: session-owned, thread-scoped config layers (see `codex_trio.config.layers`); embedders
+    #: set one so clients cannot override e.g. the provider; the default adds nothing.
+    thread_config_loader: ThreadConfigLoader = attrs.field(factory=NoopThreadConfigLoader)

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from codex_trio.client import ClientConnection
+from codex_trio.config.layers import StaticThreadConfigLoader
 from codex_trio.protocol.errors import RpcError
 from codex_trio.server import open_app_server
 from codex_trio.settings import ServerSettings
@@ -213,3 +214,13 @@ async def test_config_requirements_read_accepts_absent_params(tmp_path: Path) ->
         expected = {"supportsIndependentSpeedModes": True, "requirements": None}
         assert await client.call("configRequirements/read") == expected
         assert await client.call("configRequirements/read", None) == expected
+
+
+async def test_a_thread_config_loader_owns_the_provider_whatever_thread_start_asks(tmp_path: Path) -> None:
+    config = CONFIG + '\n[model_providers.corp]\nname = "Corp"\nbase_url = "http://127.0.0.1:9/v1"\n'
+    loader = StaticThreadConfigLoader({"model_provider": "corp"})
+    async with client_for(tmp_path, config, thread_config_loader=loader) as client:
+        asked = {"model_provider": "mock", "model": "asked-for"}
+        started = await client.call("thread/start", {"config": asked})
+        assert started["modelProvider"] == "corp"
+        assert started["model"] == "asked-for", "what the session does not own stays the client's choice"

@@ -13,6 +13,7 @@ from codex_trio.config.effective import ProviderConfig
 from codex_trio.core import model_client
 from codex_trio.core.model_client import (
     Completed,
+    Login,
     ModelError,
     OutputItemDone,
     OutputTextDelta,
@@ -49,7 +50,7 @@ async def run(server: ResponsesServer, tmp_path: Path, **kw: Any) -> tuple[list[
         events.append(event)
 
     with trio.fail_after(10):
-        async with open_model_client(provider(server, **kw), tmp_path) as client:
+        async with open_model_client(provider(server, **kw)) as client:
             done = await client.stream({"model": "m", "stream": True, "input": []}, {"x-test": "1"}, on_event)
     return events, done
 
@@ -94,22 +95,20 @@ async def test_env_key_becomes_a_bearer_token(
     assert model.posts[0].headers["x-extra"] == "yes"
 
 
-def test_a_missing_env_key_is_reported_by_name(tmp_path: Path) -> None:
+def test_a_missing_env_key_is_reported_by_name() -> None:
     with pytest.raises(ModelError, match="Missing environment variable: `NOPE_KEY`"):
-        resolve_auth(ProviderConfig("x", "x", env_key="NOPE_KEY"), tmp_path, {})
+        resolve_auth(ProviderConfig("x", "x", env_key="NOPE_KEY"), None, {})
 
 
-def test_openai_auth_prefers_the_stored_api_key(tmp_path: Path) -> None:
-    (tmp_path / "auth.json").write_text('{"auth_mode":"apikey","OPENAI_API_KEY":"sk-stored"}')
-    auth = resolve_auth(
-        ProviderConfig("openai", "OpenAI", requires_openai_auth=True), tmp_path, {"OPENAI_API_KEY": "sk-env"}
-    )
+def test_openai_auth_prefers_the_accounts_login_over_the_environment() -> None:
+    openai = ProviderConfig("openai", "OpenAI", requires_openai_auth=True)
+    auth = resolve_auth(openai, Login("apikey", "sk-stored"), {"OPENAI_API_KEY": "sk-env"})
     assert auth.headers == {"authorization": "Bearer sk-stored"}
-    (tmp_path / "auth.json").unlink()
-    auth = resolve_auth(
-        ProviderConfig("openai", "OpenAI", requires_openai_auth=True), tmp_path, {"OPENAI_API_KEY": "sk-env"}
-    )
-    assert auth.headers == {"authorization": "Bearer sk-env"}
+    assert resolve_auth(openai, None, {"OPENAI_API_KEY": "sk-env"}).headers == {
+        "authorization": "Bearer sk-env"
+    }
+    chatgpt = resolve_auth(openai, Login("chatgpt", "tok", "acct-1"), {})
+    assert chatgpt.headers == {"authorization": "Bearer tok", "chatgpt-account-id": "acct-1"}
 
 
 # ---------------------------------------------------------------------------- failures
@@ -169,7 +168,7 @@ async def test_response_failed_carries_the_models_message(model: ResponsesServer
 async def test_an_unreachable_server_is_a_connection_failure(tmp_path: Path) -> None:
     unreachable = ProviderConfig("x", "x", base_url="http://127.0.0.1:9/v1", request_max_retries=0)
     with pytest.raises(ModelError) as caught, trio.fail_after(10):
-        async with open_model_client(unreachable, tmp_path) as client:
+        async with open_model_client(unreachable) as client:
             await client.stream({}, {}, _ignore)
     assert caught.value.codex_error_info == {"httpConnectionFailed": {"httpStatusCode": None}}
 
@@ -183,7 +182,7 @@ async def test_cancelling_the_stream_drops_the_http_connection(
         async with trio.open_nursery() as nursery:
 
             async def consume() -> None:
-                async with open_model_client(provider(model), tmp_path) as client:
+                async with open_model_client(provider(model)) as client:
                     await client.stream({}, {}, _ignore)
 
             nursery.start_soon(consume)
@@ -197,7 +196,9 @@ async def _ignore(event: ResponseEvent) -> None:
     return None
 
 
-async def test_a_stream_that_goes_quiet_times_out_as_a_disconnect(model: ResponsesServer, tmp_path: Path) -> None:
+async def test_a_stream_that_goes_quiet_times_out_as_a_disconnect(
+    model: ResponsesServer, tmp_path: Path
+) -> None:
     stall = Stall()
     model.enqueue(stall)
     with pytest.raises(ModelError) as caught:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
@@ -38,6 +38,10 @@ class WsClientStream:
             await self.ws.send_message(data.decode())
         except trio_websocket.ConnectionClosed:
             raise trio.BrokenResourceError from None
+
+    async def send_messages(self, batch: Sequence[bytes]) -> None:
+        for data in batch:
+            await self.send_message(data)
 
     async def aclose(self) -> None:
         with trio.move_on_after(2):

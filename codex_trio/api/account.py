@@ -42,6 +42,7 @@ from codex_trio.protocol.account import (
     GetAccountResponse,
     GetAuthStatusParams,
     GetAuthStatusResponse,
+    GovCloudRequirementsParams,
     GovCloudRequirementsResponse,
     LoginAccountParams,
     WorkspaceRouting,
@@ -127,7 +128,7 @@ class AccountApi:
             route("getAuthStatus", GetAuthStatusParams, self.auth_status),
             route(
                 "account/bedrock/checkGovCloudRequirements",
-                None,
+                GovCloudRequirementsParams,
                 self.gov_cloud_requirements,
                 experimental=True,
             ),
@@ -259,5 +260,7 @@ class AccountApi:
         mode, secret = credentials
         return GetAuthStatusResponse(mode, secret if params.include_token else None, True)
 
-    async def gov_cloud_requirements(self, ctx: RequestContext, params: None) -> GovCloudRequirementsResponse:
+    async def gov_cloud_requirements(
+        self, ctx: RequestContext, params: GovCloudRequirementsParams
+    ) -> GovCloudRequirementsResponse:
         return GovCloudRequirementsResponse()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import ExitStack, suppress
@@ -232,17 +231,63 @@ def remove(path: str, recursive: bool, force: bool) -> None:
     if not stat.S_ISDIR(info.st_mode):
         os.unlink(path)
     elif recursive:
-        shutil.rmtree(path, onerror=_ignore_vanished)
+        remove_tree(path)
     else:
         os.rmdir(path)
 
 
-def _ignore_vanished(function: Any, path: str, exc_info: Any) -> None:
-    """rmtree: an entry that disappeared meanwhile is already removed; anything else fails."""
-    error = exc_info[1]
-    if isinstance(error, FileNotFoundError):
-        return
-    raise error
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path: str) -> None:
+    """`rm -r` of a directory, never following a symlink, like Rust's `remove_dir_all`.
+
+    Works relative to open directory descriptors, so a directory swapped for a symlink
+    meanwhile cannot redirect the removal; iterative, so depth is bounded by descriptors
+    (one per level), not by Python's recursion limit. An entry that vanishes meanwhile
+    counts as removed.
+    """
+    # one level per open directory: (its fd, its listing, its name in the level above)
+    levels: list[tuple[int, Any, str]] = []
+
+    def descend(fd: int, name: str) -> None:
+        try:
+            levels.append((fd, os.scandir(fd), name))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def ascend() -> None:
+        fd, listing, _ = levels.pop()
+        listing.close()
+        os.close(fd)
+
+    try:
+        descend(os.open(path, _DIRECTORY_FLAGS), "")
+        while levels:
+            fd, listing, name = levels[-1]
+            entry = next(listing, None)
+            if entry is None:
+                ascend()
+                if levels:
+                    _quietly_missing(os.rmdir, name, dir_fd=levels[-1][0])
+            elif entry.is_dir(follow_symlinks=False):
+                try:
+                    child = os.open(entry.name, _DIRECTORY_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                descend(child, entry.name)
+            else:
+                _quietly_missing(os.unlink, entry.name, dir_fd=fd)
+    finally:
+        while levels:
+            ascend()
+    os.rmdir(path)
+
+
+def _quietly_missing(function: Any, name: str, *, dir_fd: int) -> None:
+    with suppress(FileNotFoundError):
+        function(name, dir_fd=dir_fd)
 
 
 # ---------------------------------------------------------------------- copy
@@ -345,5 +390,6 @@ def copy_tree(source: str, destination: str) -> None:
                 os.symlink(os.readlink(entry.path), entry_target)
 
 
-def _listing(stack: ExitStack, path: str) -> Iterator[os.DirEntry[str]]:
-    return stack.enter_context(os.scandir(path))
+def _listing(stack: ExitStack, directory: Any) -> Iterator[os.DirEntry[Any]]:
+    """A scandir listing (of a path or an open directory fd) closed with `stack`."""
+    return stack.enter_context(os.scandir(directory))

@@ -82,8 +82,9 @@ from codex_trio.threads import (
 
 log = logging.getLogger(__name__)
 
-#: `thread/list` page size when the request gives none.
+#: `thread/list` page size when the request gives none, and the most it returns (the reference's).
 DEFAULT_LIST_LIMIT = 25
+MAX_LIST_LIMIT = 100
 U32_MAX = 2**32 - 1
 #: `excludedThreadIds` entries accepted at most (the schema's documented bound).
 MAX_EXCLUDED_IDS = 100
@@ -128,6 +129,7 @@ class ThreadsApi:
         self._config: EffectiveConfig | None = None
         self._opened = False
         self._open_lock = trio.Lock()
+        self._backfill_started = False
 
     def routes(self) -> list[Route]:
         return [
@@ -156,6 +158,7 @@ class ThreadsApi:
         """
         self.manager.drop_connection(connection.id)
         if not self.services.broadcaster.connections:
+            self._backfill_started = False
             await self.store.release()
 
     # ------------------------------------------------------------------ shared helpers
@@ -665,7 +668,7 @@ class ThreadsApi:
         else:
             providers = list(params.model_providers) or None
         query = ListQuery(
-            limit=max(limit, 1),
+            limit=min(max(limit, 1), MAX_LIST_LIMIT),
             sort_key=params.sort_key or "created_at",
             direction=params.sort_direction or "desc",
             cursor=params.cursor,
@@ -680,6 +683,7 @@ class ThreadsApi:
             page = await self.store.list(query)
         except InvalidCursor:
             raise invalid_request(f"invalid cursor: {params.cursor}") from None
+        self._start_backfill()
         data = []
         read_states: dict[str, Any] = {}
         for record in page.records:
@@ -690,6 +694,20 @@ class ThreadsApi:
             if state is not None:
                 read_states[record.id] = state
         return ThreadListResponse(data, read_states, page.next_cursor, page.backwards_cursor)
+
+    def _start_backfill(self) -> None:
+        """After the first list, index the remaining rollouts in the background (newest first).
+
+        The first page only reads the files it needs; a later search or another sort would
+        otherwise pay for reading every rollout at once.
+        """
+        if self._backfill_started or self.services.draining:
+            return
+        self._backfill_started = True
+        try:
+            self.services.start_detached(self.store.backfill, name="thread index backfill")
+        except RpcError:
+            self._backfill_started = False
 
     def _cwd_filter(self, raw: Any) -> list[str] | None:
         if raw is None:

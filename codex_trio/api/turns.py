@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
+import trio
+
 from codex_trio._version import VERSION
+from codex_trio.config.auth import read_auth
 from codex_trio.config.effective import ProviderConfig, builtin_providers
 from codex_trio.config.effective import _provider_from_table as provider_from_table
+from codex_trio.core.model_client import Login
 from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnSettings
 from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import WireError
@@ -49,9 +54,16 @@ def provider_for(config: Mapping[str, Any], provider_id: str) -> ProviderConfig:
 class TurnsApi:
     """The turn family; see the module docstring."""
 
-    def __init__(self, services: Services, manager: ThreadManager) -> None:
+    def __init__(
+        self,
+        services: Services,
+        manager: ThreadManager,
+        credentials: Callable[[], Awaitable[tuple[str, str] | None]] | None = None,
+    ) -> None:
+        """`credentials` is the account family's `(mode, secret)` of the current login."""
         self.services = services
         self.manager = manager
+        self._credentials = credentials
         self._platform = f"({platform.system()} {platform.release()}; {platform.machine()})"
 
     def routes(self) -> list[Route]:
@@ -76,6 +88,10 @@ class TurnsApi:
             await previous.done.wait()  # an interrupted turn is still writing its end
         self._remember_overrides(runtime, params)
         settings = self._settings(ctx, thread, runtime, params)
+        if settings.provider.requires_openai_auth:
+            login = await self._login()
+            provider = _chatgpt_backend(settings.provider, login, thread.config)
+            settings = attrs.evolve(settings, login=login, provider=provider)
         turn = RunningTurn(
             thread,
             self.services,
@@ -117,6 +133,21 @@ class TurnsApi:
         return {}
 
     # ------------------------------------------------------------------ settings
+    async def _login(self) -> Login | None:
+        """The account's current login (in-memory tokens first, then auth.json)."""
+        stored = await trio.to_thread.run_sync(read_auth, self.services.settings.codex_home)
+        account_id = stored.identity.account_id if stored is not None else None
+        if self._credentials is not None:
+            current = await self._credentials()
+            if current is None:
+                return None
+            mode, secret = current
+            return Login(mode, secret, account_id if mode != "apikey" else None)
+        if stored is None:
+            return None
+        token = stored.api_key if stored.mode == "apikey" else stored.access_token
+        return Login(stored.mode, token, account_id) if token else None
+
     def _remember_overrides(self, runtime: ThreadRuntime, params: TurnStartParams) -> None:
         """turn/start overrides apply to this turn and the thread's later turns."""
         updates: dict[str, Any] = {}
@@ -169,6 +200,19 @@ class TurnsApi:
             originator=client,
             user_agent=user_agent,
         )
+
+
+def _chatgpt_backend(
+    provider: ProviderConfig, login: Login | None, config: Mapping[str, Any]
+) -> ProviderConfig:
+    """A ChatGPT login talks to the ChatGPT backend unless a base URL was configured."""
+    if provider.id != "openai" or login is None or login.mode == "apikey":
+        return provider
+    if isinstance(config.get("openai_base_url"), str) or os.environ.get("OPENAI_BASE_URL", "").strip():
+        return provider
+    base = config.get("chatgpt_base_url")
+    root = base if isinstance(base, str) and base else "https://chatgpt.com/backend-api/"
+    return attrs.evolve(provider, base_url=root.rstrip("/") + "/codex")
 
 
 def _str(value: Any) -> str | None:

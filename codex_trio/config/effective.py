@@ -15,7 +15,7 @@ import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -24,7 +24,6 @@ from codex_trio.config.layers import (
     ConfigLayer,
     LayerPaths,
     LayerStack,
-    NoopThreadConfigLoader,
     Table,
     ThreadConfigLoader,
     deep_merge,
@@ -32,7 +31,9 @@ from codex_trio.config.layers import (
     request_layer,
 )
 from codex_trio.config.models import DEFAULT_MODEL
-from codex_trio.settings import ServerSettings
+
+if TYPE_CHECKING:  # settings imports this module for ThreadConfigLoader
+    from codex_trio.settings import ServerSettings
 
 DEFAULT_PROVIDER_ID = "openai"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -271,15 +272,16 @@ def load_config(
     """The effective config for the server, or for one thread when overrides/loader are given.
 
     `request_overrides` is a request's `config` map (dotted keys allowed) plus any typed fields
-    the caller turned into keys (`{"model": …, "approval_policy": …}`); `thread_loader`'s layers
-    go above it so session-owned values win. Blocking (reads files).
+    the caller turned into keys (`{"model": …, "approval_policy": …}`); the layers of
+    `thread_loader` (default: `settings.thread_config_loader`, a no-op unless an embedder set
+    one) go above it so session-owned values win. Blocking (reads files).
     """
     stack = load_layer_stack(settings, paths)
     extra: list[ConfigLayer] = []
     request = request_layer(request_overrides)
     if request is not None:
         extra.append(request)
-    loader = thread_loader if thread_loader is not None else NoopThreadConfigLoader()
+    loader = thread_loader if thread_loader is not None else settings.thread_config_loader
     extra.extend(loader.load(thread_id=thread_id, cwd=cwd if cwd is not None else settings.cwd))
     return effective_from_stack(stack.with_layers(extra), environ)
 

@@ -32,12 +32,13 @@ import logging
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import orjson
 
-from codex_trio.settings import ServerSettings
+if TYPE_CHECKING:  # settings imports this module for ThreadConfigLoader
+    from codex_trio.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 

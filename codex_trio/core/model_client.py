@@ -22,7 +22,6 @@ import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -300,14 +299,22 @@ class Auth:
     headers: dict[str, str] = attrs.Factory(dict)
 
 
+@attrs.frozen
+class Login:
+    """The account's login as the account family holds it (`apikey`, `chatgpt`, …)."""
+
+    mode: str
+    secret: str
+    account_id: str | None = None
+
+
 def resolve_auth(
-    provider: ProviderConfig, codex_home: Path, environ: Mapping[str, str] | None = None
+    provider: ProviderConfig, login: Login | None, environ: Mapping[str, str] | None = None
 ) -> Auth:
     """The provider's credentials, or ModelError saying which one is missing.
 
     Order, as the reference: `env_key` (must be set), `experimental_bearer_token`, then for a
-    provider that uses OpenAI auth the stored login (`auth.json`: an API key, or ChatGPT
-    tokens) and finally `OPENAI_API_KEY` from the environment.
+    provider that uses OpenAI auth the account's login and finally `OPENAI_API_KEY`.
     """
     env = os.environ if environ is None else environ
     if provider.env_key:
@@ -322,34 +329,16 @@ def resolve_auth(
         return Auth({"authorization": f"Bearer {provider.experimental_bearer_token}"})
     if not provider.requires_openai_auth:
         return Auth()
-    stored = _stored_auth(codex_home)
-    if stored is not None:
-        return stored
+    if login is not None:
+        headers = {"authorization": f"Bearer {login.secret}"}
+        if login.account_id:
+            headers["chatgpt-account-id"] = login.account_id
+        return Auth(headers)
     for var in ("OPENAI_API_KEY", "CODEX_API_KEY"):
         value = env.get(var, "").strip()
         if value:
             return Auth({"authorization": f"Bearer {value}"})
     return Auth()
-
-
-def _stored_auth(codex_home: Path) -> Auth | None:
-    try:
-        data = orjson.loads((codex_home / "auth.json").read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    key = data.get("OPENAI_API_KEY")
-    if isinstance(key, str) and key:
-        return Auth({"authorization": f"Bearer {key}"})
-    tokens = data.get("tokens")
-    if isinstance(tokens, dict) and isinstance(tokens.get("access_token"), str):
-        headers = {"authorization": f"Bearer {tokens['access_token']}"}
-        account = tokens.get("account_id")
-        if isinstance(account, str) and account:
-            headers["chatgpt-account-id"] = account
-        return Auth(headers)
-    return None
 
 
 # ---------------------------------------------------------------------------- the client
@@ -499,7 +488,7 @@ async def _consume(
 
 @asynccontextmanager
 async def open_model_client(
-    provider: ProviderConfig, codex_home: Path, *, environ: Mapping[str, str] | None = None
+    provider: ProviderConfig, login: Login | None = None, *, environ: Mapping[str, str] | None = None
 ) -> AsyncIterator[ModelClient]:
     """A client whose connections live exactly as long as the `async with` block.
 
@@ -508,7 +497,7 @@ async def open_model_client(
     if provider.wire_api != "responses":
         wire_api = provider.wire_api
         raise ModelError(f"model provider `{provider.id}` uses wire_api `{wire_api}`; only `responses` works")
-    auth = resolve_auth(provider, codex_home, environ)
+    auth = resolve_auth(provider, login, environ)
     # read=None: the stream's idle timeout is enforced by `_consume` (see there).
     timeout = httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=CONNECT_TIMEOUT, pool=CONNECT_TIMEOUT)
     # Proxy variables apply to remote providers only: a loopback model server (Ollama, vLLM,

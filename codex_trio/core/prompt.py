@@ -295,8 +295,9 @@ def request_body(spec: RequestSpec) -> dict[str, Any]:
         "parallel_tool_calls": True,
     }
     reasoning: dict[str, Any] = {}
-    effort = spec.effort or spec.family.default_effort
-    if spec.family.reasoning and effort and effort != "none":
+    # an explicitly configured effort is sent to any model; the family's default only to its own
+    effort = spec.effort or (spec.family.default_effort if spec.family.reasoning else None)
+    if effort and effort != "none":
         reasoning["effort"] = effort
     if spec.summary and spec.summary != "none":
         reasoning["summary"] = spec.summary

@@ -56,6 +56,7 @@ from codex_trio.core.exec_tool import (
 )
 from codex_trio.core.model_client import (
     Completed,
+    Login,
     ModelError,
     OutputItemAdded,
     OutputItemDone,
@@ -157,6 +158,8 @@ class TurnSettings:
     context_window: int | None = None
     originator: str = "codex_trio"
     user_agent: str = "codex_trio"
+    #: the account's login, for providers that use OpenAI auth.
+    login: Login | None = None
 
 
 # ---------------------------------------------------------------------------- outcomes
@@ -500,7 +503,7 @@ class RunningTurn:
             ]
         )
         history = await runtime.load_history()
-        async with open_model_client(self.settings.provider, self.services.settings.codex_home) as client:
+        async with open_model_client(self.settings.provider, self.settings.login) as client:
             while True:
                 await self._absorb_input(history)
                 sample = await self._sample_with_retries(client, history)

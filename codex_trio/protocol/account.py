@@ -106,6 +106,11 @@ class AccountUpdated:
 
 
 @attrs.frozen
+class GovCloudRequirementsParams:
+    """`{}`: the method takes no fields, but `params` must be present."""
+
+
+@attrs.frozen
 class GovCloudRequirementsResponse:
     is_gov_cloud: bool = False
     should_warn: bool = False

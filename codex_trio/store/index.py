@@ -32,7 +32,6 @@ from codex_trio.store.rollout import (
     iso_s,
     parse_iso_ms,
     scan_lines,
-    thread_id_of_filename,
 )
 
 INDEX_FILE = "codex_trio_threads_1.sqlite"
@@ -326,6 +325,8 @@ class ThreadIndex:
                 self._reconcile(len(self._pending))
         return self._page(query, self._rows(query, query.limit + 1))
 
+    # The reference's cursors: `created_at` keys to the second, the others to the millisecond.
+
     def _rows(self, query: ListQuery, count: int) -> list[sqlite3.Row]:
         column = _SORT_COLUMNS[query.sort_key]
         desc = query.direction == "desc"
@@ -371,7 +372,8 @@ class ThreadIndex:
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         records = [_row_to_record(r) for r in rows]
-        next_cursor = f"{iso_s(rows[-1]['sort_key'])}|{rows[-1]['id']}" if more and rows else None
+        stamp = iso_s if query.sort_key in ("created_at", "section_position") else iso_ms
+        next_cursor = f"{stamp(rows[-1]['sort_key'])}|{rows[-1]['id']}" if more and rows else None
         backwards = iso_ms(rows[0]["sort_key"]) if rows else None
         return ListPage(records, next_cursor, backwards)
 
@@ -394,7 +396,7 @@ class ThreadIndex:
         row = self.db.execute(f"SELECT {column} FROM threads WHERE id = ?", (cursor_id,)).fetchone()
         if row is not None and row[0] // 1000 == ms // 1000:
             return int(row[0]), cursor_id, False
-        return ms + 999, cursor_id, False
+        return (ms + 999 if ms % 1000 == 0 else ms), cursor_id, False
 
     # ------------------------------------------------------------------ repair
     #
@@ -571,6 +573,11 @@ class ThreadIndex:
         if wanted:
             self._reconcile(len(wanted))
         return bool(wanted)
+
+    def backfill_step(self, count: int) -> int:
+        """Reconcile up to `count` more pending files (newest first); returns how many remain."""
+        self._reconcile(count)
+        return len(self._pending)
 
     def repair(self, *, full: bool = False) -> int:
         """Reconcile everything now (`full`: every folder, changed or not); returns rows changed."""

@@ -44,6 +44,8 @@ T = TypeVar("T")
 #: worker threads doing rollout file I/O at once (appends, reads, moves).
 IO_WORKERS = 8
 SESSION_INDEX_FILE = "session_index.jsonl"
+#: rollouts indexed per background step; a list or read waits for at most one step.
+BACKFILL_CHUNK = 256
 
 
 @attrs.frozen
@@ -60,6 +62,7 @@ class LocalThreadStore:
         self.index = ThreadIndex(codex_home)
         self._db_lane = trio.CapacityLimiter(1)
         self._io = trio.CapacityLimiter(IO_WORKERS)
+        self._backfill_scopes: set[trio.CancelScope] = set()
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._db_lane)
@@ -77,6 +80,8 @@ class LocalThreadStore:
 
     async def release(self) -> None:
         """Close the SQLite handle until the next use (the index reopens itself lazily)."""
+        for scope in self._backfill_scopes:
+            scope.cancel()
         await self.aclose()
 
     # ------------------------------------------------------------------ writing
@@ -114,6 +119,19 @@ class LocalThreadStore:
     async def repair(self, *, full: bool = False) -> int:
         """Reconcile the index with the rollout files (see `ThreadIndex.repair`)."""
         return await self._db(functools.partial(self.index.repair, full=full))
+
+    async def backfill(self) -> None:
+        """Index every pending rollout, a chunk at a time (other index calls run in between).
+
+        `release` cancels it, so a released store is not reopened behind its owner's back.
+        """
+        with trio.CancelScope() as scope:
+            self._backfill_scopes.add(scope)
+            try:
+                while await self._db(self.index.backfill_step, BACKFILL_CHUNK):
+                    await trio.lowlevel.checkpoint()
+            finally:
+                self._backfill_scopes.discard(scope)
 
     async def get(self, thread_id: str, *, repair: bool = True) -> ThreadRecord | None:
         """A thread by id; with `repair`, a rollout the index has not seen yet is indexed first."""

@@ -433,15 +433,14 @@ async def serve_acceptor(
     try:
         async with trio.open_nursery() as frames:
             acceptor = make_acceptor(frames)
-            try:
-                with listener_scope:
-                    async with trio.open_nursery() as accepting:
-                        for listener in listeners:
-                            accepting.start_soon(_accept_loop, listener, acceptor, accepting)
-                        task_status.started()
-            finally:
-                for listener in listeners:
-                    await trio.aclose_forcefully(listener)
+            with listener_scope:
+                async with trio.open_nursery() as accepting:
+                    for listener in listeners:
+                        accepting.start_soon(_accept_loop, listener, acceptor, accepting)
+                    task_status.started()
+            # Stop accepting now; live connections end on their own (the drain closes them).
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
             log.info("websocket acceptor shutting down")
     finally:
         for listener in listeners:
