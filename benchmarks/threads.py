@@ -46,7 +46,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from core import (  # noqa: E402
+from core import (
     Connection,
     Sandbox,
     ServerSpec,
@@ -95,7 +95,10 @@ def rollout_lines(thread_id: str, created_ms: int, cwd: str, text: str) -> bytes
                 "cli_version": "0.169.0",
                 "source": "vscode",
                 "model_provider": "mock",
-                "base_instructions": {"text": INSTRUCTIONS, "provenance": {"type": "model", "model": "gpt-5.5"}},
+                "base_instructions": {
+                    "text": INSTRUCTIONS,
+                    "provenance": {"type": "model", "model": "gpt-5.5"},
+                },
                 "history_mode": "paginated",
                 "context_window": {"window_id": uuid7(created_ms + 1, 3)},
             },
@@ -144,7 +147,11 @@ def rollout_lines(thread_id: str, created_ms: int, cwd: str, text: str) -> bytes
                 "type": "item_completed",
                 "thread_id": thread_id,
                 "turn_id": turn,
-                "item": {"type": "AgentMessage", "id": f"msg_{n_hex(created_ms)}", "content": [{"type": "Text", "text": "ok"}]},
+                "item": {
+                    "type": "AgentMessage",
+                    "id": f"msg_{n_hex(created_ms)}",
+                    "content": [{"type": "Text", "text": "ok"}],
+                },
                 "started_at_ms": created_ms + 9,
                 "completed_at_ms": created_ms + 9,
             },
@@ -213,7 +220,8 @@ def link_tree(source: Path, target: Path) -> None:
 @asynccontextmanager
 async def server_on(spec: ServerSpec, sandbox: Sandbox) -> AsyncIterator[Connection]:
     """Run `spec` on an existing sandbox (kept afterwards, so a restart sees the same home)."""
-    with open(sandbox.root / f"stderr-{time.monotonic_ns()}.log", "wb") as stderr:
+    sandbox.stderr_path = sandbox.root / f"stderr-{time.monotonic_ns()}.log"
+    with sandbox.stderr_path.open("wb") as stderr:
         spawned_at = time.perf_counter()
         process = await trio.lowlevel.open_process(
             spec.argv,
@@ -289,7 +297,9 @@ async def measure(spec: ServerSpec, template: Path, opts: argparse.Namespace) ->
                 result.warm_list = statistics.median(warm)
                 searches = []
                 for _ in range(opts.repeat):
-                    elapsed, page = await timed(conn, "thread/list", {"limit": LIST_LIMIT, "searchTerm": term})
+                    elapsed, page = await timed(
+                        conn, "thread/list", {"limit": LIST_LIMIT, "searchTerm": term}
+                    )
                     searches.append(elapsed)
                 result.search_hits = len(page["data"])
                 result.search = statistics.median(searches)
@@ -322,7 +332,7 @@ def ms(value: float | None) -> str:
 def ratio(ours: float | None, ref: float | None) -> str:
     if ours is None or ref is None or ref == 0:
         return "n/a"
-    return f"{ours / ref:.2f}×"
+    return f"{ours / ref:.2f}×"  # noqa: RUF001
 
 
 def markdown(results: list[ThreadResult], opts: argparse.Namespace) -> str:

@@ -323,8 +323,9 @@ async def spawn(spec: SpawnSpec) -> AsyncIterator[Child]:
 
     if spec.tty is not None:
         master_stream = trio.lowlevel.FdStream(owned[0])
-        child = Child(process, stdout=_PtyOutput(master_stream), stderr=None, stdin=master_stream,
-                      master=master_stream)
+        child = Child(
+            process, stdout=_PtyOutput(master_stream), stderr=None, stdin=master_stream, master=master_stream
+        )
     else:
         child = Child(
             process,

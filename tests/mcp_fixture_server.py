@@ -22,9 +22,12 @@ from __future__ import annotations
 import os
 import sys
 
+from typing import Literal
+
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
+from pydantic import Field
 
 server = MCPServer("fixture", version="1.2.3", instructions="A test server.")
 
@@ -42,6 +45,16 @@ def peek(key: str) -> str:
 @server.tool(description="Plain text content, no structured output.", structured_output=False)
 def plain(text: str) -> str:
     return f"plain {text}"
+
+
+@server.tool(description="A tool with a richer input schema.")
+def rich(
+    mode: Literal["fast", "slow"],
+    tags: list[str],
+    limit: int | None = None,
+    note: str = Field("none", description="A note", max_length=40),
+) -> str:
+    return f"{mode} {tags} {limit} {note}"
 
 
 @server.tool(description="Add two integers.")

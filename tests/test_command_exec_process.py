@@ -90,8 +90,11 @@ async def test_stdin_is_dev_null_unless_asked_for(leak_check: Any, tmp_path: Pat
 async def test_stdin_writes_reach_the_child_and_close_gives_eof(leak_check: Any, tmp_path: Path) -> None:
     out = Collected()
     with trio.fail_after(TIMEOUT):
-        async with spawn(spec(["sh", "-c", "cat; echo eof"], tmp_path, stdin=True)) as child, \
-                trio.open_nursery() as nursery:
+        async with (
+            spawn(spec(["sh", "-c", "cat; echo eof"], tmp_path, stdin=True)) as child,
+            trio.open_nursery() as nursery,
+        ):
+
             async def feed() -> None:
                 await child.write(b"one\n")
                 await out.wait_for(b"one\n")
@@ -145,8 +148,11 @@ async def test_resizing_a_pty_sends_sigwinch_and_the_child_sees_the_new_size(
         "print('winch', *os.get_terminal_size(0), flush=True)\n"
     )
     with trio.fail_after(TIMEOUT):
-        async with spawn(spec([sys.executable, "-c", script], tmp_path, tty=TerminalSize(24, 80))) as child, \
-                trio.open_nursery() as nursery:
+        async with (
+            spawn(spec([sys.executable, "-c", script], tmp_path, tty=TerminalSize(24, 80))) as child,
+            trio.open_nursery() as nursery,
+        ):
+
             async def resize() -> None:
                 await out.wait_for(b"ready")
                 child.resize(TerminalSize(rows=50, cols=120))
@@ -182,6 +188,7 @@ async def test_cancelling_the_stop_scope_kills_the_whole_group(leak_check: Any, 
     script = "trap 'echo trapped' TERM; sleep 300 & echo bg=$!; while :; do sleep 0.05; done"
     with trio.fail_after(TIMEOUT):
         async with spawn(spec(["sh", "-c", script], tmp_path)) as child, trio.open_nursery() as nursery:
+
             async def terminate() -> None:
                 await out.wait_for(b"\n")
                 stop.cancel()
@@ -193,7 +200,9 @@ async def test_cancelling_the_stop_scope_kills_the_whole_group(leak_check: Any, 
     assert b"trapped" not in out.data["stdout"]
 
 
-async def test_the_stop_deadline_is_a_timeout_that_keeps_earlier_output(leak_check: Any, tmp_path: Path) -> None:
+async def test_the_stop_deadline_is_a_timeout_that_keeps_earlier_output(
+    leak_check: Any, tmp_path: Path
+) -> None:
     out = Collected()
     stop = trio.CancelScope(deadline=trio.current_time() + 0.2)
     with trio.fail_after(TIMEOUT):
@@ -216,12 +225,17 @@ async def test_a_background_child_holding_the_pipe_is_drained_briefly_then_kille
     assert finished == type(finished)(exit_code=4, stopped=False)
 
 
-async def test_outside_cancellation_kills_the_group_and_closes_everything(leak_check: Any, tmp_path: Path) -> None:
+async def test_outside_cancellation_kills_the_group_and_closes_everything(
+    leak_check: Any, tmp_path: Path
+) -> None:
     out = Collected()
     with trio.fail_after(TIMEOUT):
         with trio.CancelScope() as outer:
-            async with spawn(spec(["sh", "-c", "sleep 300 & echo bg=$!; wait"], tmp_path, stdin=True)) as child, \
-                    trio.open_nursery() as nursery:
+            async with (
+                spawn(spec(["sh", "-c", "sleep 300 & echo bg=$!; wait"], tmp_path, stdin=True)) as child,
+                trio.open_nursery() as nursery,
+            ):
+
                 async def disconnect() -> None:
                     await out.wait_for(b"\n")
                     outer.cancel()
@@ -257,7 +271,10 @@ async def test_a_pty_program_missing_from_path_names_the_path(leak_check: Any, t
     with pytest.raises(SpawnError) as caught:
         async with spawn(SpawnSpec(["nope-xyz"], tmp_path, env, tty=TerminalSize(24, 80))):
             pass
-    assert str(caught.value) == 'Unable to spawn nope-xyz because:\nNo viable candidates found in PATH "/foo:/bar"'
+    assert (
+        str(caught.value)
+        == 'Unable to spawn nope-xyz because:\nNo viable candidates found in PATH "/foo:/bar"'
+    )
     with pytest.raises(SpawnError, match="Unable to resolve the PATH"):
         async with spawn(SpawnSpec(["nope-xyz"], tmp_path, {}, tty=TerminalSize(24, 80))):
             pass

@@ -87,12 +87,20 @@ def wire_error(params: dict[str, Any], cls: type[Any] = CommandExecParams) -> st
 
 
 def test_params_read_every_field_and_default_the_rest() -> None:
-    params = read({
-        "command": ["ls", "-l"], "processId": "p", "tty": True, "size": {"rows": 5, "cols": 6},
-        "outputBytesCap": 10, "timeoutMs": 50, "cwd": "sub", "env": {"A": "1", "B": None},
-        "sandboxPolicy": {"type": "workspaceWrite", "writableRoots": ["/w"], "networkAccess": True},
-        "unknownField": 1,
-    })
+    params = read(
+        {
+            "command": ["ls", "-l"],
+            "processId": "p",
+            "tty": True,
+            "size": {"rows": 5, "cols": 6},
+            "outputBytesCap": 10,
+            "timeoutMs": 50,
+            "cwd": "sub",
+            "env": {"A": "1", "B": None},
+            "sandboxPolicy": {"type": "workspaceWrite", "writableRoots": ["/w"], "networkAccess": True},
+            "unknownField": 1,
+        }
+    )
     assert params.command == ["ls", "-l"] and params.size is not None and params.size.cols == 6
     assert params.env == {"A": "1", "B": None}
     assert params.sandbox_policy == WorkspaceWrite(writable_roots=("/w",), network_access=True)
@@ -114,25 +122,43 @@ def test_params_read_every_field_and_default_the_rest() -> None:
         ({"command": ["a"], "timeoutMs": 1.5}, "invalid type: floating point `1.5`, expected i64"),
         ({"command": ["a"], "outputBytesCap": -1}, "invalid value: integer `-1`, expected usize"),
         ({"command": ["a"], "outputBytesCap": 1.5}, "invalid type: floating point `1.5`, expected usize"),
-        ({"command": ["a"], "size": {"rows": 70000, "cols": 1}}, "invalid value: integer `70000`, expected u16"),
+        (
+            {"command": ["a"], "size": {"rows": 70000, "cols": 1}},
+            "invalid value: integer `70000`, expected u16",
+        ),
         ({"command": ["a"], "size": {"rows": -1, "cols": 1}}, "invalid value: integer `-1`, expected u16"),
         ({"command": ["a"], "size": {"rows": 1}}, "missing field `cols`"),
         ({"command": ["a"], "sandboxPolicy": {}}, "missing field `type`"),
-        ({"command": ["a"], "sandboxPolicy": {"type": "bogus"}},
-         "unknown variant `bogus`, expected one of `dangerFullAccess`, `readOnly`, `externalSandbox`, "
-         "`workspaceWrite`"),
-        ({"command": ["a"], "sandboxPolicy": "dangerFullAccess"},
-         'invalid type: string "dangerFullAccess", expected internally tagged enum SandboxPolicyDeserialize'),
-        ({"command": ["a"], "sandboxPolicy": {"type": "readOnly", "networkAccess": "x"}},
-         'invalid type: string "x", expected a boolean'),
-        ({"command": ["a"], "sandboxPolicy": {"type": "externalSandbox", "networkAccess": "bogus"}},
-         "unknown variant `bogus`, expected `restricted` or `enabled`"),
-        ({"command": ["a"], "sandboxPolicy": {"type": "externalSandbox", "networkAccess": True}},
-         "invalid type: boolean `true`, expected string or map"),
-        ({"command": ["a"], "sandboxPolicy": {"type": "workspaceWrite", "writableRoots": ["rel"]}},
-         "AbsolutePathBuf deserialized without a base path"),
-        ({"command": ["a"], "sandboxPolicy": {"type": "workspaceWrite", "writableRoots": "x"}},
-         'invalid type: string "x", expected a sequence'),
+        (
+            {"command": ["a"], "sandboxPolicy": {"type": "bogus"}},
+            "unknown variant `bogus`, expected one of `dangerFullAccess`, `readOnly`, `externalSandbox`, "
+            "`workspaceWrite`",
+        ),
+        (
+            {"command": ["a"], "sandboxPolicy": "dangerFullAccess"},
+            'invalid type: string "dangerFullAccess", '
+            "expected internally tagged enum SandboxPolicyDeserialize",
+        ),
+        (
+            {"command": ["a"], "sandboxPolicy": {"type": "readOnly", "networkAccess": "x"}},
+            'invalid type: string "x", expected a boolean',
+        ),
+        (
+            {"command": ["a"], "sandboxPolicy": {"type": "externalSandbox", "networkAccess": "bogus"}},
+            "unknown variant `bogus`, expected `restricted` or `enabled`",
+        ),
+        (
+            {"command": ["a"], "sandboxPolicy": {"type": "externalSandbox", "networkAccess": True}},
+            "invalid type: boolean `true`, expected string or map",
+        ),
+        (
+            {"command": ["a"], "sandboxPolicy": {"type": "workspaceWrite", "writableRoots": ["rel"]}},
+            "AbsolutePathBuf deserialized without a base path",
+        ),
+        (
+            {"command": ["a"], "sandboxPolicy": {"type": "workspaceWrite", "writableRoots": "x"}},
+            'invalid type: string "x", expected a sequence',
+        ),
         ({"command": ["a"], "permissionProfile": 5}, "invalid type: integer `5`, expected a string"),
     ],
 )
@@ -141,14 +167,21 @@ def test_malformed_params_get_serde_wording(params: dict[str, Any], message: str
 
 
 def test_every_sandbox_policy_variant_is_accepted() -> None:
-    policies = [read({"command": ["a"], "sandboxPolicy": p}).sandbox_policy for p in (
-        {"type": "dangerFullAccess"},
-        {"type": "readOnly", "networkAccess": True},
-        {"type": "externalSandbox", "networkAccess": "enabled"},
-        {"type": "workspaceWrite"},
-    )]
-    assert policies == [DangerFullAccess(), ReadOnly(network_access=True), ExternalSandbox(network_access="enabled"),
-                        WorkspaceWrite()]
+    policies = [
+        read({"command": ["a"], "sandboxPolicy": p}).sandbox_policy
+        for p in (
+            {"type": "dangerFullAccess"},
+            {"type": "readOnly", "networkAccess": True},
+            {"type": "externalSandbox", "networkAccess": "enabled"},
+            {"type": "workspaceWrite"},
+        )
+    ]
+    assert policies == [
+        DangerFullAccess(),
+        ReadOnly(network_access=True),
+        ExternalSandbox(network_access="enabled"),
+        WorkspaceWrite(),
+    ]
 
 
 def test_resize_params_need_a_size() -> None:
@@ -164,23 +197,55 @@ def check_error(**params: Any) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("params", "code", "message"),
     [
-        ({"command": [], "tty": True, "size": {"rows": 0, "cols": 0}}, INVALID_REQUEST, "command must not be empty"),
-        ({"command": ["a"], "permissionProfile": ":workspace", "sandboxPolicy": {"type": "dangerFullAccess"}},
-         INVALID_REQUEST, "`permissionProfile` cannot be combined with `sandboxPolicy`"),
-        ({"command": ["a"], "size": {"rows": 0, "cols": 0}, "timeoutMs": -1}, INVALID_PARAMS,
-         "command/exec size requires tty: true"),
-        ({"command": ["a"], "outputBytesCap": 1, "disableOutputCap": True, "timeoutMs": -1}, INVALID_PARAMS,
-         "command/exec cannot set both outputBytesCap and disableOutputCap"),
-        ({"command": ["a"], "timeoutMs": -1, "disableTimeout": True}, INVALID_PARAMS,
-         "command/exec cannot set both timeoutMs and disableTimeout"),
-        ({"command": ["a"], "timeoutMs": -5, "tty": True, "size": {"rows": 0, "cols": 1}}, INVALID_PARAMS,
-         "command/exec timeoutMs must be non-negative, got -5"),
-        ({"command": ["a"], "permissionProfile": ":nope"}, INVALID_REQUEST,
-         "invalid permission profile: default_permissions refers to unknown built-in profile `:nope`"),
-        ({"command": ["a"], "tty": True, "size": {"rows": 0, "cols": 3}}, INVALID_PARAMS,
-         "command/exec size rows and cols must be greater than 0"),
-        ({"command": ["a"], "streamStdin": True}, INVALID_REQUEST,
-         "command/exec tty or streaming requires a client-supplied processId"),
+        (
+            {"command": [], "tty": True, "size": {"rows": 0, "cols": 0}},
+            INVALID_REQUEST,
+            "command must not be empty",
+        ),
+        (
+            {
+                "command": ["a"],
+                "permissionProfile": ":workspace",
+                "sandboxPolicy": {"type": "dangerFullAccess"},
+            },
+            INVALID_REQUEST,
+            "`permissionProfile` cannot be combined with `sandboxPolicy`",
+        ),
+        (
+            {"command": ["a"], "size": {"rows": 0, "cols": 0}, "timeoutMs": -1},
+            INVALID_PARAMS,
+            "command/exec size requires tty: true",
+        ),
+        (
+            {"command": ["a"], "outputBytesCap": 1, "disableOutputCap": True, "timeoutMs": -1},
+            INVALID_PARAMS,
+            "command/exec cannot set both outputBytesCap and disableOutputCap",
+        ),
+        (
+            {"command": ["a"], "timeoutMs": -1, "disableTimeout": True},
+            INVALID_PARAMS,
+            "command/exec cannot set both timeoutMs and disableTimeout",
+        ),
+        (
+            {"command": ["a"], "timeoutMs": -5, "tty": True, "size": {"rows": 0, "cols": 1}},
+            INVALID_PARAMS,
+            "command/exec timeoutMs must be non-negative, got -5",
+        ),
+        (
+            {"command": ["a"], "permissionProfile": ":nope"},
+            INVALID_REQUEST,
+            "invalid permission profile: default_permissions refers to unknown built-in profile `:nope`",
+        ),
+        (
+            {"command": ["a"], "tty": True, "size": {"rows": 0, "cols": 3}},
+            INVALID_PARAMS,
+            "command/exec size rows and cols must be greater than 0",
+        ),
+        (
+            {"command": ["a"], "streamStdin": True},
+            INVALID_REQUEST,
+            "command/exec tty or streaming requires a client-supplied processId",
+        ),
     ],
 )
 def test_semantic_checks_run_in_the_reference_order(params: dict[str, Any], code: int, message: str) -> None:
@@ -188,8 +253,18 @@ def test_semantic_checks_run_in_the_reference_order(params: dict[str, Any], code
 
 
 def test_null_caps_and_timeouts_do_not_conflict_with_their_disable_flags() -> None:
-    check_exec_params(read({"command": ["a"], "outputBytesCap": None, "disableOutputCap": True,
-                            "timeoutMs": None, "disableTimeout": True, "processId": ""}))
+    check_exec_params(
+        read(
+            {
+                "command": ["a"],
+                "outputBytesCap": None,
+                "disableOutputCap": True,
+                "timeoutMs": None,
+                "disableTimeout": True,
+                "processId": "",
+            }
+        )
+    )
 
 
 def test_process_ids_are_quoted_like_json_in_errors() -> None:
@@ -200,5 +275,8 @@ def test_process_ids_are_quoted_like_json_in_errors() -> None:
 def test_responses_and_deltas_use_the_wire_names() -> None:
     assert unstructure(CommandExecResponse(3, "o", "e")) == {"exitCode": 3, "stdout": "o", "stderr": "e"}
     assert unstructure(CommandExecOutputDelta("p", "stderr", "YQ==", True)) == {
-        "processId": "p", "stream": "stderr", "deltaBase64": "YQ==", "capReached": True,
+        "processId": "p",
+        "stream": "stderr",
+        "deltaBase64": "YQ==",
+        "capReached": True,
     }

@@ -155,8 +155,10 @@ class CommandExecApi:
         self, ctx: RequestContext, params: CommandExecParams, spec: SpawnSpec, entry: _Exec
     ) -> CommandExecResponse:
         stream_output = params.tty or params.stream_stdout_stderr
-        cap = None if params.disable_output_cap else (
-            DEFAULT_OUTPUT_BYTES_CAP if params.output_bytes_cap is None else params.output_bytes_cap
+        cap = (
+            None
+            if params.disable_output_cap
+            else (DEFAULT_OUTPUT_BYTES_CAP if params.output_bytes_cap is None else params.output_bytes_cap)
         )
         captures: dict[StreamName, _Capture] = {"stdout": _Capture(cap), "stderr": _Capture(cap)}
         connection = ctx.connection

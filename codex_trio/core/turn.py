@@ -597,6 +597,9 @@ class RunningTurn:
                         "delta": event.delta,
                     },
                 )
+                # Let the connections' writers send it now, before this task goes back down
+                # through the HTTP stack for the next chunk (shortens the delta's latency).
+                await trio.lowlevel.checkpoint()
         elif isinstance(event, OutputItemAdded):
             await self._on_item_added(sample, event.item)
         elif isinstance(event, OutputItemDone):
