@@ -12,7 +12,8 @@ very same bytes. Per server:
 2. warm list: median of ``--repeat`` further ``thread/list {limit: 25}``;
 3. search: median of ``--repeat`` ``thread/list {searchTerm, limit: 25}`` matching one thread;
 4. restart list: a second server on the same CODEX_HOME (index present), first list;
-5. ``thread/start {}`` latency (median and p90 of ``--starts``).
+5. ``thread/start {}`` latency (median and p90 of ``--starts``), on the restarted server and
+   on a server with an empty CODEX_HOME.
 
 Prints a markdown table with ratios ours / reference. Uses `core.py`'s process helpers.
 
@@ -272,6 +273,8 @@ class ThreadResult:
     restart_count: int = 0
     start_p50: float | None = None
     start_p90: float | None = None
+    empty_start_p50: float | None = None
+    empty_start_p90: float | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -316,6 +319,20 @@ async def measure(spec: ServerSpec, template: Path, opts: argparse.Namespace) ->
                 result.start_p50 = statistics.median(starts)
                 result.start_p90 = percentile(starts, 0.9)
                 result.samples["thread_start"] = starts
+        empty = Sandbox()
+        try:
+            async with server_on(spec, empty) as conn:
+                await initialize(conn)
+                starts = []
+                for _ in range(opts.starts):
+                    elapsed, _ = await timed(conn, "thread/start", {})
+                    starts.append(elapsed)
+                starts.sort()
+                result.empty_start_p50 = statistics.median(starts)
+                result.empty_start_p90 = percentile(starts, 0.9)
+                result.samples["thread_start_empty_home"] = starts
+        finally:
+            empty.remove()
     except Exception as exc:  # a failed phase is reported in the table, the other server still runs
         result.errors.append(f"{type(exc).__name__}: {exc}")
         log(f"{spec.label}: {exc!r}\n{sandbox.stderr_tail()}")
@@ -344,8 +361,10 @@ def markdown(results: list[ThreadResult], opts: argparse.Namespace) -> str:
         ("`thread/list` first page, warm (median)", "warm_list", None),
         ("`thread/list` search, one hit (median)", "search", "search_hits"),
         ("first `thread/list` after a restart", "restart_list", "restart_count"),
-        ("`thread/start` p50", "start_p50", None),
-        ("`thread/start` p90", "start_p90", None),
+        ("`thread/start` p50 (10,000 stored threads)", "start_p50", None),
+        ("`thread/start` p90 (10,000 stored threads)", "start_p90", None),
+        ("`thread/start` p50 (empty CODEX_HOME)", "empty_start_p50", None),
+        ("`thread/start` p90 (empty CODEX_HOME)", "empty_start_p90", None),
     ]
     lines = [
         f"{opts.threads} stored threads, page size {LIST_LIMIT}, {opts.repeat} repeats, {opts.starts} starts",

@@ -30,6 +30,7 @@ from codex_trio.api.command_exec import CommandExecApi
 from codex_trio.api.config import ConfigApi
 from codex_trio.api.fs import FsApi
 from codex_trio.api.legacy import LegacyApi
+from codex_trio.api.mcp import McpApi
 from codex_trio.api.session import SessionApi
 from codex_trio.api.threads import ThreadsApi
 from codex_trio.api.turns import TurnsApi
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
     from codex_trio.transport.websocket import WebSocketEndpoint
 
 log = logging.getLogger(__name__)
+
+#: seconds all families together may take to release their resources at the end of `run`.
+FAMILY_CLOSE_TIMEOUT = 2.0
 
 
 class ServerClosed(Exception):
@@ -81,6 +85,7 @@ class AppServer:
         """The method table: every API family the server offers, each owning its state."""
         threads = ThreadsApi(self)
         account = AccountApi(self)
+        mcp = McpApi(self, threads.manager)
         for family in (
             SessionApi(self.settings.codex_home),
             ConfigApi(self),
@@ -90,7 +95,8 @@ class AppServer:
             FsApi(),
             CommandExecApi(self),
             threads,
-            TurnsApi(self, threads.manager, account.credentials),
+            TurnsApi(self, threads.manager, account.credentials, tool_providers=[mcp.tools]),
+            mcp,
         ):
             self._families.append(family)
             self.router.add(family.routes())
@@ -112,8 +118,20 @@ class AppServer:
                     for connection in self.broadcaster.connections:
                         connection.close()
         finally:
+            await self._close_families()
             self.stopped.set()
             log.debug("server stopped")
+
+    async def _close_families(self) -> None:
+        """Let each family release what it holds (database handles...) once no task uses it."""
+        with trio.CancelScope(shield=True), trio.move_on_after(FAMILY_CLOSE_TIMEOUT):
+            for family in reversed(self._families):
+                aclose = getattr(family, "aclose", None)
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except Exception:
+                        log.exception("closing %s failed", type(family).__name__)
 
     async def _drain_detached(self, detached: trio.Nursery) -> None:
         log.info(
@@ -123,6 +141,11 @@ class AppServer:
         )
         self.draining = True
         self._listeners_scope.cancel()
+        for family in self._families:
+            # Families whose detached work never finishes by itself (MCP servers) stop it now.
+            drain_started = getattr(family, "drain_started", None)
+            if drain_started is not None:
+                drain_started()
         with trio.move_on_after(self.settings.drain_grace):
             await self._detached_running.wait_value(0)
         detached.cancel_scope.cancel()

@@ -1,7 +1,8 @@
 """What an API family may ask of the server, without importing the composition root.
 
 `AppServer` implements this; families receive it in their constructor. A family may also
-define `async def connection_closed(self, connection)` to drop per-connection state.
+define `async def connection_closed(self, connection)` to drop per-connection state, and
+`async def aclose(self)`, called once when the server has stopped, to release what it holds.
 """
 
 from __future__ import annotations

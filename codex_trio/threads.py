@@ -16,6 +16,8 @@ Getting at threads
   reference's RpcError: -32600 ``invalid thread id: …`` for a malformed id and
   ``thread not found: <id>`` for an id that is not loaded (what `turn/start` answers).
   `manager.loaded(thread_id)` is the non-raising lookup (None when absent).
+* `manager.subscribe(thread, connection_id)` adds a subscriber (and cancels a pending unload);
+  `manager.on_loaded` hooks run for every thread that becomes loaded (start, resume, fork).
 * Drain: check `services.draining` yourself in `turn/start` and raise
   `protocol.errors.server_shutting_down()`; `thread/start` does so here.
 
@@ -87,7 +89,7 @@ import secrets
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,6 +257,9 @@ class ThreadManager:
         #: lanes of threads that are not loaded (name/metadata writes), dropped when idle.
         self._idle_lanes: dict[str, trio.StrictFIFOLock] = {}
         self.unload_delay = DEFAULT_UNLOAD_DELAY
+        #: called with every thread that becomes loaded (start, resume, fork); other families
+        #: start per-thread work here (the MCP family starts the thread's servers).
+        self.on_loaded: list[Callable[[LoadedThread], None]] = []
 
     # ------------------------------------------------------------------ lookups
     def loaded(self, thread_id: str) -> LoadedThread | None:
@@ -295,6 +300,8 @@ class ThreadManager:
     # ------------------------------------------------------------------ registration
     def register(self, thread: LoadedThread) -> None:
         self._loaded[thread.id] = thread
+        for hook in self.on_loaded:
+            hook(thread)
 
     def subscribe(self, thread: LoadedThread, connection_id: int) -> None:
         thread.subscribers.add(connection_id)
@@ -328,13 +335,18 @@ class ThreadManager:
 
     async def _unload_later(self, thread: LoadedThread, scope: trio.CancelScope) -> None:
         with scope:
-            await trio.sleep(self.unload_delay)
-            if (
-                thread.unload_scope is scope
-                and not thread.subscribers
-                and self._loaded.get(thread.id) is thread
-            ):
-                await self.unload(thread, closed=True)
+            while True:
+                await trio.sleep(self.unload_delay)
+                if (
+                    thread.unload_scope is not scope
+                    or thread.subscribers
+                    or self._loaded.get(thread.id) is not thread
+                ):
+                    return
+                # A running turn keeps its thread loaded; look again after another delay.
+                if thread.status.get("type") != "active":
+                    await self.unload(thread, closed=True)
+                    return
 
     async def unload(self, thread: LoadedThread, *, closed: bool) -> None:
         """Forget a loaded thread: `notLoaded` to everyone, then `thread/closed` when `closed`."""
@@ -383,6 +395,10 @@ class ThreadManager:
     ) -> None:
         """Number, stamp and write `lines` (caller holds the lane); updates the index row."""
         if not lines:
+            return
+        if thread.unloaded.is_set():
+            # Archived or deleted under a running writer: never recreate the rollout.
+            log.debug("dropping %d rollout records for unloaded thread %s", len(lines), thread.id)
             return
         if not thread.record.materialized and not thread.ephemeral:
             await self.materialize_locked(thread)

@@ -14,14 +14,14 @@ Run as `python tests/mcp_fixture_server.py [--crash]`. Tools:
 
 and one resource, `fixture://greeting`. With `--crash` it exits with status 3 before the
 MCP handshake (a server that crashes at startup). With `--pidfile PATH` it writes its pid
-there first, so tests can check that the process is gone afterwards.
+there first, so tests can check that the process is gone afterwards. With `--http PORT` it
+serves streamable HTTP on 127.0.0.1:PORT/mcp instead of stdio.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-
 from typing import Literal
 
 import anyio
@@ -37,7 +37,9 @@ def echo(text: str) -> str:
     return text
 
 
-@server.tool(description="Read a value without changing anything.", annotations=ToolAnnotations(read_only_hint=True))
+@server.tool(
+    description="Read a value without changing anything.", annotations=ToolAnnotations(read_only_hint=True)
+)
 def peek(key: str) -> str:
     return f"value of {key}"
 
@@ -117,7 +119,10 @@ def main() -> None:
     if "--crash" in args:
         sys.stderr.write("fixture: crashing on purpose\n")
         sys.exit(3)
-    server.run("stdio")
+    if "--http" in args:
+        server.run("streamable-http", port=int(args[args.index("--http") + 1]))
+    else:
+        server.run("stdio")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from codex_trio.api import fs_ops
-from codex_trio.api.fs import FS_THREADS
+from codex_trio.api.fs import FS_THREADS, INLINE_READ_LIMIT
 from codex_trio.client import ClientConnection
 from codex_trio.protocol.errors import RpcError
 from codex_trio.server import AppServer
@@ -104,10 +104,20 @@ async def test_write_errors_leave_nothing_behind(client: ClientConnection, ws: P
             INTERNAL_ERROR,
             "Is a directory (os error 21)",
         )
-        code, message = await error_of(client, "fs/writeFile", {"path": str(ws / "keep.txt"), "dataBase64": "YWJ"})
-        assert (code, message) == (INVALID_REQUEST, "fs/writeFile requires valid base64 dataBase64: Invalid padding")
-        code, message = await error_of(client, "fs/writeFile", {"path": str(ws / "keep.txt"), "dataBase64": 5})
-        assert (code, message) == (INVALID_REQUEST, "Invalid request: invalid type: integer `5`, expected a string")
+        code, message = await error_of(
+            client, "fs/writeFile", {"path": str(ws / "keep.txt"), "dataBase64": "YWJ"}
+        )
+        assert (code, message) == (
+            INVALID_REQUEST,
+            "fs/writeFile requires valid base64 dataBase64: Invalid padding",
+        )
+        code, message = await error_of(
+            client, "fs/writeFile", {"path": str(ws / "keep.txt"), "dataBase64": 5}
+        )
+        assert (code, message) == (
+            INVALID_REQUEST,
+            "Invalid request: invalid type: integer `5`, expected a string",
+        )
     assert (ws / "keep.txt").read_text() == "old"
     assert sorted(os.listdir(ws)) == ["keep.txt"]
 
@@ -223,7 +233,8 @@ async def test_metadata_is_answered_inline_while_every_worker_thread_is_busy(
         release.wait(TIMEOUT)
         return real_read(path)
 
-    (ws / "f.txt").write_text("content")
+    content = b"x" * (INLINE_READ_LIMIT + 1)  # large enough to be read in a worker thread
+    (ws / "f.txt").write_bytes(content)
     monkeypatch.setattr(fs_ops, "read_file", stuck_read)
     other = await app_server.connect()
     await other.initialize()
@@ -249,4 +260,4 @@ async def test_metadata_is_answered_inline_while_every_worker_thread_is_busy(
         release.set()
         await other.aclose()
     assert len(results) == FS_THREADS + 2
-    assert {r["dataBase64"] for r in results} == {b64("content")}
+    assert {r["dataBase64"] for r in results} == {b64(content)}

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -365,3 +369,74 @@ def test_removing_a_tree_never_follows_symlinks_inside_it(tmp_path: Path) -> Non
     fs_ops.remove(str(tmp_path / "tree"), recursive=True, force=True)
     assert not (tmp_path / "tree").exists()
     assert (tmp_path / "outside" / "keep").exists()
+
+
+# ---------------------------------------------------------------------- permissions
+UNPRIVILEGED_UID = 65534
+
+
+def outcomes_as_unprivileged_user(base: Path) -> dict[str, object]:
+    """Run a few operations in a forked child that is not root (root ignores permissions)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no exec, so the interpreter's own location does not matter
+        status = 1
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgid(UNPRIVILEGED_UID)
+                os.setuid(UNPRIVILEGED_UID)
+            outcome: dict[str, object] = {}
+            for name, function, args in [
+                ("read secret", fs_ops.read_file, (f"{base}/secret",)),
+                ("rewrite shared file in locked dir", fs_ops.write_file, (f"{base}/locked/shared", b"new")),
+                ("create in locked dir", fs_ops.write_file, (f"{base}/locked/new", b"x")),
+                ("metadata of secret", fs_ops.get_metadata, (f"{base}/secret",)),
+            ]:
+                try:
+                    function(*args)  # type: ignore[operator]
+                    outcome[name] = "ok"
+                except OSError as exc:
+                    outcome[name] = exc.errno
+            os.write(write_end, json.dumps(outcome).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        data = reader.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    result: dict[str, object] = json.loads(data)
+    return result
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory outside pytest's private tmp tree, so another user can reach it."""
+    path = Path(tempfile.mkdtemp(prefix="codex-trio-fs-"))
+    path.chmod(0o755)
+    yield path
+    if (path / "locked").exists():
+        (path / "locked").chmod(0o755)
+    shutil.rmtree(path)
+
+
+def test_permission_errors_and_a_locked_directory_as_an_unprivileged_user(shared_dir: Path) -> None:
+    """EACCES is an errno like any other; a writable file in a directory that refuses new
+    files is rewritten in place (no temporary file can be made there), as the reference would."""
+    (shared_dir / "secret").write_text("no")
+    (shared_dir / "secret").chmod(0o000)
+    locked = shared_dir / "locked"
+    locked.mkdir()
+    (locked / "shared").write_text("old")
+    (locked / "shared").chmod(0o666)
+    locked.chmod(0o555)
+    assert outcomes_as_unprivileged_user(shared_dir) == {
+        "read secret": errno.EACCES,
+        "rewrite shared file in locked dir": "ok",
+        "create in locked dir": errno.EACCES,
+        "metadata of secret": "ok",
+    }
+    assert (locked / "shared").read_text() == "new"
+    assert os.listdir(locked) == ["shared"]

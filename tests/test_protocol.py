@@ -41,7 +41,7 @@ def test_structure_reads_camel_case_and_ignores_unknown_keys() -> None:
         ({}, "missing field `filePath`"),
         ({"filePath": 5}, "invalid type: integer `5`, expected a string"),
         ({"filePath": "/x", "isBig": "yes"}, 'invalid type: string "yes", expected a boolean'),
-        ({"filePath": "/x", "kind": "zzz"}, "unknown variant `zzz`, expected one of `a`, `b`"),
+        ({"filePath": "/x", "kind": "zzz"}, "unknown variant `zzz`, expected `a` or `b`"),
         ("text", 'invalid type: string "text", expected struct Sample'),
         ([], "invalid type: sequence, expected struct Sample"),
     ],

@@ -283,3 +283,47 @@ async def test_materialize_and_append_write_reference_lines(tmp_path: Path) -> N
         with sqlite3.connect(tmp_path / INDEX_FILE) as db:
             assert db.execute("SELECT count(*) FROM threads").fetchone()[0] == 1
         await store.aclose()
+
+
+async def test_lazy_pages_after_a_cold_start_match_a_fully_built_index(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        day = 86_400_000
+        for n in range(120):
+            # five day folders, newest last; a few threads per hour
+            reference_rollout(
+                tmp_path, str(uuid.uuid4()), BASE_MS + (n // 24) * day + (n % 24) * 3_600_000, f"q{n}"
+            )
+        store = await open_store(tmp_path)
+        lazy: list[str] = []
+        cursor = None
+        for _ in range(20):
+            page = await store.list(query(limit=7, cursor=cursor))
+            lazy += [r.id for r in page.records]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        await store.aclose()
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / (INDEX_FILE + suffix)).unlink(missing_ok=True)
+        store = await open_store(tmp_path)
+        await store.repair(full=True)
+        full = [r.id for r in (await store.list(query(limit=200))).records]
+        assert lazy == full and len(lazy) == 120
+        await store.aclose()
+
+
+async def test_a_cold_first_page_reads_only_the_newest_rollouts(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        day = 86_400_000
+        for n in range(60):
+            reference_rollout(tmp_path, str(uuid.uuid4()), BASE_MS + (n // 20) * day + n * 60_000, f"q{n}")
+        store = await open_store(tmp_path)
+        page = await store.list(query(limit=5))
+        assert [r.preview for r in page.records] == [f"q{n}" for n in range(59, 54, -1)]
+        with sqlite3.connect(tmp_path / INDEX_FILE) as db:
+            indexed = db.execute("SELECT count(*) FROM threads").fetchone()[0]
+        assert indexed < 60, "older day folders are not read for the first page"
+        await store.backfill()
+        with sqlite3.connect(tmp_path / INDEX_FILE) as db:
+            assert db.execute("SELECT count(*) FROM threads").fetchone()[0] == 60
+        await store.aclose()

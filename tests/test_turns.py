@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import trio
 
+from codex_trio.api.turns import TurnsApi
 from codex_trio.client import ClientConnection
 from codex_trio.core import model_client
+from codex_trio.core.tools import ToolCall, ToolOutput, ToolTurn
 from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
-from codex_trio.testing import LeakCheck
 from tests.responses_server import (
     Dropped,
     FunctionCall,
@@ -60,26 +61,6 @@ def configured(codex_home: Path, model: ResponsesServer) -> Path:
 @pytest.fixture
 def workspace(server_settings: ServerSettings) -> Path:
     return server_settings.cwd
-
-
-@pytest.fixture
-async def app_server(server_settings: ServerSettings) -> AsyncIterator[AppServer]:
-    """The plugin's server, with its leak check minus the thread store's SQLite index files
-    (the store keeps them open for the process's life)."""
-    check = LeakCheck()
-    async with open_app_server(server_settings) as server:
-        yield server
-    problems = [p for p in await check.leftovers() if not _only_sqlite(p)]
-    if problems:
-        pytest.fail("; ".join(problems))
-
-
-def _only_sqlite(problem: str) -> bool:
-    return problem.startswith("file descriptors left") and all(
-        part.split("'")[1].endswith((".sqlite", ".sqlite-wal", ".sqlite-shm"))
-        for part in problem.split(", ")
-        if "'" in part
-    )
 
 
 @pytest.fixture
@@ -536,3 +517,50 @@ async def test_finished_turns_survive_a_restart_and_the_history_is_replayed(
     assert replay.texts("user")[-2:] == ["first question", "second question"]
     assert replay.texts("assistant") == ["first answer"]
     assert replay.items_of_type("function_call_output")[0]["output"].endswith("hi\n")
+
+
+# ---------------------------------------------------------------------------- tool providers
+class LookupTools:
+    """A tool family outside the engine (the shape MCP servers plug in with)."""
+
+    def __init__(self) -> None:
+        self.calls: list[ToolCall] = []
+
+    async def tool_specs(self, turn: ToolTurn) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "function",
+                "name": "lookup",
+                "description": "Look a key up.",
+                "strict": False,
+                "parameters": {"type": "object", "properties": {"key": {"type": "string"}}},
+            }
+        ]
+
+    def handles(self, turn: ToolTurn, call: ToolCall) -> bool:
+        return call.name == "lookup"
+
+    async def call(self, turn: ToolTurn, call: ToolCall) -> ToolOutput:
+        self.calls.append(call)
+        return "the answer is 42"
+
+
+async def test_a_tool_provider_offers_tools_and_runs_their_calls(
+    app_server: AppServer, rpc: ClientConnection, model: ResponsesServer, workspace: Path
+) -> None:
+    tools = LookupTools()
+    turns_api = next(f for f in app_server._families if isinstance(f, TurnsApi))
+    turns_api.tool_providers.append(tools)
+    call = FunctionCall("lookup", {"key": "answer"})
+    with trio.fail_after(TEST_TIMEOUT):
+        thread_id = await start_thread(rpc, workspace)
+        model.enqueue(call, Text("It is 42."))
+        turn_id = await start_turn(rpc, thread_id, "what is the answer?")
+        events = await collect(rpc, completed(turn_id))
+    assert events[-1]["params"]["turn"]["status"] == "completed"
+    assert "lookup" in model.posts[0].tool_names()
+    assert [c.call_id for c in tools.calls] == [call.call_id]
+    outputs = model.posts[1].items_of_type("function_call_output")
+    assert outputs == [
+        {"type": "function_call_output", "call_id": call.call_id, "output": "the answer is 42"}
+    ]

@@ -1,10 +1,10 @@
-"""Catalog methods the TUI calls at start-up: models, feature flags, skills, hooks, plugins,
-collaboration modes and MCP server status.
+"""Catalog methods the TUI calls at start-up: models, feature flags, skills, hooks, plugins
+and collaboration modes (MCP server status is the MCP family's, `codex_trio.api.mcp`).
 
 Content is honest: the models come from config plus a small built-in catalog
 (`codex_trio.config.models`), feature flags from the effective config, skills from
-`SKILL.md` files on disk; hooks, plugins and MCP status are empty because this server runs
-none. Pages use the reference's decimal offset cursors.
+`SKILL.md` files on disk; hooks and plugins are empty because this server runs none.
+Pages use the reference's decimal offset cursors.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from codex_trio.protocol.catalog import (
     CollaborationModeListParams,
     ExperimentalFeatureListParams,
     HooksListParams,
-    McpServerStatusListParams,
     ModelListParams,
     PluginInstalledParams,
     PluginListParams,
@@ -147,7 +146,6 @@ class CatalogApi:
                 self.collaboration_modes,
                 experimental=True,
             ),
-            route("mcpServerStatus/list", McpServerStatusListParams, self.mcp_status_list),
         ]
 
     async def _config(self) -> EffectiveConfig:
@@ -210,7 +208,3 @@ class CatalogApi:
         self, ctx: RequestContext, params: CollaborationModeListParams
     ) -> dict[str, Any]:
         return {"data": [dict(mode) for mode in COLLABORATION_MODES]}
-
-    async def mcp_status_list(self, ctx: RequestContext, params: McpServerStatusListParams) -> dict[str, Any]:
-        # MCP servers are not started by this server; there is no status to report.
-        return {"data": [], "nextCursor": None}

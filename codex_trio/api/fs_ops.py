@@ -69,19 +69,41 @@ def get_metadata(path: str) -> FsGetMetadataResponse:
 
 
 # ---------------------------------------------------------------------- read
-def read_file(path: str) -> bytes:
-    """`fs/readFile`: the whole file; anything but a regular file is refused up front.
+def regular_file_info(path: str) -> os.stat_result:
+    """`stat` a path for `fs/readFile`; anything but a regular file is refused.
 
-    The type is checked with `stat` before opening (opening a FIFO or a device can block or
-    have effects) and again on the opened descriptor, so a swap in between cannot slip by.
+    The check comes before opening (opening a FIFO or a device can block or have effects);
+    callers use the size to decide where to read.
     """
-    if not stat.S_ISREG(os.stat(path).st_mode):
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
         raise invalid_request(not_a_file_message(path))
+    return info
+
+
+def read_file(path: str, info: os.stat_result | None = None) -> bytes:
+    """`fs/readFile`: the whole content of a regular file (`info`: its `stat`, if known).
+
+    The type is checked with `stat` before opening and again on the opened descriptor, so a
+    swap in between cannot make the read block on a FIFO. One `read` of the known size plus
+    one byte normally gets everything; a file that grew meanwhile is read to its end.
+    """
+    if info is None:
+        info = regular_file_info(path)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    with open(fd, "rb", buffering=0, closefd=True) as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
             raise invalid_request(not_a_file_message(path))
-        return handle.read()
+        data = os.read(fd, opened.st_size + 1)
+        if len(data) <= opened.st_size:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, COPY_CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def read_directory(path: str) -> list[FsReadDirectoryEntry]:

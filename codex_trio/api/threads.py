@@ -151,15 +151,13 @@ class ThreadsApi:
         ]
 
     async def connection_closed(self, connection: Connection) -> None:
-        """Drop the connection's subscriptions; release the index once nobody is connected.
-
-        Families get no shutdown hook, so the last disconnect is when the SQLite handle is
-        closed (it reopens on the next use): a stopped server leaves no file descriptor behind.
-        """
+        """Drop the connection's subscriptions."""
         self.manager.drop_connection(connection.id)
-        if not self.services.broadcaster.connections:
-            self._backfill_started = False
-            await self.store.release()
+
+    async def aclose(self) -> None:
+        """The server stopped: close the SQLite handle, so no file descriptor outlives it."""
+        self._backfill_started = False
+        await self.store.release()
 
     # ------------------------------------------------------------------ shared helpers
     async def _ready(self) -> None:
@@ -169,8 +167,10 @@ class ThreadsApi:
         async with self._open_lock:
             if self._opened:
                 return
-            await self.store.open()
-            config = await self._load_config(None, None)
+            # Both are worker-thread calls: run them side by side.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.store.open)
+                config = await self._load_config(None, None)
             delay = config.thread_unload_delay_secs
             self.manager.unload_delay = DEFAULT_UNLOAD_DELAY if delay is None else delay
             self._opened = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ from codex_trio.config.auth import read_auth
 from codex_trio.config.effective import ProviderConfig, builtin_providers
 from codex_trio.config.effective import _provider_from_table as provider_from_table
 from codex_trio.core.model_client import Login
+from codex_trio.core.tools import ToolProvider
 from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnSettings
 from codex_trio.dispatch import RequestContext, Route, route
-from codex_trio.protocol.converter import WireError
+from codex_trio.protocol.converter import WireError, expected_variants
 from codex_trio.protocol.errors import invalid_request, server_shutting_down
 from codex_trio.protocol.sandbox import structure_sandbox_policy
 from codex_trio.protocol.turns import TurnInterruptParams, TurnStartParams, TurnSteerParams
@@ -59,11 +60,14 @@ class TurnsApi:
         services: Services,
         manager: ThreadManager,
         credentials: Callable[[], Awaitable[tuple[str, str] | None]] | None = None,
+        tool_providers: Sequence[ToolProvider] = (),
     ) -> None:
-        """`credentials` is the account family's `(mode, secret)` of the current login."""
+        """`credentials` is the account family's `(mode, secret)` of the current login;
+        `tool_providers` offer tools beyond the built-in ones (see `codex_trio.core.tools`)."""
         self.services = services
         self.manager = manager
         self._credentials = credentials
+        self.tool_providers = list(tool_providers)
         self._platform = f"({platform.system()} {platform.release()}; {platform.machine()})"
 
     def routes(self) -> list[Route]:
@@ -98,6 +102,7 @@ class TurnsApi:
             settings,
             list(params.input),
             client_user_message_id=params.client_user_message_id,
+            tool_providers=self.tool_providers,
         )
         if ctx.connection.id not in thread.subscribers:
             self.manager.subscribe(thread, ctx.connection.id)
@@ -156,9 +161,8 @@ class TurnsApi:
         if params.approval_policy is not None:
             policy = params.approval_policy
             if not (policy in _APPROVAL_POLICIES or (isinstance(policy, dict) and "granular" in policy)):
-                expected = "`untrusted`, `on-request`, `on-failure`, `never`"
-                message = f"Invalid request: unknown variant `{policy}`, expected one of {expected}"
-                raise invalid_request(message)
+                expected = expected_variants(_APPROVAL_POLICIES)
+                raise invalid_request(f"Invalid request: unknown variant `{policy}`, {expected}")
             updates["approval_policy"] = policy
         if params.sandbox_policy is not None:
             try:

@@ -31,6 +31,7 @@ from codex_trio.config.layers import (
     request_layer,
 )
 from codex_trio.config.models import DEFAULT_MODEL
+from codex_trio.protocol.converter import describe, expected_variants
 
 if TYPE_CHECKING:  # settings imports this module for ThreadConfigLoader
     from codex_trio.settings import ServerSettings
@@ -291,64 +292,48 @@ class ConfigValidationError(ValueError):
     """A value the config schema refuses; the text is the reference's (serde + toml) wording."""
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"boolean `{str(value).lower()}`"
-    if isinstance(value, int):
-        return f"integer `{value}`"
-    if isinstance(value, float):
-        return f"floating point `{value}`"
-    if isinstance(value, str):
-        return f'string "{value}"'
-    if isinstance(value, list):
-        return "sequence"
-    if isinstance(value, dict):
-        return "map"
-    return "unit value"
-
-
 Check = Callable[[Any], str | None]
 
 
 def _is_str(value: Any) -> str | None:
-    return None if isinstance(value, str) else f"invalid type: {_describe(value)}, expected a string"
+    return None if isinstance(value, str) else f"invalid type: {describe(value)}, expected a string"
 
 
 def _is_bool(value: Any) -> str | None:
-    return None if isinstance(value, bool) else f"invalid type: {_describe(value)}, expected a boolean"
+    return None if isinstance(value, bool) else f"invalid type: {describe(value)}, expected a boolean"
 
 
 def _is_int(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return None
-    return f"invalid type: {_describe(value)}, expected i64"
+    return f"invalid type: {describe(value)}, expected i64"
 
 
 def _is_uint(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return None if value >= 0 else f"invalid value: integer `{value}`, expected u64"
-    return f"invalid type: {_describe(value)}, expected u64"
+    return f"invalid type: {describe(value)}, expected u64"
 
 
 def _is_table(value: Any) -> str | None:
-    return None if isinstance(value, dict) else f"invalid type: {_describe(value)}, expected a map"
+    return None if isinstance(value, dict) else f"invalid type: {describe(value)}, expected a map"
 
 
 def _is_str_list(value: Any) -> str | None:
     if not isinstance(value, list):
-        return f"invalid type: {_describe(value)}, expected a sequence"
+        return f"invalid type: {describe(value)}, expected a sequence"
     for item in value:
         if not isinstance(item, str):
-            return f"invalid type: {_describe(item)}, expected a string"
+            return f"invalid type: {describe(item)}, expected a string"
     return None
 
 
 def _one_of(*variants: str) -> Check:
-    expected = ", ".join(f"`{v}`" for v in variants)
+    expected = expected_variants(variants)
 
     def check(value: Any) -> str | None:
         if isinstance(value, str):
-            return None if value in variants else f"unknown variant `{value}`, expected one of {expected}"
+            return None if value in variants else f"unknown variant `{value}`, {expected}"
         # serde's wording when a TOML non-string meets a string-only enum.
         return "invalid type: unit variant, expected string only"
 

@@ -27,7 +27,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +79,7 @@ from codex_trio.core.prompt import (
     tools_for,
     usable_context_window,
 )
+from codex_trio.core.tools import ToolCall, ToolOutput, ToolProvider, ToolTurn
 from codex_trio.protocol.items import (
     AgentMessageItem,
     CommandApprovalParams,
@@ -104,6 +105,8 @@ FINALIZE_TIMEOUT = 5.0
 #: blocking file work of one turn (patches, images) at once.
 FILE_WORK = trio.CapacityLimiter(4)
 
+#: tools this engine runs itself; any other call goes to a `ToolProvider` that claims it.
+BUILTIN_TOOLS = frozenset({"exec_command", "write_stdin", "apply_patch"})
 IDLE = {"type": "idle"}
 ACTIVE = {"type": "active", "activeFlags": []}
 SYSTEM_ERROR = {"type": "systemError"}
@@ -189,6 +192,7 @@ class _Call:
     call_id: str
     name: str
     arguments: str
+    namespace: str | None = None
 
 
 @attrs.define(eq=False)
@@ -333,7 +337,7 @@ def _close_dangling_calls(history: list[dict[str, Any]]) -> list[dict[str, Any]]
     return out
 
 
-def _call_output(kind: str, call_id: str, text: str) -> dict[str, Any]:
+def _call_output(kind: str, call_id: str, text: ToolOutput) -> dict[str, Any]:
     output_type = "custom_tool_call_output" if kind == "custom_tool_call" else "function_call_output"
     return {"type": output_type, "call_id": call_id, "output": text}
 
@@ -386,10 +390,14 @@ class RunningTurn:
         *,
         client_user_message_id: str | None = None,
         turn_id: str | None = None,
+        tool_providers: Sequence[ToolProvider] = (),
     ) -> None:
         self.thread = thread
         self.services = services
         self.settings = settings
+        #: tool families beyond the built-in ones (MCP servers…), see `codex_trio.core.tools`.
+        self.tool_providers = tuple(tool_providers)
+        self._extra_tools: list[dict[str, Any]] = []
         self.id = turn_id or uuid7()
         self.scope = trio.CancelScope()
         #: set by the request that started the turn once its response is queued.
@@ -503,6 +511,8 @@ class RunningTurn:
             ]
         )
         history = await runtime.load_history()
+        for provider in self.tool_providers:
+            self._extra_tools.extend(await provider.tool_specs(self._tool_turn()))
         async with open_model_client(self.settings.provider, self.settings.login) as client:
             while True:
                 await self._absorb_input(history)
@@ -686,7 +696,9 @@ class RunningTurn:
             if not isinstance(call_id, str) or not isinstance(name, str):
                 return
             arguments = item.get("arguments") if kind == "function_call" else item.get("input")
-            sample.calls.append(_Call(kind, call_id, name, arguments if isinstance(arguments, str) else ""))
+            namespace = item.get("namespace") if isinstance(item.get("namespace"), str) else None
+            text = arguments if isinstance(arguments, str) else ""
+            sample.calls.append(_Call(kind, call_id, name, text, namespace))
             sample.history.append(item)
             sample.rollout.append(rollout.response_item(item))
 
@@ -704,7 +716,7 @@ class RunningTurn:
             instructions=s.base_instructions or BASE_INSTRUCTIONS,
             context=context,
             history=history,
-            tools=tools_for(family),
+            tools=tools_for(family, self._extra_tools),
             effort=s.effort,
             summary=s.summary,
             output_schema=s.output_schema,
@@ -774,10 +786,27 @@ class RunningTurn:
         )
 
     # ------------------------------------------------------------------ tools
+    def _tool_turn(self) -> ToolTurn:
+        s = self.settings
+        return ToolTurn(self.thread, self.id, s.approval_policy, s.sandbox_policy, s.cwd)
+
+    def _provider_for(self, call: _Call) -> ToolProvider | None:
+        if call.namespace is None and call.name in BUILTIN_TOOLS:
+            return None
+        tool_call = ToolCall(call.call_id, call.name, call.arguments, call.namespace)
+        turn = self._tool_turn()
+        return next((p for p in self.tool_providers if p.handles(turn, tool_call)), None)
+
     async def _run_tool(self, runtime: ThreadRuntime, history: list[dict[str, Any]], call: _Call) -> None:
         """Run one call and put its output into the history (and the rollout) right away."""
         try:
-            if call.name == "exec_command":
+            text: ToolOutput
+            provider = self._provider_for(call)
+            if provider is not None:
+                text = await provider.call(
+                    self._tool_turn(), ToolCall(call.call_id, call.name, call.arguments, call.namespace)
+                )
+            elif call.name == "exec_command":
                 text = await self._exec_command(runtime, call)
             elif call.name == "write_stdin":
                 text = await self._write_stdin(runtime, call)

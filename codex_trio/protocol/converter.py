@@ -12,7 +12,7 @@ Rules, matching what the reference's serde derives produce:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import attrs
@@ -81,6 +81,16 @@ def describe(value: Any) -> str:
     return "map"
 
 
+def expected_variants(names: Sequence[Any]) -> str:
+    """serde's list of the variants it wanted: one, two joined by `or`, or `one of` a list."""
+    quoted = [f"`{name}`" for name in names]
+    if len(quoted) == 1:
+        return f"expected {quoted[0]}"
+    if len(quoted) == 2:
+        return f"expected {quoted[0]} or {quoted[1]}"
+    return "expected one of " + ", ".join(quoted)
+
+
 def _is_literal(tp: Any) -> bool:
     origin: object = get_origin(tp)
     return origin is Literal
@@ -96,13 +106,13 @@ def _make_converter() -> cattrs.Converter:
 
     def literal_hook(tp: Any) -> Callable[[Any, type], Any]:
         allowed = get_args(tp)
-        expected = ", ".join(f"`{a}`" for a in allowed)
+        expected = expected_variants(allowed)
 
         def structure(value: Any, _: type) -> Any:
             if value not in allowed or type(value) is not type(allowed[0]):
                 if isinstance(value, str):
-                    raise WireError(f"unknown variant `{value}`, expected one of {expected}")
-                raise WireError(f"invalid type: {describe(value)}, expected one of {expected}")
+                    raise WireError(f"unknown variant `{value}`, {expected}")
+                raise WireError(f"invalid type: {describe(value)}, {expected}")
             return value
 
         return structure
@@ -111,13 +121,13 @@ def _make_converter() -> cattrs.Converter:
 
     def enum_hook(tp: type[enum.Enum]) -> Callable[[Any, type], Any]:
         values = {member.value: member for member in tp}
-        expected = ", ".join(f"`{v}`" for v in values)
+        expected = expected_variants(list(values))
 
         def structure(value: Any, _: type) -> Any:
             try:
                 return values[value]
             except (KeyError, TypeError):
-                raise WireError(f"unknown variant `{value}`, expected one of {expected}") from None
+                raise WireError(f"unknown variant `{value}`, {expected}") from None
 
         return structure
 

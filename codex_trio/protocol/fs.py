@@ -12,6 +12,7 @@ import binascii
 import re
 
 import attrs
+import pybase64
 
 from codex_trio.protocol.paths import AbsolutePath
 
@@ -138,16 +139,21 @@ _VALUE = {byte: index for index, byte in enumerate(_ALPHABET)}
 _NOT_ALPHABET = re.compile(rb"[^A-Za-z0-9+/]")
 
 
+def encode_base64(data: bytes) -> bytes:
+    """Standard padded base64 (SIMD, and without holding the GIL for large inputs)."""
+    return pybase64.b64encode(data)
+
+
 def decode_base64(text: str) -> bytes:
     """Decode standard, padded, canonical base64 or raise Base64Error with the reference's text.
 
-    The C decoder does the work; the exact error (or a rare non-canonical tail the C decoder
-    lets through) is worked out by `base64_error`, which follows the reference step by step.
+    The SIMD decoder does the work; the exact error (or a non-canonical tail, which it lets
+    through) is worked out by `base64_error`, which follows the reference step by step.
     """
     data = text.encode("utf-8", "surrogatepass")
     try:
-        decoded = binascii.a2b_base64(data, strict_mode=True)
-    except binascii.Error:
+        decoded = pybase64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
         raise Base64Error(base64_error(data) or "Invalid padding") from None
     if len(data) % 4 == 0 and _canonical_tail(data):
         return decoded

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import attrs
 
-from codex_trio.protocol.converter import wire
+from codex_trio.protocol.converter import WIRE
 
 #: the prefix of the namespace that holds a server's tools (`mcp__<server>`).
 NAMESPACE_PREFIX = "mcp__"
@@ -48,7 +48,7 @@ class McpServerToolCallParams:
     server: str
     tool: str
     arguments: Any = None
-    meta: Any = wire("_meta", None)
+    meta: Any = attrs.field(default=None, metadata={WIRE: "_meta"})
 
 
 @attrs.frozen
@@ -59,7 +59,7 @@ class McpResourceReadParams:
     connector_id: str | None = None
     origin_call_id: str | None = None
     target: Any = None
-    meta: Any = wire("_meta", None)
+    meta: Any = attrs.field(default=None, metadata={WIRE: "_meta"})
 
 
 # ---------------------------------------------------------------------------- the item
@@ -145,7 +145,9 @@ def split_call_name(name: str, namespace: str | None) -> tuple[str, str] | None:
     return (server, tool) if sep and server and tool else None
 
 
-def namespace_tool(server: str, description: str | None, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def namespace_tool(
+    server: str, description: str | None, tools: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     """The Responses-API `namespace` tool that offers one server's tools (sorted by name)."""
     return {
         "type": "namespace",
@@ -258,9 +260,11 @@ def form_schema(schema: Any) -> dict[str, Any]:
     if not isinstance(properties, Mapping):
         raise InvalidForm("requestedSchema.properties must be an object")
     for name, prop in properties.items():
-        if not isinstance(prop, Mapping) or prop.get("type") not in _PRIMITIVE_TYPES:
-            if not (isinstance(prop, Mapping) and isinstance(prop.get("enum"), list)):
-                raise InvalidForm(f"property `{name}` is not a primitive")
+        primitive = isinstance(prop, Mapping) and (
+            prop.get("type") in _PRIMITIVE_TYPES or isinstance(prop.get("enum"), list)
+        )
+        if not primitive:
+            raise InvalidForm(f"property `{name}` is not a primitive")
     out = {k: schema[k] for k in _FORM_KEYS if k in schema}
     out["type"] = "object"
     out["properties"] = dict(properties)

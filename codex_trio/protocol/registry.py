@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from codex_trio.protocol.converter import WireError, structure
+from codex_trio.protocol.converter import WireError, expected_variants, structure
 from codex_trio.protocol.envelope import MISSING
 from codex_trio.protocol.errors import RpcError, invalid_request
 
@@ -39,8 +39,7 @@ class MethodSpec:
 
 def unknown_method(method: str, known: list[str]) -> RpcError:
     """The reference's answer to a method it has no variant for (serde's enum wording)."""
-    expected = ", ".join(f"`{name}`" for name in known)
-    return invalid_request(f"Invalid request: unknown variant `{method}`, expected one of {expected}")
+    return invalid_request(f"Invalid request: unknown variant `{method}`, {expected_variants(known)}")
 
 
 def experimental_required(method: str) -> RpcError:

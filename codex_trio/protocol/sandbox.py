@@ -11,7 +11,7 @@ from typing import Any, Literal, cast
 
 import attrs
 
-from codex_trio.protocol.converter import WireError, converter, describe
+from codex_trio.protocol.converter import WireError, converter, describe, expected_variants
 
 NetworkAccess = Literal["restricted", "enabled"]
 
@@ -81,8 +81,7 @@ def structure_sandbox_policy(value: Any, _: Any = None) -> SandboxPolicy | None:
         raise WireError(f"invalid type: {describe(tag)}, expected variant identifier")
     cls = _VARIANTS.get(tag)
     if cls is None:
-        expected = ", ".join(f"`{name}`" for name in _VARIANTS)
-        raise WireError(f"unknown variant `{tag}`, expected one of {expected}")
+        raise WireError(f"unknown variant `{tag}`, {expected_variants(list(_VARIANTS))}")
     if cls is ExternalSandbox:
         access = value.get("networkAccess", "restricted")
         if not isinstance(access, str):

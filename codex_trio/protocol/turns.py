@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from codex_trio.protocol.converter import WireError, converter, describe
+from codex_trio.protocol.converter import WireError, converter, describe, expected_variants
 
 USER_INPUT_TYPES = ("text", "image", "localImage", "audio", "localAudio", "skill", "mention")
 _REQUIRED = {
@@ -42,8 +42,7 @@ def _structure_user_input(value: Any, _: type) -> UserInput:
     if kind is None:
         raise WireError("missing field `type`")
     if kind not in USER_INPUT_TYPES:
-        expected = ", ".join(f"`{t}`" for t in USER_INPUT_TYPES)
-        raise WireError(f"unknown variant `{kind}`, expected one of {expected}")
+        raise WireError(f"unknown variant `{kind}`, {expected_variants(USER_INPUT_TYPES)}")
     for key in _REQUIRED.get(kind, ()):
         if key not in value:
             raise WireError(f"missing field `{key}`")

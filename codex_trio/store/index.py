@@ -17,7 +17,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +161,10 @@ class ThreadIndex:
         self.home = codex_home
         self.path = codex_home / INDEX_FILE
         self._db: sqlite3.Connection | None = None
-        #: rollout files still to reconcile, newest first.
-        self._pending: list[str] = []
+        #: changed folders not listed yet -> their mtime when noticed.
+        self._unscanned: dict[str, int] = {}
+        #: rollout files still to reconcile, newest first, as (file name, path).
+        self._pending: list[tuple[str, str]] = []
         #: pending file -> its folder; folder -> [mtime when queued, files still pending].
         self._pending_folder: dict[str, str] = {}
         self._folders: dict[str, list[int]] = {}
@@ -318,11 +320,11 @@ class ThreadIndex:
     def list_threads(self, query: ListQuery) -> ListPage:
         """One page, after reconciling just enough rollout files to make it exact (see `reconcile`)."""
         self.refresh()
-        if self._pending:
+        if self._pending or self._unscanned:
             if query.sort_key in ("created_at", "section_position") and query.direction == "desc":
                 self._reconcile_for_page(query)
             else:
-                self._reconcile(len(self._pending))
+                self.reconcile_all()
         return self._page(query, self._rows(query, query.limit + 1))
 
     # The reference's cursors: `created_at` keys to the second, the others to the millisecond.
@@ -417,40 +419,50 @@ class ThreadIndex:
     # thread keeps its indexed metadata); new, moved and deleted rollouts always are.
 
     def refresh(self, *, full: bool = False) -> None:
-        """Queue the files of every folder whose listing changed since it was reconciled."""
+        """Note the folders whose listing changed since they were reconciled (one stat each)."""
         recorded = {} if full else dict(self.db.execute("SELECT path, mtime_ns FROM dirs").fetchall())
-        named: list[tuple[str, str]] = []
         for folder in self._rollout_dirs():
+            if folder in self._folders or folder in self._unscanned:
+                continue
             try:
                 mtime = os.stat(folder).st_mtime_ns
             except OSError:
                 continue
-            if folder in self._folders or recorded.get(folder) == mtime:
-                continue
-            try:
-                with os.scandir(folder) as entries:
-                    found = [(e.name, e.path) for e in entries if _is_rollout_name(e.name)]
-            except OSError:
-                continue
-            on_disk = {path for _, path in found}
-            self._drop_vanished(folder, on_disk)
-            self._folders[folder] = [mtime, len(on_disk)]
-            self._pending_folder.update(dict.fromkeys(on_disk, folder))
-            named.extend(found)
-        if named:
-            # Names start with `rollout-YYYY-MM-DDTHH-MM-SS`: sorting the names sorts by age.
-            named.extend((os.path.basename(path), path) for path in self._pending)
-            named.sort(reverse=True)
-            self._pending = [path for _, path in named]
-        if self._folders:
-            self._record_finished_folders()
+            if recorded.get(folder) != mtime:
+                self._unscanned[folder] = mtime
         self._apply_session_index()
 
-    def _record_finished_folders(self) -> None:
-        """Record folders that had nothing pending (empty, or every file already dropped)."""
-        for folder, (mtime, remaining) in list(self._folders.items()):
-            if remaining == 0:
-                self._folder_done(folder, mtime)
+    def _scan_folder(self, folder: str) -> None:
+        """Queue a changed folder's files and drop rows whose file left it."""
+        mtime = self._unscanned.pop(folder)
+        try:
+            with os.scandir(folder) as entries:
+                found = [(e.name, e.path) for e in entries if _is_rollout_name(e.name)]
+        except OSError:
+            return
+        on_disk = {path for _, path in found}
+        self._drop_vanished(folder, on_disk)
+        if not found:
+            self._folder_done(folder, mtime)
+            return
+        self._folders[folder] = [mtime, len(found)]
+        self._pending_folder.update(dict.fromkeys(on_disk, folder))
+        # Names start with `rollout-YYYY-MM-DDTHH-MM-SS`: sorting the names sorts by age.
+        self._pending.extend(found)
+        self._pending.sort(reverse=True)
+
+    def _scan_all(self) -> None:
+        for folder in sorted(self._unscanned):
+            self._scan_folder(folder)
+
+    def _newest_unscanned(self) -> str | None:
+        """The unscanned folder that may hold the newest files (archived ones come first)."""
+        if not self._unscanned:
+            return None
+        archived = str(self.home / ARCHIVED_DIR)
+        if archived in self._unscanned:
+            return archived
+        return max(self._unscanned)
 
     def _folder_done(self, folder: str, mtime: int) -> None:
         self.db.execute(
@@ -472,25 +484,31 @@ class ThreadIndex:
                 self.db.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
 
     def _reconcile_for_page(self, query: ListQuery) -> None:
-        """Reconcile pending files, newest first, until `query`'s page cannot change any more."""
+        """Scan and reconcile newest first until `query`'s page cannot change any more.
+
+        Day folders are scanned only when they could hold files newer than everything pending,
+        so the first page after a start reads the newest folder and a few dozen files.
+        """
         chunk = query.limit + 1
-        while self._pending:
+        while self._unscanned or self._pending:
+            folder = self._newest_unscanned()
+            newest_file = _name_time_ms(self._pending[0][0]) if self._pending else None
+            if folder is not None:
+                folder_end = _folder_end_ms(folder)
+                if folder_end is None or newest_file is None or folder_end >= newest_file:
+                    self._scan_folder(folder)
+                    continue
+            if newest_file is not None:
+                rows = self._rows(query, query.limit + 1)
+                if len(rows) > query.limit and rows[-1]["created_at_ms"] > newest_file + NAME_TIME_SLACK_MS:
+                    return
             self._reconcile(chunk)
             chunk = min(chunk * 2, 4096)
-            if not self._pending:
-                return
-            rows = self._rows(query, query.limit + 1)
-            if len(rows) <= query.limit:
-                continue
-            newest_pending = _name_time_ms(os.path.basename(self._pending[0]))
-            if newest_pending is None:
-                continue
-            if rows[-1]["created_at_ms"] > newest_pending + NAME_TIME_SLACK_MS:
-                return
 
     def _reconcile(self, count: int) -> int:
         """Reconcile the `count` newest pending files; returns how many rows changed."""
-        batch, self._pending = self._pending[:count], self._pending[count:]
+        batch = [path for _, path in self._pending[:count]]
+        del self._pending[:count]
         if not batch:
             return 0
         marks = ",".join("?" * len(batch))
@@ -511,10 +529,10 @@ class ThreadIndex:
                 changed += self._reconcile_file(path, known.get(path))
                 folder = self._pending_folder.pop(path, None)
                 entry = self._folders.get(folder) if folder is not None else None
-                if entry is not None:
+                if folder is not None and entry is not None:
                     entry[1] -= 1
                     if entry[1] <= 0:
-                        self._folder_done(folder, entry[0])  # type: ignore[arg-type]
+                        self._folder_done(folder, entry[0])
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -542,12 +560,24 @@ class ThreadIndex:
             return 0
         return self._merge_scanned(path, st, scanned)
 
+    def _reconcile_first(self, wanted: list[tuple[str, str]]) -> None:
+        """Move `wanted` pending entries to the front and reconcile them now."""
+        if not wanted:
+            return
+        chosen = set(wanted)
+        self._pending = wanted + [entry for entry in self._pending if entry not in chosen]
+        self._reconcile(len(wanted))
+
     def find(self, thread_id: str) -> ThreadRecord | None:
         """A thread by id, reconciling its rollout first if it is new or pending."""
         record = self.get(thread_id)
         if record is None:
             self.refresh()
-            if self.reconcile_thread(thread_id):
+            self._scan_all()
+            suffix = f"-{thread_id}.jsonl"
+            wanted = [entry for entry in self._pending if entry[0].endswith(suffix)]
+            if wanted:
+                self._reconcile_first(wanted)
                 record = self.get(thread_id)
         return record
 
@@ -556,32 +586,25 @@ class ThreadIndex:
         record = self.get_by_path(path)
         if record is None:
             self.refresh()
-            if path in self._pending_folder:
-                self._pending.remove(path)
-                self._pending.insert(0, path)
-                self._reconcile(1)
-                record = self.get_by_path(path)
+            self._scan_all()
+            self._reconcile_first([entry for entry in self._pending if entry[1] == path])
+            record = self.get_by_path(path)
         return record
 
-    def reconcile_thread(self, thread_id: str) -> bool:
-        """Reconcile the pending files of one thread (a lookup by id); True if any was pending."""
-        suffix = f"-{thread_id}.jsonl"
-        wanted = [p for p in self._pending if p.endswith(suffix)]
-        for path in wanted:
-            self._pending.remove(path)
-            self._pending.insert(0, path)
-        if wanted:
-            self._reconcile(len(wanted))
-        return bool(wanted)
-
     def backfill_step(self, count: int) -> int:
-        """Reconcile up to `count` more pending files (newest first); returns how many remain."""
+        """Scan what is left and reconcile up to `count` pending files; returns how many remain."""
+        self._scan_all()
         self._reconcile(count)
         return len(self._pending)
+
+    def reconcile_all(self) -> None:
+        self._scan_all()
+        self._reconcile(len(self._pending))
 
     def repair(self, *, full: bool = False) -> int:
         """Reconcile everything now (`full`: every folder, changed or not); returns rows changed."""
         self.refresh(full=full)
+        self._scan_all()
         return self._reconcile(len(self._pending))
 
     def _rollout_dirs(self) -> Iterable[str]:
@@ -707,6 +730,16 @@ def _name_time_ms(filename: str) -> int | None:
 
 def _is_rollout_name(name: str) -> bool:
     return name.startswith("rollout-") and name.endswith(".jsonl") and len(name) > 48
+
+
+def _folder_end_ms(folder: str) -> int | None:
+    """The latest creation time a `sessions/YYYY/MM/DD` folder can hold (local midnight after it)."""
+    parts = folder.rstrip(os.sep).split(os.sep)[-3:]
+    try:
+        day = datetime(int(parts[0]), int(parts[1]), int(parts[2]))
+    except (ValueError, IndexError):
+        return None
+    return int((day + timedelta(days=1)).astimezone().timestamp() * 1000) + NAME_TIME_SLACK_MS
 
 
 def _subdirs(path: str) -> list[str]:
