@@ -178,6 +178,7 @@ class Connection:
                     finally:
                         self._slots.release()
                     return
+                await self._router.prepare(message.method, self.session)
                 self.nursery.start_soon(self._run_request, message, name=f"request {message.method}")
                 return
             case Notification():

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import trio
 
-from codex_trio.connection import Connection
+from codex_trio.connection import Connection, Session
 from codex_trio.protocol import envelope
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import (
@@ -72,11 +72,29 @@ def route(
     return Route(MethodSpec(name, params, experimental), handler, inline, before_initialize)
 
 
+class _LazyGroup:
+    """Methods whose routes are built on first use; concurrent first calls share one load."""
+
+    def __init__(self, load: Callable[[], Awaitable[None]]) -> None:
+        self._load = load
+        self._lock = trio.Lock()
+        self.loaded = False
+
+    async def ensure_loaded(self) -> None:
+        if self.loaded:
+            return
+        async with self._lock:
+            if not self.loaded:
+                await self._load()
+                self.loaded = True
+
+
 class Router:
     """Maps method names to routes and runs them behind the gates."""
 
     def __init__(self, routes: Iterable[Route] = ()) -> None:
         self._routes: dict[str, Route] = {}
+        self._lazy: dict[str, _LazyGroup] = {}
         self._known: list[str] = []
         self.add(routes)
 
@@ -85,7 +103,45 @@ class Router:
             if r.spec.name in self._routes:
                 raise ValueError(f"method {r.spec.name} registered twice")
             self._routes[r.spec.name] = r
-        self._known = sorted(self._routes)
+            self._lazy.pop(r.spec.name, None)
+        self._known = sorted({*self._routes, *self._lazy})
+
+    def add_lazy(self, methods: Iterable[str], load: Callable[[], Awaitable[None]]) -> None:
+        """Declare methods whose routes `load()` adds (with `add`) the first time one is called.
+
+        Unknown-method errors list them already; `load` runs once, under a lock, and may
+        raise (the request that triggered it then fails and the next call retries).
+        """
+        group = _LazyGroup(load)
+        for name in methods:
+            if name in self._routes or name in self._lazy:
+                raise ValueError(f"method {name} registered twice")
+            self._lazy[name] = group
+        self._known = sorted({*self._routes, *self._lazy})
+
+    async def ensure_loaded(self, method: str) -> None:
+        """Build the routes of a lazily declared method now (a no-op once built)."""
+        group = self._lazy.get(method)
+        if group is not None:
+            await group.ensure_loaded()
+
+    async def prepare(self, method: str, session: Session) -> None:
+        """Called by the reader before it starts a request's task.
+
+        Building a group here, in the reader, keeps pipelined requests in the order they
+        arrived: nothing after the first call of a group starts before the group exists.
+        A failed build is left for that request's own dispatch to report.
+        """
+        if session.initialized and method in self._lazy:
+            try:
+                await self.ensure_loaded(method)
+            except Exception:
+                log.exception("building the routes for %s failed", method)
+
+    @property
+    def loaded_methods(self) -> list[str]:
+        """Methods whose routes are built (lazily declared ones appear once used)."""
+        return sorted(self._routes)
 
     @property
     def methods(self) -> list[str]:
@@ -120,9 +176,15 @@ class Router:
 
     async def _call(self, ctx: RequestContext, request: envelope.Request) -> Any:
         r = self._routes.get(request.method)
-        if r is None:
-            raise unknown_method(request.method, self._known)
         session = ctx.connection.session
+        if r is None:
+            group = self._lazy.get(request.method)
+            if group is None:
+                raise unknown_method(request.method, self._known)
+            if not session.initialized:
+                raise invalid_request(NOT_INITIALIZED)
+            await group.ensure_loaded()
+            r = self._routes[request.method]
         if not session.initialized and not r.before_initialize:
             raise invalid_request(NOT_INITIALIZED)
         if session.initialized and r.before_initialize:

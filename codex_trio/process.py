@@ -25,7 +25,6 @@ import fcntl
 import logging
 import math
 import os
-import select
 import signal
 import struct
 import subprocess
@@ -38,6 +37,7 @@ from typing import Literal
 import attrs
 import trio
 import trio.lowlevel
+\nfrom codex_trio.protocol.errors import os_error_text
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ READ_CHUNK = 64 * 1024
 IO_DRAIN_TIMEOUT = 2.0
 #: seconds a short read waits for more output before handing over what it has (see _FdReader).
 COALESCE_WINDOW = 0.002
-#: worker threads reading PTY masters at once (each read burst lasts at most a few ms).
-PTY_READER_THREADS = 16
-#: chunks a stream's reader may be ahead of its consumer (memory: this many READ_CHUNKs).
-READ_AHEAD = 2
 #: seconds the shielded cleanup may spend reaping a SIGKILLed child before giving up on it.
 REAP_TIMEOUT = 2.0
 
@@ -99,100 +95,49 @@ def exit_code_of(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _read_burst(fd: int, limit: int, window: float) -> tuple[bytes, bool]:
-    """Read what `fd` has, up to `limit` bytes; returns (data, end of output).
-
-    The fd is non-blocking: when it runs dry, wait at most `window` seconds for more (0:
-    return at once). Waiting is for worker threads only; the event loop passes 0.
-    """
-    parts: list[bytes] = []
-    size = 0
-    poller: select.poll | None = None
-    while size < limit:
-        try:
-            data = os.read(fd, limit - size)
-        except BlockingIOError:
-            if not window:
-                break
-            if poller is None:
-                poller = select.poll()
-                poller.register(fd, select.POLLIN)
-            if not poller.poll(window * 1000):
-                break
-            continue
-        except OSError as exc:
-            if exc.errno != errno.EIO:  # EIO: a PTY master with no slave left
-                raise
-            return b"".join(parts), True
-        if not data:
-            return b"".join(parts), True
-        parts.append(data)
-        size += len(data)
-    return (parts[0] if len(parts) == 1 else b"".join(parts)), False
-
-
-_PTY_READERS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("pty_readers")
-
-
-def _pty_readers() -> trio.CapacityLimiter:
-    try:
-        return _PTY_READERS.get()
-    except LookupError:
-        limiter = trio.CapacityLimiter(PTY_READER_THREADS)
-        _PTY_READERS.set(limiter)
-        return limiter
-
-
 class _FdReader(trio.abc.ReceiveStream):
     """The read side of a pipe or PTY master, handing out output in chunks of useful size.
 
-    A read waits (cancellably) until the fd is readable, then takes everything buffered up
-    to `max_bytes`, waiting up to COALESCE_WINDOW after a short read: a PTY yields at most
-    ~4 KiB per read(2), and without this a fast writer's output would become thousands of
-    tiny chunks, while output that trickles in is still handed over within the window.
-
-    PTY reads cost ~30 µs of kernel time per 4 KiB, so for a PTY the burst runs in a worker
-    thread (bounded by PTY_READER_THREADS; it never blocks for more than the window),
-    which lets `pump` read the next chunk while the previous one is being sent.
-    EIO from a PTY master (no slave fd left) is end of output.
+    A read takes everything already buffered (up to `max_bytes`) and, once it holds some
+    output, keeps collecting for at most COALESCE_WINDOW: a PTY yields at most ~4 KiB per
+    read(2), and without this a fast writer's output would become thousands of tiny chunks,
+    while output that trickles in is still handed over within the window. EIO from a PTY
+    master (no slave fd left) is end of output.
     """
 
-    def __init__(self, fd: int, *, threaded: bool = False) -> None:
+    def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
         self._fd = fd
-        self._threaded = threaded
         self._eof = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         limit = READ_CHUNK if max_bytes is None else max_bytes
-        if self._fd < 0:
-            raise trio.ClosedResourceError("file was already closed")
-        if self._eof:
-            await trio.lowlevel.checkpoint()
-            return b""
-        try:
-            await trio.lowlevel.wait_readable(self._fd)
-            if self._threaded:
-                data, self._eof = await trio.to_thread.run_sync(
-                    _read_burst, self._fd, limit, COALESCE_WINDOW, limiter=_pty_readers()
-                )
-                return data
-            parts: list[bytes] = []
-            size = 0
-            while True:
-                data, self._eof = _read_burst(self._fd, limit - size, 0)
+        await trio.lowlevel.checkpoint()
+        parts: list[bytes] = []
+        size = 0
+        # One scope for the whole read: its deadline is set when the first bytes arrive.
+        with trio.CancelScope() as window:
+            while not self._eof and size < limit:
+                if self._fd < 0:
+                    raise trio.ClosedResourceError("file was already closed")
+                try:
+                    data = os.read(self._fd, limit - size)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(self._fd)
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.EBADF:
+                        raise trio.ClosedResourceError("file was already closed") from None
+                    if exc.errno != errno.EIO:
+                        raise trio.BrokenResourceError from exc
+                    data = b""
+                if not data:
+                    self._eof = True
+                    break
+                if not parts:
+                    window.deadline = trio.current_time() + COALESCE_WINDOW
                 parts.append(data)
                 size += len(data)
-                if self._eof or size >= limit:
-                    break
-                with trio.move_on_after(COALESCE_WINDOW) as idle:
-                    await trio.lowlevel.wait_readable(self._fd)
-                if idle.cancelled_caught:
-                    break
-        except OSError as exc:
-            if exc.errno == errno.EBADF:
-                raise trio.ClosedResourceError("file was already closed") from None
-            raise trio.BrokenResourceError from exc
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def aclose(self) -> None:
@@ -349,11 +294,6 @@ def _resolve_for_pty(program: str, env: Mapping[str, str]) -> None:
     raise SpawnError(f'Unable to spawn {program} because:\nNo viable candidates found in PATH "{path}"')
 
 
-def _os_error_text(exc: OSError) -> str:
-    """Rust's `io::Error` display: `No such file or directory (os error 2)`."""
-    if exc.errno is None:
-        return str(exc)
-    return f"{os.strerror(exc.errno)} (os error {exc.errno})"
 
 
 @asynccontextmanager
@@ -404,7 +344,7 @@ async def spawn(spec: SpawnSpec) -> AsyncIterator[Child]:
                 preexec_fn=preexec,
             )
         except OSError as exc:
-            raise SpawnError(_os_error_text(exc)) from exc
+            raise SpawnError(os_error_text(exc)) from exc
         except subprocess.SubprocessError as exc:  # preexec_fn failed in the child
             raise SpawnError(str(exc)) from exc
     except BaseException:
@@ -418,8 +358,9 @@ async def spawn(spec: SpawnSpec) -> AsyncIterator[Child]:
     if spec.tty is not None:
         # the master is read through its own dup, so reader and writer each own an fd
         master_stream = trio.lowlevel.FdStream(owned[0])
-        reader = _FdReader(owned[1], threaded=True)
-        child = Child(process, stdout=reader, stderr=None, stdin=master_stream, master=master_stream)
+        child = Child(
+            process, stdout=_FdReader(owned[1]), stderr=None, stdin=master_stream, master=master_stream
+        )
     else:
         child = Child(
             process,
@@ -438,26 +379,17 @@ async def spawn(spec: SpawnSpec) -> AsyncIterator[Child]:
 async def pump(stream: trio.abc.ReceiveStream, sink: Callable[[bytes], Awaitable[None]]) -> None:
     """Hand every read of `stream` (at most READ_CHUNK bytes) to `sink` until EOF.
 
-    Reading runs up to READ_AHEAD chunks ahead of `sink`, so a slow sink (a client
-    applying backpressure) and the reads overlap; beyond that the child is held back.
+    While `sink` waits (a client applying backpressure) nothing is read, so the child is
+    held back by its full pipe rather than buffered in memory.
     """
-    send, receive = trio.open_memory_channel[bytes](READ_AHEAD)
-
-    async def read() -> None:
-        async with send:
-            while True:
-                try:
-                    data = await stream.receive_some(READ_CHUNK)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                if not data:
-                    return
-                await send.send(data if isinstance(data, bytes) else bytes(data))
-
-    async with trio.open_nursery() as nursery, receive:
-        nursery.start_soon(read, name="read ahead")
-        async for data in receive:
-            await sink(data)
+    while True:
+        try:
+            data = await stream.receive_some(READ_CHUNK)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        if not data:
+            return
+        await sink(data if isinstance(data, bytes) else bytes(data))
 
 
 @attrs.frozen
@@ -507,11 +439,17 @@ async def run_to_exit(
     async with trio.open_nursery() as pumps:
         for name, stream in streams:
             pumps.start_soon(pump_one, name, stream, name=f"pump {name} of {child.pid}")
-        with stop:
-            await child.wait()
-            stop.deadline = math.inf  # the timeout covers the run, not the drain
-            with trio.move_on_after(drain_timeout):
-                await drained.wait()
+        try:
+            with stop:
+                await child.wait()
+                stop.deadline = math.inf  # the timeout covers the run, not the drain
+                with trio.move_on_after(drain_timeout):
+                    await drained.wait()
+        except BaseException:
+            # Cancelled from outside (disconnect, shutdown) or failed: the group dies now,
+            # while the pumps unwind, rather than after them in spawn's cleanup.
+            child.kill()
+            raise
         if stop.cancelled_caught:
             child.kill()
             with trio.move_on_after(drain_timeout):

@@ -15,25 +15,19 @@ requests and kills its processes) and let each writer flush for a bounded time.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 import trio
 import trio_util
 
-from codex_trio.api.account import AccountApi
-from codex_trio.api.catalog import CatalogApi
-from codex_trio.api.command_exec import CommandExecApi
-from codex_trio.api.config import ConfigApi
-from codex_trio.api.fs import FsApi
-from codex_trio.api.legacy import LegacyApi
-from codex_trio.api.mcp import McpApi
 from codex_trio.api.session import SessionApi
-from codex_trio.api.threads import ThreadsApi
-from codex_trio.api.turns import TurnsApi
 from codex_trio.client import ClientConnection
 from codex_trio.connection import Connection, OverloadPolicy
 from codex_trio.dispatch import Router
@@ -53,6 +47,137 @@ log = logging.getLogger(__name__)
 
 #: seconds all families together may take to release their resources at the end of `run`.
 FAMILY_CLOSE_TIMEOUT = 2.0
+
+
+F = TypeVar("F")
+
+
+@attrs.frozen
+class FamilyGroup:
+    """API families imported and built together, on the first call of one of their methods.
+
+    Most of a cold start is building the protocol's attrs classes; a client that only runs
+    commands never pays for threads, turns or MCP. `methods` must list exactly the routes
+    the families declare (a test checks it); `build` runs once the modules are imported.
+    """
+
+    modules: tuple[str, ...]
+    methods: tuple[str, ...]
+    build: Callable[[AppServer], list[Any]]
+
+
+def _build_fs(server: AppServer) -> list[Any]:
+    from codex_trio.api.fs import FsApi
+
+    return [FsApi()]
+
+
+def _build_command_exec(server: AppServer) -> list[Any]:
+    from codex_trio.api.command_exec import CommandExecApi
+
+    return [CommandExecApi(server)]
+
+
+def _build_config(server: AppServer) -> list[Any]:
+    from codex_trio.api.catalog import CatalogApi
+    from codex_trio.api.config import ConfigApi
+    from codex_trio.api.legacy import LegacyApi
+
+    return [ConfigApi(server), CatalogApi(server), LegacyApi(server)]
+
+
+def _build_agent(server: AppServer) -> list[Any]:
+    """Threads, accounts, MCP and turns know each other, so they come as one group."""
+    from codex_trio.api.account import AccountApi
+    from codex_trio.api.mcp import McpApi
+    from codex_trio.api.threads import ThreadsApi
+    from codex_trio.api.turns import TurnsApi
+
+    threads = ThreadsApi(server)
+    account = AccountApi(server)
+    mcp = McpApi(server, threads.manager)
+    turns = TurnsApi(server, threads.manager, account.credentials, tool_providers=[mcp.tools])
+    return [account, threads, turns, mcp]
+
+
+FAMILY_GROUPS = (
+    FamilyGroup(
+        ("codex_trio.api.fs",),
+        (
+            "fs/readFile",
+            "fs/writeFile",
+            "fs/createDirectory",
+            "fs/getMetadata",
+            "fs/readDirectory",
+            "fs/remove",
+            "fs/copy",
+            "fs/watch",
+            "fs/unwatch",
+        ),
+        _build_fs,
+    ),
+    FamilyGroup(
+        ("codex_trio.api.command_exec",),
+        ("command/exec", "command/exec/write", "command/exec/resize", "command/exec/terminate"),
+        _build_command_exec,
+    ),
+    FamilyGroup(
+        ("codex_trio.api.config", "codex_trio.api.catalog", "codex_trio.api.legacy"),
+        (
+            "config/read",
+            "config/value/write",
+            "config/batchWrite",
+            "configRequirements/read",
+            "model/list",
+            "experimentalFeature/list",
+            "skills/list",
+            "hooks/list",
+            "plugin/installed",
+            "plugin/list",
+            "collaborationMode/list",
+            "gitDiffToRemote",
+            "fuzzyFileSearch",
+            "fuzzyFileSearch/sessionStart",
+            "fuzzyFileSearch/sessionUpdate",
+            "fuzzyFileSearch/sessionStop",
+        ),
+        _build_config,
+    ),
+    FamilyGroup(
+        ("codex_trio.api.account", "codex_trio.api.threads", "codex_trio.api.turns", "codex_trio.api.mcp"),
+        (
+            "account/read",
+            "account/login/start",
+            "account/login/cancel",
+            "account/logout",
+            "getAuthStatus",
+            "account/bedrock/checkGovCloudRequirements",
+            "thread/start",
+            "thread/resume",
+            "thread/fork",
+            "thread/read",
+            "thread/list",
+            "thread/loaded/list",
+            "thread/name/set",
+            "thread/metadata/update",
+            "thread/archive",
+            "thread/unarchive",
+            "thread/delete",
+            "thread/unsubscribe",
+            "thread/turns/list",
+            "thread/items/list",
+            "getConversationSummary",
+            "turn/start",
+            "turn/steer",
+            "turn/interrupt",
+            "mcpServerStatus/list",
+            "config/mcpServer/reload",
+            "mcpServer/tool/call",
+            "mcpServer/resource/read",
+        ),
+        _build_agent,
+    ),
+)
 
 
 class ServerClosed(Exception):
@@ -82,24 +207,32 @@ class AppServer:
         self._build_routes()
 
     def _build_routes(self) -> None:
-        """The method table: every API family the server offers, each owning its state."""
-        threads = ThreadsApi(self)
-        account = AccountApi(self)
-        mcp = McpApi(self, threads.manager)
-        for family in (
-            SessionApi(self.settings.codex_home),
-            ConfigApi(self),
-            account,
-            CatalogApi(self),
-            LegacyApi(self),
-            FsApi(),
-            CommandExecApi(self),
-            threads,
-            TurnsApi(self, threads.manager, account.credentials, tool_providers=[mcp.tools]),
-            mcp,
-        ):
+        """The method table: the handshake now, every other family on first use."""
+        self._add_families([SessionApi(self.settings.codex_home)])
+        for group in FAMILY_GROUPS:
+            self.router.add_lazy(group.methods, functools.partial(self._load_group, group))
+
+    def _add_families(self, families: list[Any]) -> None:
+        for family in families:
             self._families.append(family)
             self.router.add(family.routes())
+
+    async def _load_group(self, group: FamilyGroup) -> None:
+        # Importing is CPU work (class creation), done off the loop so other connections
+        # keep being served; building the families is quick and happens here.
+        for module in group.modules:
+            await trio.to_thread.run_sync(importlib.import_module, module)
+        self._add_families(group.build(self))
+
+    async def family(self, cls: type[F]) -> F:
+        """The loaded instance of an API family class, loading its group if needed."""
+        for group in FAMILY_GROUPS:
+            if any(module == cls.__module__ for module in group.modules):
+                await self.router.ensure_loaded(group.methods[0])
+        for family in self._families:
+            if isinstance(family, cls):
+                return family
+        raise LookupError(f"no API family {cls.__name__}")
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED) -> None:

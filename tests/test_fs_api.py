@@ -261,3 +261,14 @@ async def test_metadata_is_answered_inline_while_every_worker_thread_is_busy(
         await other.aclose()
     assert len(results) == FS_THREADS + 2
     assert {r["dataBase64"] for r in results} == {b64(content)}
+
+
+async def test_files_on_both_sides_of_the_inline_read_limit_read_whole(
+    client: ClientConnection, ws: Path
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        for size in (0, INLINE_READ_LIMIT, INLINE_READ_LIMIT + 1):
+            data = os.urandom(size)
+            (ws / f"f{size}").write_bytes(data)
+            result = await client.call("fs/readFile", {"path": str(ws / f"f{size}")})
+            assert base64.b64decode(result["dataBase64"]) == data, size

@@ -440,3 +440,18 @@ def test_permission_errors_and_a_locked_directory_as_an_unprivileged_user(shared
     }
     assert (locked / "shared").read_text() == "new"
     assert os.listdir(locked) == ["shared"]
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_to_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "growing"
+    target.write_bytes(b"a" * 5000)
+    real_fstat = os.fstat
+
+    def stale_fstat(fd: int) -> os.stat_result:
+        info = real_fstat(fd)
+        return os.stat_result((*info[:6], 10, *info[7:10]))  # as if it had been 10 bytes
+
+    monkeypatch.setattr(os, "fstat", stale_fstat)
+    assert fs_ops.read_file(str(target)) == b"a" * 5000

@@ -39,8 +39,8 @@ def ws(tmp_path: Path) -> Path:
     return path
 
 
-def fs_api(server: AppServer) -> FsApi:
-    return next(f for f in server._families if isinstance(f, FsApi))
+async def fs_api(server: AppServer) -> FsApi:
+    return await server.family(FsApi)
 
 
 def server_side(server: AppServer, before: set[int]) -> Connection:
@@ -58,6 +58,12 @@ def inotify_fds() -> int:
     return count
 
 
+async def load_fs_family(client: ClientConnection) -> None:
+    """Any fs/* call loads the family; the server may import it in a worker thread, which the
+    mock clock must not see while a test's deadline is running."""
+    await client.call("fs/getMetadata", {"path": "/"})
+
+
 async def changed(client: ClientConnection, watch_id: str) -> list[str]:
     """The paths of the next fs/changed of `watch_id`."""
     message = await client.wait_for("fs/changed", lambda p: p["watchId"] == watch_id)
@@ -70,6 +76,7 @@ async def watcher(app_server: AppServer) -> AsyncIterator[ClientConnection]:
     client = await app_server.connect()
     await client.initialize()
     await client.wait_for("remoteControl/status/changed")
+    await load_fs_family(client)
     yield client
     await client.aclose()
 
@@ -265,7 +272,7 @@ async def test_a_lost_event_queue_reports_every_watched_path(
         await watcher.call("fs/watch", {"path": str(ws), "watchId": "dir"})
         await watcher.call("fs/watch", {"path": str(ws / "f"), "watchId": "file"})
         (connection,) = [c for c in app_server.broadcaster.connections]
-        watches = fs_api(app_server).watch.watches_of(connection)
+        watches = (await fs_api(app_server)).watch.watches_of(connection)
         assert isinstance(watches, ConnectionWatches)
         watches._handle([InotifyEvent(-1, IN_Q_OVERFLOW, b"")])
         assert await changed(watcher, "dir") == [str(ws)]
@@ -279,8 +286,9 @@ async def test_the_last_unwatch_and_a_closed_connection_release_the_inotify_desc
     before = {c.id for c in app_server.broadcaster.connections}
     client = await app_server.connect()
     await client.initialize()
+    await load_fs_family(client)
     connection = server_side(app_server, before)
-    api = fs_api(app_server).watch
+    api = (await fs_api(app_server)).watch
     with trio.fail_after(TIMEOUT):
         await client.call("fs/watch", {"path": str(ws), "watchId": "a"})
         await client.call("fs/watch", {"path": str(ws / "f"), "watchId": "b"})

@@ -441,10 +441,13 @@ async def test_a_client_that_disconnects_cancels_its_pending_elicitation(
 async def test_a_server_that_crashes_at_startup_is_reported_and_the_thread_still_works(
     configure: Configure, client: ClientConnection, model: ResponsesServer, workspace: Path
 ) -> None:
-    configure(server_table("broken", "--crash"))
+    configure(
+        server_table("broken", "--crash") + '[mcp_servers.missing]\ncommand = "/nonexistent/mcp-server"\n'
+    )
     model.enqueue(Text("fine"))
     with trio.fail_after(TEST_TIMEOUT):
         thread_id = await start_thread(client, workspace)
+        missing = await wait_started(client, "missing")
         failed = await wait_started(client, "broken")
         turn_id = await start_turn(client, thread_id)
         events = await collect(client, turn_completed(turn_id))
@@ -457,9 +460,13 @@ async def test_a_server_that_crashes_at_startup_is_reported_and_the_thread_still
         "handshaking with MCP server failed: connection closed: initialize response",
         "failureReason": None,
     }
+    assert missing["params"]["error"] == (
+        "MCP client for `missing` failed to start: MCP startup failed: No such file or directory (os error 2)"
+    )
     assert events[-1]["params"]["turn"]["status"] == "completed"
     assert not [t for t in model.posts[0].body["tools"] if t.get("type") == "namespace"]
-    (entry,) = listed["data"]
+    entry, gone = listed["data"]
+    assert gone["name"] == "missing" and gone["runtimeStatus"] == "failed"
     assert entry["runtimeStatus"] == "failed" and entry["tools"] == {} and entry["serverInfo"] is None
     assert entry["toolsError"] == (
         "MCP startup failed: handshaking with MCP server failed: connection closed: initialize response"

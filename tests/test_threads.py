@@ -79,13 +79,13 @@ async def connect(server: AppServer, **capabilities: Any) -> ClientConnection:
     return client
 
 
-def api(server: AppServer) -> ThreadsApi:
-    return next(f for f in server._families if isinstance(f, ThreadsApi))
+async def api(server: AppServer) -> ThreadsApi:
+    return await server.family(ThreadsApi)
 
 
 async def fake_turn(server: AppServer, thread_id: str, text: str, answer: str = "ok") -> str:
     """What the turns engine writes for a text turn, without a model."""
-    thread = await api(server).manager.get_loaded(thread_id)
+    thread = await (await api(server)).manager.get_loaded(thread_id)
     turn = new_thread_id()
     now = rollout.now_ms()
     user = {
@@ -422,8 +422,8 @@ async def test_git_info_is_captured_and_written_with_the_rollout(server: AppServ
 
         client = await connect(server)
         thread_id = (await start(client, cwd=str(repo)))["thread"]["id"]
-        thread = await api(server).manager.get_loaded(thread_id)
-        await api(server).manager.capture_git(thread)
+        thread = await (await api(server)).manager.get_loaded(thread_id)
+        await (await api(server)).manager.capture_git(thread)
         await fake_turn(server, thread_id, "in a repo")
         read = (await client.call("thread/read", {"threadId": thread_id}))["thread"]
         assert read["gitInfo"] == {

@@ -549,7 +549,7 @@ async def test_a_tool_provider_offers_tools_and_runs_their_calls(
     app_server: AppServer, rpc: ClientConnection, model: ResponsesServer, workspace: Path
 ) -> None:
     tools = LookupTools()
-    turns_api = next(f for f in app_server._families if isinstance(f, TurnsApi))
+    turns_api = await app_server.family(TurnsApi)
     turns_api.tool_providers.append(tools)
     call = FunctionCall("lookup", {"key": "answer"})
     with trio.fail_after(TEST_TIMEOUT):

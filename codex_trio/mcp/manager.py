@@ -335,10 +335,6 @@ class ThreadMcp:
                     for pending in list(call.pending):
                         await pending.done.wait()
 
-    async def read_resource(self, state: ServerState, uri: str) -> list[dict[str, Any]]:
-        contents: list[dict[str, Any]] = await session_module().read_resource(state.session, uri)
-        return contents
-
 
 def elicitations_allowed(approval_policy: Any) -> bool:
     """`never` declines every elicitation without asking; so does a granular policy without

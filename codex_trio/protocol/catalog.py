@@ -51,12 +51,3 @@ class PluginListParams:
 @attrs.frozen
 class CollaborationModeListParams:
     pass
-
-
-@attrs.frozen
-class McpServerStatusListParams:
-    cursor: str | None = None
-    limit: int | None = None
-    server_name: str | None = None
-    thread_id: str | None = None
-    detail: str | None = None

@@ -7,6 +7,7 @@ with -32001.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -50,11 +51,27 @@ def internal_error(message: str) -> RpcError:
     return RpcError(INTERNAL_ERROR, message)
 
 
-def os_error(exc: OSError) -> RpcError:
-    """-32603 with the message shaped like Rust's `io::Error` display (`... (os error N)`)."""
+#: where the reference's libc (musl) words an errno differently from glibc's strerror.
+MUSL_ERRNO_TEXT = {
+    errno.ELOOP: "Symbolic link loop",
+    errno.ENAMETOOLONG: "Filename too long",
+    errno.EXDEV: "Cross-device link",
+    errno.EMFILE: "No file descriptors available",
+    errno.EBUSY: "Resource busy",
+}
+
+
+def os_error_text(exc: OSError) -> str:
+    """Rust's `io::Error` display as the reference prints it: `No such file or directory (os error 2)`."""
     if exc.errno is None:
-        return internal_error(str(exc))
-    return internal_error(f"{os.strerror(exc.errno)} (os error {exc.errno})")
+        return str(exc)
+    text = MUSL_ERRNO_TEXT.get(exc.errno) or os.strerror(exc.errno)
+    return f"{text} (os error {exc.errno})"
+
+
+def os_error(exc: OSError) -> RpcError:
+    """-32603 with the OS error worded as the reference words it."""
+    return internal_error(os_error_text(exc))
 
 
 def server_shutting_down() -> RpcError:

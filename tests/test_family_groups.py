@@ -1,0 +1,49 @@
+"""Lazily built API families: the declared method lists match what the families register."""
+
+from __future__ import annotations
+
+import pytest
+
+from codex_trio.client import ClientConnection
+from codex_trio.protocol.errors import RpcError
+from codex_trio.server import FAMILY_GROUPS, AppServer
+
+
+async def test_each_group_declares_exactly_the_methods_its_families_route(app_server: AppServer) -> None:
+    for group in FAMILY_GROUPS:
+        before = set(app_server.router.loaded_methods)
+        await app_server.router.ensure_loaded(group.methods[0])
+        added = set(app_server.router.loaded_methods) - before
+        assert added == set(group.methods), group.modules
+
+
+async def test_unknown_method_errors_list_methods_not_yet_built(client: ClientConnection) -> None:
+    with pytest.raises(RpcError) as caught:
+        await client.call("no/such/method", {})
+    for group in FAMILY_GROUPS:
+        for method in group.methods:
+            assert f"`{method}`" in caught.value.message
+
+
+async def test_a_lazy_method_before_initialize_is_refused_without_building_anything(
+    app_server: AppServer,
+) -> None:
+    client = await app_server.connect()
+    with pytest.raises(RpcError, match=r"^Not initialized$"):
+        await client.call("thread/start", {})
+    assert "thread/start" not in app_server.router.loaded_methods
+    await client.aclose()
+
+
+async def test_the_first_call_builds_the_group_and_concurrent_calls_share_it(client: ClientConnection) -> None:
+    import trio
+
+    results: list[object] = []
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(lambda: _record(client, results))
+    assert len(results) == 5 and all(r == results[0] for r in results)
+
+
+async def _record(client: ClientConnection, results: list[object]) -> None:
+    results.append((await client.call("fs/getMetadata", {"path": "/"}))["isDirectory"])
