@@ -37,7 +37,8 @@ from typing import Literal
 import attrs
 import trio
 import trio.lowlevel
-\nfrom codex_trio.protocol.errors import os_error_text
+
+from codex_trio.protocol.errors import os_error_text
 
 log = logging.getLogger(__name__)
 
