@@ -1,8 +1,12 @@
 """What an API family may ask of the server, without importing the composition root.
 
 `AppServer` implements this; families receive it in their constructor. A family may also
-define `async def connection_closed(self, connection)` to drop per-connection state, and
-`async def aclose(self)`, called once when the server has stopped, to release what it holds.
+define these optional hooks:
+
+* `async def connection_closed(self, connection)`: drop per-connection state;
+* `def drain_started(self)`: stop detached work that never ends by itself (MCP servers), so the
+  drain does not wait its whole grace for it;
+* `async def aclose(self)`: called once the server has stopped, to release what it holds.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
 from codex_trio.client import ClientConnection
 from codex_trio.protocol.errors import RpcError
@@ -35,9 +36,9 @@ async def test_a_lazy_method_before_initialize_is_refused_without_building_anyth
     await client.aclose()
 
 
-async def test_the_first_call_builds_the_group_and_concurrent_calls_share_it(client: ClientConnection) -> None:
-    import trio
-
+async def test_the_first_call_builds_the_group_and_concurrent_calls_share_it(
+    client: ClientConnection,
+) -> None:
     results: list[object] = []
     async with trio.open_nursery() as nursery:
         for _ in range(5):
