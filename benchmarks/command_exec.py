@@ -15,13 +15,13 @@ Measurements (each server in a fresh sandbox, one server at a time):
 
 The delta counter reads only the length of each ``deltaBase64`` (no JSON parse, no
 decode), so the client costs the same little for both servers. Reuses the process and
-sandbox helpers of ``core.py``.
+sandbox helpers of ``harness.py``.
 
 Usage::
 
     python benchmarks/command_exec.py --server "python -m codex_trio" \\
         --reference "/work/scratch/ref/node_modules/.bin/codex app-server" --reference-native
-"""
+"""  # noqa: RUF002
 
 from __future__ import annotations
 
@@ -33,8 +33,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,19 +42,24 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import core  # noqa: E402  (a script beside core.py, not a package)
-from core import (  # noqa: E402
+from harness import (
     Connection,
+    LineConnection,
     ServerSpec,
+    add_server_options,
     fmt,
     fmt_ratio,
+    guarded,
     initialize,
     log,
-    native_reference,
+    process_name,
     process_tree,
+    publish,
     ratio,
-    resolve_python,
+    running_server,
+    server_specs,
     verdict,
+    write_file,
 )
 
 MIB = 1024 * 1024
@@ -64,52 +68,6 @@ DELTA_PREFIX = b'{"method":"command/exec/outputDelta"'
 DELTA_FIELD = b'"deltaBase64":"'
 PHASE_TIMEOUT = 300.0
 EXEC_ID = 77
-
-
-class LineConnection(Connection):
-    """core's Connection with a reader that stays linear on multi-megabyte lines.
-
-    (Appending each 64 KiB read to one growing bytes object is quadratic in the line
-    length, which made the client, not the server, the bottleneck for big responses.)
-    """
-
-    async def read_loop(self) -> None:
-        parts: list[bytes] = []
-        try:
-            while True:
-                chunk = await self.stdout.receive_some(1 << 20)
-                if not chunk:
-                    break
-                self.last_rx = time.perf_counter()
-                start = 0
-                while (newline := chunk.find(b"\n", start)) >= 0:
-                    parts.append(chunk[start:newline])
-                    line = b"".join(parts)
-                    parts.clear()
-                    if line.strip():
-                        self._dispatch(line)
-                    start = newline + 1
-                if start < len(chunk):
-                    parts.append(chunk[start:])
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self.closed.set()
-            for pending in self._pending.values():
-                pending.event.set()
-            self._pending.clear()
-
-
-@asynccontextmanager
-async def running_server(spec: ServerSpec) -> AsyncIterator[Connection]:
-    """core.running_server with the linear line reader."""
-    original = core.Connection
-    core.Connection = LineConnection  # type: ignore[misc]
-    try:
-        async with core.running_server(spec) as conn:
-            yield conn
-    finally:
-        core.Connection = original  # type: ignore[misc]
 
 
 class DeltaCounter:
@@ -212,7 +170,7 @@ def live_sleepers(pids: list[int]) -> int:
 
 
 async def shutdown_once(spec: ServerSpec, sleepers: int) -> Shutdown:
-    async with running_server(spec) as conn:
+    async with running_server(spec, connection=LineConnection) as conn:
         await initialize(conn)
         for index in range(sleepers):
             request = {
@@ -229,7 +187,7 @@ async def shutdown_once(spec: ServerSpec, sleepers: int) -> Shutdown:
         pids: list[int] = []
         with trio.fail_after(30):
             while len(pids) < sleepers:
-                pids = [p for p in process_tree(conn.process.pid) if _comm(p) == "sleep"]
+                pids = [p for p in process_tree(conn.process.pid) if process_name(p, "") == "sleep"]
                 await trio.sleep(0.01)
         began = time.perf_counter()
         conn.process.send_signal(signal.SIGTERM)
@@ -244,13 +202,6 @@ async def shutdown_once(spec: ServerSpec, sleepers: int) -> Shutdown:
         return Shutdown(elapsed, code, len(pids), left)
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 @dataclass
 class Options:
     runs: int
@@ -262,19 +213,11 @@ class Options:
 async def run_all(specs: list[ServerSpec], opts: Options) -> list[ServerResult]:
     results = [ServerResult(spec.label, spec.argv) for spec in specs]
 
-    async def guarded(result: ServerResult, what: str, job: Callable[[], Awaitable[None]]) -> None:
-        try:
-            with trio.fail_after(PHASE_TIMEOUT):
-                await job()
-        except Exception as exc:  # a failing server must not stop the other one
-            result.failures.append(f"{what}: {type(exc).__name__}: {exc}")
-            log(f"  [{result.label}] {what} FAILED: {exc}")
-
     for run in range(opts.runs):
         for spec, result in zip(specs, results, strict=True):
 
-            async def streams(spec: ServerSpec = spec, result: ServerResult = result) -> None:
-                async with running_server(spec) as conn:
+            async def streams(spec: ServerSpec = spec, result: ServerResult = result, run: int = run) -> None:
+                async with running_server(spec, connection=LineConnection) as conn:
                     await initialize(conn)
                     log(f"run {run + 1}/{opts.runs} [{spec.label}] pipe")
                     result.pipe.append(await stream_once(conn, opts.stream_size, tty=False))
@@ -283,12 +226,14 @@ async def run_all(specs: list[ServerSpec], opts: Options) -> list[ServerResult]:
                     log(f"run {run + 1}/{opts.runs} [{spec.label}] buffered")
                     result.buffered.append(await buffered_once(conn, opts.buffered_size))
 
-            async def shutdown(spec: ServerSpec = spec, result: ServerResult = result) -> None:
+            async def shutdown(
+                spec: ServerSpec = spec, result: ServerResult = result, run: int = run
+            ) -> None:
                 log(f"run {run + 1}/{opts.runs} [{spec.label}] shutdown")
                 result.shutdown.append(await shutdown_once(spec, opts.sleepers))
 
-            await guarded(result, "streams", streams)
-            await guarded(result, "shutdown", shutdown)
+            await guarded(result, "streams", streams, PHASE_TIMEOUT)
+            await guarded(result, "shutdown", shutdown, PHASE_TIMEOUT)
     return results
 
 
@@ -300,7 +245,9 @@ def markdown(results: list[ServerResult], opts: Options) -> str:
         return None if r is None else median_rate(getattr(r, what))
 
     def exit_time(r: ServerResult | None) -> float | None:
-        return None if r is None or not r.shutdown else statistics.median(s.exit_seconds for s in r.shutdown) * 1000
+        if r is None or not r.shutdown:
+            return None
+        return statistics.median(s.exit_seconds for s in r.shutdown) * 1000
 
     def left(r: ServerResult | None) -> str:
         return "—" if r is None or not r.shutdown else str(max(s.left_running for s in r.shutdown))
@@ -314,7 +261,7 @@ def markdown(results: list[ServerResult], opts: Options) -> str:
         value = ratio(rate(ours, what), rate(ref, what))
         rows.append(
             f"| {label} | {fmt(rate(ours, what), 'MiB/s')} | {fmt(rate(ref, what), 'MiB/s')} | "
-            f"{fmt_ratio(value)} | ≥ 1.0× | {verdict(value, 1.0, True)} |"
+            f"{fmt_ratio(value)} | ≥ 1.0× | {verdict(value, 1.0, True)} |"  # noqa: RUF001
         )
     value = ratio(rate(ours, "buffered"), rate(ref, "buffered"))
     rows.append(
@@ -323,8 +270,8 @@ def markdown(results: list[ServerResult], opts: Options) -> str:
     )
     value = ratio(exit_time(ours), exit_time(ref))
     rows.append(
-        f"| SIGTERM with {opts.sleepers} × `sleep 60`: exit time | {fmt(exit_time(ours), 'ms')} | "
-        f"{fmt(exit_time(ref), 'ms')} | {fmt_ratio(value)} | ≤ 1.0× | {verdict(value, 1.0, False)} |"
+        f"| SIGTERM with {opts.sleepers} × `sleep 60`: exit time | {fmt(exit_time(ours), 'ms')} | "  # noqa: RUF001
+        f"{fmt(exit_time(ref), 'ms')} | {fmt_ratio(value)} | ≤ 1.0× | {verdict(value, 1.0, False)} |"  # noqa: RUF001
     )
     rows.append(
         f"| … sleeps still running 0.5 s after exit (worst run) | {left(ours)} | {left(ref)} | — | 0 | "
@@ -348,9 +295,7 @@ def markdown(results: list[ServerResult], opts: Options) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--server", default="python -m codex_trio", help="our server command (shell-split)")
-    p.add_argument("--reference", help="reference server command (shell-split)")
-    p.add_argument("--reference-native", action="store_true", help="run the native codex binary, not the launcher")
+    add_server_options(p, server_default="python -m codex_trio")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--stream-mib", type=float, default=50)
     p.add_argument("--buffered-mib", type=float, default=10)
@@ -362,24 +307,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    pythonpath = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
-    specs = [ServerSpec("ours", resolve_python(shlex.split(args.server)), {"PYTHONPATH": pythonpath})]
-    if args.reference:
-        ref_argv, ref_env = shlex.split(args.reference), dict[str, str]()
-        if args.reference_native:
-            ref_argv, ref_env = native_reference(ref_argv)
-        specs.append(ServerSpec("reference", ref_argv, ref_env))
+    specs = server_specs(args)
     opts = Options(args.runs, int(args.stream_mib * MIB), int(args.buffered_mib * MIB), args.sleepers)
     results = trio.run(run_all, specs, opts)
     report = markdown(results, opts)
-    print(report)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(report)
+    publish(report, args.markdown)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         raw: dict[str, Any] = {"options": asdict(opts), "results": [asdict(r) for r in results]}
-        args.json.write_text(json.dumps(raw, indent=2) + "\n")
+        write_file(args.json, json.dumps(raw, indent=2) + "\n")
     return 1 if any(r.failures for r in results) else 0
 
 

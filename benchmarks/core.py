@@ -23,50 +23,43 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import platform
-import re
-import shlex
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import trio
 
-CONFIG_TOML = """\
-model = "gpt-5.5"
-model_provider = "mock"
-[features]
-plugins=false
-apps=false
-[model_providers.mock]
-name="mock"
-base_url="http://127.0.0.1:9/v1"
-wire_api="responses"
-supports_websockets=false
-request_max_retries=0
-stream_max_retries=0
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-INIT_LINE = b'{"id":1,"method":"initialize","params":{"clientInfo":{"name":"bench","version":"1"}}}\n'
-INITIALIZED_LINE = b'{"method":"initialized"}\n'
-OVERLOADED = -32001
-INIT_TIMEOUT = 30.0
+from harness import (
+    JSON,
+    OVERLOADED,
+    Connection,
+    ProcessRss,
+    ServerGone,
+    ServerSpec,
+    add_server_options,
+    fmt,
+    fmt_ratio,
+    guarded,
+    initialize,
+    log,
+    percentile,
+    publish,
+    ratio,
+    report_header,
+    running_server,
+    server_specs,
+    verdict,
+    write_file,
+)
+
 PHASE_TIMEOUT = 120.0
-FIRST_BULK_ID = 1000
-
-JSON = dict[str, Any]
 
 
 def metadata_line(request_id: int) -> bytes:
@@ -74,294 +67,7 @@ def metadata_line(request_id: int) -> bytes:
     return b'{"id":%d,"method":"fs/getMetadata","params":{"path":"/"}}\n' % request_id
 
 
-# --------------------------------------------------------------------------- processes
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """How to start one server: a label, an argv and extra environment."""
-
-    label: str
-    argv: list[str]
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-
-class ServerGone(Exception):
-    """The server closed stdout (exited) while a reply was still expected."""
-
-
-def process_table() -> dict[int, int]:
-    """Map every pid in /proc to its parent pid."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The command name may contain spaces and parentheses; fields follow the last ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        parents[int(entry)] = int(fields[1])
-    return parents
-
-
-def process_tree(root: int) -> list[int]:
-    """Return ``root`` and all of its live descendants."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid in process_table().items():
-        children.setdefault(ppid, []).append(pid)
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def rss_kib(pid: int) -> int:
-    """VmRSS of one process in KiB (0 if it is gone or has no memory)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def process_name(pid: int) -> str:
-    """Short command name of a process."""
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
-
-
-class ProcessRss(TypedDict):
-    """Resident memory of one process of a server's tree."""
-
-    pid: int
-    name: str
-    rss_kib: int
-
-
-class Sandbox:
-    """Fresh temporary HOME, CODEX_HOME (with config.toml) and cwd for one server."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="codex-bench-"))
-        self.home = self.root / "home"
-        self.codex_home = self.root / "codex_home"
-        self.cwd = self.root / "cwd"
-        for path in (self.home, self.codex_home, self.cwd):
-            path.mkdir()
-        (self.codex_home / "config.toml").write_text(CONFIG_TOML)
-        self.stderr_path = self.root / "stderr.log"
-
-    def env(self, extra: dict[str, str]) -> dict[str, str]:
-        """Environment for the server: ours, with HOME and CODEX_HOME replaced."""
-        env = dict(os.environ)
-        env.update(extra)
-        env["HOME"] = str(self.home)
-        env["CODEX_HOME"] = str(self.codex_home)
-        return env
-
-    def stderr_tail(self, limit: int = 2000) -> str:
-        """Last bytes of the server's stderr, for error messages."""
-        try:
-            return self.stderr_path.read_bytes()[-limit:].decode(errors="replace")
-        except OSError:
-            return ""
-
-    def remove(self) -> None:
-        """Delete the temporary tree."""
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-class Pending:
-    """One request waiting for its response."""
-
-    __slots__ = ("event", "reply")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.reply: JSON | None = None
-
-
-class Connection:
-    """A running server process and its line-delimited JSON-RPC stdio link.
-
-    A background task reads stdout continuously (so the server never blocks on
-    a full pipe) and hands every response to ``on_response``. The default
-    handler completes requests made with :meth:`request`; bulk phases install
-    their own counting handler instead.
-    """
-
-    def __init__(self, process: trio.Process, sandbox: Sandbox, spawned_at: float) -> None:
-        assert process.stdin is not None and process.stdout is not None
-        self.process = process
-        self.sandbox = sandbox
-        self.spawned_at = spawned_at
-        self.stdin = process.stdin
-        self.stdout = process.stdout
-        self.on_response: Callable[[JSON], None] = self._complete
-        self.last_rx = spawned_at
-        self.closed = trio.Event()
-        self.notifications = 0
-        self.server_requests = 0
-        self.garbage_lines = 0
-        self._pending: dict[Any, Pending] = {}
-        self._next_id = FIRST_BULK_ID
-
-    def new_id(self) -> int:
-        """A request id not used before on this connection."""
-        self._next_id += 1
-        return self._next_id
-
-    async def send(self, data: bytes) -> None:
-        """Write raw bytes (one or more complete lines) to stdin."""
-        try:
-            await self.stdin.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ServerGone(f"stdin closed: {exc!r}") from exc
-
-    async def request_line(self, request_id: Any, line: bytes) -> JSON:
-        """Send a pre-encoded request and wait for the response with that id."""
-        pending = Pending()
-        self._pending[request_id] = pending
-        await self.send(line)
-        await pending.event.wait()
-        if pending.reply is None:
-            raise ServerGone("server exited before replying\n" + self.sandbox.stderr_tail())
-        return pending.reply
-
-    async def request(self, method: str, params: Any) -> JSON:
-        """Send one request and return its response message."""
-        request_id = self.new_id()
-        line = json.dumps({"id": request_id, "method": method, "params": params}, separators=(",", ":"))
-        return await self.request_line(request_id, line.encode() + b"\n")
-
-    def _complete(self, message: JSON) -> None:
-        pending = self._pending.pop(message.get("id"), None)
-        if pending is not None:
-            pending.reply = message
-            pending.event.set()
-
-    def _dispatch(self, line: bytes) -> None:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            self.garbage_lines += 1
-            return
-        if not isinstance(message, dict):
-            self.garbage_lines += 1
-        elif "method" in message:
-            if "id" in message:
-                self.server_requests += 1
-            else:
-                self.notifications += 1
-        elif "id" in message and ("result" in message or "error" in message):
-            self.on_response(message)
-        else:
-            self.garbage_lines += 1
-
-    async def read_loop(self) -> None:
-        """Read stdout until EOF, dispatching each complete line."""
-        buffer = b""
-        try:
-            while True:
-                chunk = await self.stdout.receive_some(1 << 16)
-                if not chunk:
-                    break
-                self.last_rx = time.perf_counter()
-                buffer += chunk
-                if b"\n" not in chunk:
-                    continue
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        self._dispatch(line)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self.closed.set()
-            for pending in self._pending.values():
-                pending.event.set()
-            self._pending.clear()
-
-    def rss(self) -> tuple[int, list[ProcessRss]]:
-        """Summed VmRSS (KiB) of the server tree and a per-process breakdown."""
-        parts = [
-            ProcessRss(pid=pid, name=process_name(pid), rss_kib=rss_kib(pid))
-            for pid in process_tree(self.process.pid)
-        ]
-        return sum(p["rss_kib"] for p in parts), parts
-
-    def kill(self) -> None:
-        """SIGKILL the server's process group and every descendant."""
-        pids = process_tree(self.process.pid)
-        with suppress(OSError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        for pid in pids:
-            with suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-
-
-@asynccontextmanager
-async def running_server(spec: ServerSpec) -> AsyncIterator[Connection]:
-    """Start ``spec`` in a fresh sandbox; kill its process group on exit."""
-    sandbox = Sandbox()
-    try:
-        with sandbox.stderr_path.open("wb") as stderr:
-            spawned_at = time.perf_counter()
-            process = await trio.lowlevel.open_process(
-                spec.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                cwd=str(sandbox.cwd),
-                env=sandbox.env(spec.extra_env),
-                start_new_session=True,
-            )
-        conn = Connection(process, sandbox, spawned_at)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn.read_loop)
-                try:
-                    yield conn
-                finally:
-                    conn.kill()
-                    nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                conn.kill()
-                await process.wait()
-                for stream in (process.stdin, process.stdout):
-                    if stream is not None:
-                        await stream.aclose()
-    finally:
-        sandbox.remove()
-
-
-async def initialize(conn: Connection) -> float:
-    """Send ``initialize`` + ``initialized``; return seconds from spawn to the response."""
-    with trio.fail_after(INIT_TIMEOUT):
-        reply = await conn.request_line(1, INIT_LINE)
-    elapsed = time.perf_counter() - conn.spawned_at
-    if "result" not in reply:
-        raise RuntimeError(f"initialize failed: {reply}")
-    await conn.send(INITIALIZED_LINE)
-    return elapsed
-
-
 # --------------------------------------------------------------------------- measurements
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 @dataclass
@@ -600,27 +306,16 @@ class Options:
     silence: float
 
 
-def log(message: str) -> None:
-    """Progress output on stderr."""
-    print(message, file=sys.stderr, flush=True)
-
-
 async def run_all(specs: list[ServerSpec], opts: Options) -> list[ServerResult]:
     """Run every measurement for every server (cold starts interleaved)."""
     results = [ServerResult(spec.label, spec.argv) for spec in specs]
 
-    async def guarded(result: ServerResult, what: str, job: Callable[[], Awaitable[None]]) -> None:
-        try:
-            with trio.fail_after(PHASE_TIMEOUT):
-                await job()
-        except Exception as exc:  # a failing server must not stop the other one
-            result.failures.append(f"{what}: {type(exc).__name__}: {exc}")
-            log(f"  [{result.label}] {what} FAILED: {exc}")
-
     for run in range(opts.runs):
         for spec, result in zip(specs, results, strict=True):
             log(f"cold start {run + 1}/{opts.runs} [{spec.label}]")
-            await guarded(result, "cold start", partial(measure_cold_start, spec, opts.idle, result.cold))
+            await guarded(
+                result, "cold start", partial(measure_cold_start, spec, opts.idle, result.cold), PHASE_TIMEOUT
+            )
 
     for spec, result in zip(specs, results, strict=True):
 
@@ -638,36 +333,12 @@ async def run_all(specs: list[ServerSpec], opts: Options) -> list[ServerResult]:
                 log(f"burst [{spec.label}]")
                 result.burst = await measure_burst(conn, opts.burst_requests, opts.burst_chunk, opts.silence)
 
-        await guarded(result, "latency/throughput", steady)
-        await guarded(result, "burst", burst)
+        await guarded(result, "latency/throughput", steady, PHASE_TIMEOUT)
+        await guarded(result, "burst", burst, PHASE_TIMEOUT)
     return results
 
 
 # --------------------------------------------------------------------------- reporting
-
-
-def ratio(ours: float | None, ref: float | None) -> float | None:
-    """ours / reference, or None when either is missing or the reference is 0."""
-    if ours is None or ref is None or ref == 0:
-        return None
-    return ours / ref
-
-
-def verdict(value: float | None, limit: float, higher_is_better: bool) -> str:
-    """'pass'/'FAIL' for a ratio against its limit."""
-    if value is None:
-        return "n/a"
-    ok = value >= limit if higher_is_better else value <= limit
-    return "pass" if ok else "FAIL"
-
-
-def fmt(value: float | None, unit: str, digits: int = 1) -> str:
-    """Format a number with a unit, or an em dash when missing."""
-    return "—" if value is None else f"{value:,.{digits}f} {unit}"
-
-
-def fmt_ratio(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}×"  # noqa: RUF001
 
 
 def burst_cell(burst: Burst | None, which: str) -> str:
@@ -750,16 +421,7 @@ def markdown(results: list[ServerResult], opts: Options) -> str:
     """The full markdown report: header, table and notes."""
     ours = results[0]
     ref = results[1] if len(results) > 1 else None
-    lines = [
-        "# codex-trio core benchmarks",
-        "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
-        f"- ours: `{shlex.join(ours.argv)}`",
-    ]
-    if ref is not None:
-        lines.append(f"- reference: `{shlex.join(ref.argv)}`")
+    lines = report_header("codex-trio core benchmarks", ours.argv, ref.argv if ref is not None else None)
     lines += [
         f"- cold start runs: {opts.runs}; sequential: {opts.seq_requests} (+{opts.warmup} warmup); "
         f"throughput: {opts.throughput_requests} @ window {opts.window}; "
@@ -818,49 +480,11 @@ def to_json(results: list[ServerResult], opts: Options) -> JSON:
 
 # --------------------------------------------------------------------------- command line
 
-PYTHON_NAME = re.compile(r"python[0-9.]*$")
-
-
-def resolve_python(argv: list[str]) -> list[str]:
-    """Replace a ``python`` launcher (e.g. a pyenv shim) by the real interpreter path."""
-    if not argv or not PYTHON_NAME.match(os.path.basename(argv[0])):
-        return argv
-    try:
-        real = subprocess.run(
-            [argv[0], "-c", "import sys; print(sys.executable)"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return argv
-    return [real, *argv[1:]] if real else argv
-
-
-def native_reference(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Swap the npm ``codex`` node launcher for the native binary it would run."""
-    launcher = shutil.which(argv[0]) or argv[0]
-    package_root = Path(os.path.realpath(launcher)).parent.parent  # .../@openai/codex
-    candidates = sorted(package_root.parent.glob("codex-*/vendor/*/bin/codex")) + sorted(
-        package_root.glob("vendor/*/bin/codex")
-    )
-    if not candidates:
-        raise SystemExit(f"--reference-native: no native codex binary found near {package_root}")
-    env = {"CODEX_MANAGED_PACKAGE_ROOT": str(package_root), "CODEX_MANAGED_BY_NPM": "1"}
-    return [str(candidates[0]), *argv[1:]], env
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--server", required=True, help="our server command (shell-split)")
-    p.add_argument("--reference", help="reference server command (shell-split)")
-    p.add_argument(
-        "--reference-native",
-        action="store_true",
-        help="run the native codex binary instead of the npm node launcher",
-    )
+    add_server_options(p)
     p.add_argument(
         "--keep-launchers",
         action="store_true",
@@ -883,19 +507,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
-    # `python -m pkg` from a checkout: the server runs in an empty cwd, so export ours.
-    pythonpath = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
-    ours_argv = shlex.split(args.server)
-    if not args.keep_launchers:
-        ours_argv = resolve_python(ours_argv)
-    specs = [ServerSpec("ours", ours_argv, {"PYTHONPATH": pythonpath})]
-    if args.reference:
-        ref_argv, ref_env = shlex.split(args.reference), dict[str, str]()
-        if args.reference_native:
-            ref_argv, ref_env = native_reference(ref_argv)
-        elif not args.keep_launchers:
-            ref_argv = resolve_python(ref_argv)
-        specs.append(ServerSpec("reference", ref_argv, {"PYTHONPATH": pythonpath, **ref_env}))
+    specs = server_specs(
+        args,
+        resolve_ours=not args.keep_launchers,
+        resolve_reference=not args.keep_launchers,
+        reference_pythonpath=True,
+    )
     opts = Options(
         runs=args.runs,
         idle=args.idle,
@@ -911,13 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     results = trio.run(run_all, specs, opts)
     log(f"done in {time.perf_counter() - started:.1f} s")
     report = markdown(results, opts)
-    print(report)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(report)
+    publish(report, args.markdown)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(to_json(results, opts), indent=2) + "\n")
+        write_file(args.json, json.dumps(to_json(results, opts), indent=2) + "\n")
     return 1 if any(r.failures for r in results) else 0
 
 

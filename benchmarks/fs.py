@@ -12,7 +12,7 @@ server's own working directory), on a fresh initialized server:
 Every reply is checked: the first of each phase is decoded and compared with the file, the
 others must be results of the expected length. Replies are read with a linear line splitter
 (an 8 MiB file is an 11 MiB line), so the client's cost stays small and equal for both.
-Prints a markdown table with the ratio ours / reference. Uses `core.py`'s process helpers.
+Prints a markdown table with the ratio ours / reference. Uses `harness.py`'s process helpers.
 
 Usage::
 
@@ -25,41 +25,45 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import platform
 import random
 import re
-import shlex
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from core import (
+from harness import (
     INIT_LINE,
+    INIT_TIMEOUT,
     INITIALIZED_LINE,
+    LineConnection,
+    Pending,
     Sandbox,
     ServerSpec,
+    add_server_options,
+    fmt,
+    fmt_ratio,
     log,
-    native_reference,
     percentile,
-    process_tree,
-    resolve_python,
+    publish,
+    ratio,
+    report_header,
+    running_server,
+    server_specs,
+    verdict,
+    write_file,
 )
 
 KIB = 1024
 MIB = 1024 * 1024
-INIT_TIMEOUT = 30.0
 PHASE_TIMEOUT = 300.0
-READ_CHUNK = 1 << 20
 _ID = re.compile(rb'^\{"id":(\d+),')
 
 
@@ -78,31 +82,16 @@ class SizePlan:
         return f"{self.size // MIB} MiB" if self.size >= MIB else f"{self.size // KIB} KiB"
 
 
-class Reader:
-    """A server's stdio link: requests by id, replies as raw lines (no JSON parse)."""
+class Reader(LineConnection):
+    """A server's stdio link: requests by id, replies as raw lines (no JSON parse).
 
-    def __init__(self, process: trio.Process) -> None:
-        assert process.stdin is not None and process.stdout is not None
-        self.process = process
-        self._stdin = process.stdin
-        self._stdout = process.stdout
-        self._waiting: dict[int, trio.MemorySendChannel[bytes]] = {}
-        self._next_id = 1000
-        self._send_lock = trio.Lock()
+    An 8 MiB file is an 11 MiB reply line; parsing it would make the client, not the
+    server, the measured cost.
+    """
 
-    async def read_loop(self) -> None:
-        parts: list[bytes] = []
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            while chunk := await self._stdout.receive_some(READ_CHUNK):
-                start = 0
-                while (end := chunk.find(b"\n", start)) >= 0:
-                    parts.append(chunk[start:end])
-                    self._dispatch(b"".join(parts))
-                    parts = []
-                    start = end + 1
-                parts.append(chunk[start:])
-        for channel in self._waiting.values():
-            channel.close()
+    def __init__(self, process: trio.Process, sandbox: Sandbox, spawned_at: float) -> None:
+        super().__init__(process, sandbox, spawned_at)
+        self._send_lock = trio.Lock()  # the throughput phase sends from many tasks
 
     def _dispatch(self, line: bytes) -> None:
         match = _ID.match(line)
@@ -112,71 +101,36 @@ class Reader:
             return  # a notification
         else:
             request_id = json.loads(line).get("id")
-        channel = self._waiting.pop(request_id, None)
-        if channel is not None:
-            channel.send_nowait(line)
-
-    def new_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            pending.raw = line
+            pending.event.set()
 
     async def send(self, data: bytes) -> None:
         async with self._send_lock:
-            await self._stdin.send_all(data)
-
-    def expect(self, request_id: int) -> trio.MemoryReceiveChannel[bytes]:
-        send, receive = trio.open_memory_channel[bytes](1)
-        self._waiting[request_id] = send
-        return receive
+            await super().send(data)
 
     async def call_line(self, request_id: int, line: bytes) -> bytes:
-        reply = self.expect(request_id)
+        pending = Pending()
+        self._pending[request_id] = pending
         await self.send(line)
-        try:
-            return await reply.receive()
-        except trio.EndOfChannel:
-            raise RuntimeError("the server exited before replying") from None
+        await pending.event.wait()
+        if pending.raw is None:
+            raise RuntimeError("the server exited before replying")
+        return pending.raw
 
 
 @asynccontextmanager
 async def running(spec: ServerSpec) -> AsyncIterator[tuple[Reader, Sandbox]]:
     """Start `spec` in a fresh sandbox, initialized; kill its whole tree afterwards."""
-    sandbox = Sandbox()
-    try:
-        with sandbox.stderr_path.open("wb") as stderr:
-            process = await trio.lowlevel.open_process(
-                spec.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                cwd=str(sandbox.cwd),
-                env=sandbox.env(spec.extra_env),
-                start_new_session=True,
-            )
-        reader = Reader(process)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(reader.read_loop)
-                with trio.fail_after(INIT_TIMEOUT):
-                    reply = await reader.call_line(1, INIT_LINE)
-                if b'"result"' not in reply:
-                    raise RuntimeError(f"initialize failed: {reply[:300]!r}")
-                await reader.send(INITIALIZED_LINE)
-                try:
-                    yield reader, sandbox
-                finally:
-                    nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                for pid in process_tree(process.pid):
-                    with suppress(OSError):
-                        os.kill(pid, 9)
-                await process.wait()
-                for stream in (process.stdin, process.stdout):
-                    if stream is not None:
-                        await stream.aclose()
-    finally:
-        sandbox.remove()
+    async with running_server(spec, connection=Reader) as reader:
+        assert isinstance(reader, Reader)
+        with trio.fail_after(INIT_TIMEOUT):
+            reply = await reader.call_line(1, INIT_LINE)
+        if b'"result"' not in reply:
+            raise RuntimeError(f"initialize failed: {reply[:300]!r}")
+        await reader.send(INITIALIZED_LINE)
+        yield reader, reader.sandbox
 
 
 def read_line(request_id: int, path: Path) -> bytes:
@@ -290,16 +244,7 @@ async def run_server(spec: ServerSpec, plans: list[SizePlan], files: dict[int, b
 def markdown(results: list[ServerResult], plans: list[SizePlan]) -> str:
     ours = results[0]
     ref = results[1] if len(results) > 1 else None
-    lines = [
-        "# fs/readFile benchmark",
-        "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end",
-        f"- ours: `{shlex.join(ours.argv)}`",
-    ]
-    if ref is not None:
-        lines.append(f"- reference: `{shlex.join(ref.argv)}`")
+    lines = report_header("fs/readFile benchmark", ours.argv, ref.argv if ref is not None else None)
     lines += [
         "",
         "| metric | ours | reference | ours / ref | target |",
@@ -309,16 +254,15 @@ def markdown(results: list[ServerResult], plans: list[SizePlan]) -> str:
     def row(
         metric: str, mine: float | None, theirs: float | None, unit: str, higher_is_better: bool | None
     ) -> None:
-        ratio = mine / theirs if mine is not None and theirs else None
-        if ratio is None or higher_is_better is None:
+        value = ratio(mine, theirs)
+        if value is None or higher_is_better is None:
             target = "—"
         else:
-            ok = ratio >= 1.0 if higher_is_better else ratio <= 1.0
-            target = f"{'≥' if higher_is_better else '≤'} 1.0× ({'pass' if ok else 'FAIL'})"  # noqa: RUF001
+            outcome = verdict(value, 1.0, higher_is_better)
+            target = f"{'≥' if higher_is_better else '≤'} 1.0× ({outcome})"  # noqa: RUF001
         digits = 0 if unit in ("µs", "req/s") else 1
-        cells = ["—" if v is None else f"{v:,.{digits}f} {unit}" for v in (mine, theirs)]
-        ratio_text = "—" if ratio is None else f"{ratio:.2f}×"  # noqa: RUF001
-        lines.append(f"| {metric} | {cells[0]} | {cells[1]} | {ratio_text} | {target} |")
+        cells = [fmt(v, unit, digits) for v in (mine, theirs)]
+        lines.append(f"| {metric} | {cells[0]} | {cells[1]} | {fmt_ratio(value)} | {target} |")
 
     def get(result: ServerResult | None, size: int, attr: str, scale: float = 1.0) -> float | None:
         if result is None or size not in result.sizes:
@@ -372,11 +316,7 @@ def markdown(results: list[ServerResult], plans: list[SizePlan]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--server", required=True, help="our server command (shell-split)")
-    p.add_argument("--reference", help="reference server command (shell-split)")
-    p.add_argument(
-        "--reference-native", action="store_true", help="run the native codex binary, not the launcher"
-    )
+    add_server_options(p, native_help="run the native codex binary, not the launcher")
     p.add_argument("--small-requests", type=int, default=2000, help="sequential 1 KiB reads")
     p.add_argument("--large-requests", type=int, default=60, help="sequential 8 MiB reads")
     p.add_argument("--json", type=Path, help="write raw samples here")
@@ -386,13 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    pythonpath = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
-    specs = [ServerSpec("ours", resolve_python(shlex.split(args.server)), {"PYTHONPATH": pythonpath})]
-    if args.reference:
-        ref_argv, ref_env = shlex.split(args.reference), dict[str, str]()
-        if args.reference_native:
-            ref_argv, ref_env = native_reference(ref_argv)
-        specs.append(ServerSpec("reference", ref_argv, ref_env))
+    specs = server_specs(args)
     plans = [
         SizePlan(KIB, args.small_requests, 200, args.small_requests * 5, 16),
         SizePlan(8 * MIB, args.large_requests, 5, args.large_requests * 2, 4),
@@ -405,12 +339,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = trio.run(run)
     report = markdown(results, plans)
-    print(report)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(report)
+    publish(report, args.markdown)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         raw: dict[str, Any] = {
             r.label: {
                 "argv": r.argv,
@@ -419,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for r in results
         }
-        args.json.write_text(json.dumps(raw, indent=1))
+        write_file(args.json, json.dumps(raw, indent=1))
     return 1 if any(r.failures for r in results) else 0
 
 

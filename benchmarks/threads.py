@@ -15,7 +15,7 @@ very same bytes. Per server:
 5. ``thread/start {}`` latency (median and p90 of ``--starts``), on the restarted server and
    on a server with an empty CODEX_HOME.
 
-Prints a markdown table with ratios ours / reference. Uses `core.py`'s process helpers.
+Prints a markdown table with ratios ours / reference. Uses `harness.py`'s process helpers.
 
 Usage::
 
@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,17 +43,19 @@ from typing import Any
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from core import (
+from harness import (
     Connection,
     Sandbox,
     ServerSpec,
+    add_server_options,
     initialize,
     log,
-    native_reference,
     percentile,
-    resolve_python,
+    running_server,
+    server_specs,
+    write_file,
 )
 
 LIST_LIMIT = 25
@@ -222,33 +222,8 @@ def link_tree(source: Path, target: Path) -> None:
 async def server_on(spec: ServerSpec, sandbox: Sandbox) -> AsyncIterator[Connection]:
     """Run `spec` on an existing sandbox (kept afterwards, so a restart sees the same home)."""
     sandbox.stderr_path = sandbox.root / f"stderr-{time.monotonic_ns()}.log"
-    with sandbox.stderr_path.open("wb") as stderr:
-        spawned_at = time.perf_counter()
-        process = await trio.lowlevel.open_process(
-            spec.argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            cwd=str(sandbox.cwd),
-            env=sandbox.env(spec.extra_env),
-            start_new_session=True,
-        )
-    conn = Connection(process, sandbox, spawned_at)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.read_loop)
-            try:
-                yield conn
-            finally:
-                conn.kill()
-                nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            conn.kill()
-            await process.wait()
-            for stream in (process.stdin, process.stdout):
-                if stream is not None:
-                    await stream.aclose()
+    async with running_server(spec, sandbox=sandbox) as conn:
+        yield conn
 
 
 async def timed(conn: Connection, method: str, params: Any) -> tuple[float, dict[str, Any]]:
@@ -258,6 +233,16 @@ async def timed(conn: Connection, method: str, params: Any) -> tuple[float, dict
     if "result" not in reply:
         raise RuntimeError(f"{method} failed: {reply.get('error')}")
     return elapsed, reply["result"]
+
+
+async def time_starts(conn: Connection, count: int) -> list[float]:
+    """Sorted durations of `count` sequential `thread/start {}` calls."""
+    starts = []
+    for _ in range(count):
+        elapsed, _ = await timed(conn, "thread/start", {})
+        starts.append(elapsed)
+    starts.sort()
+    return starts
 
 
 @dataclass
@@ -311,11 +296,7 @@ async def measure(spec: ServerSpec, template: Path, opts: argparse.Namespace) ->
                 await initialize(conn)
                 result.restart_list, page = await timed(conn, "thread/list", {"limit": LIST_LIMIT})
                 result.restart_count = len(page["data"])
-                starts = []
-                for _ in range(opts.starts):
-                    elapsed, _ = await timed(conn, "thread/start", {})
-                    starts.append(elapsed)
-                starts.sort()
+                starts = await time_starts(conn, opts.starts)
                 result.start_p50 = statistics.median(starts)
                 result.start_p90 = percentile(starts, 0.9)
                 result.samples["thread_start"] = starts
@@ -323,11 +304,7 @@ async def measure(spec: ServerSpec, template: Path, opts: argparse.Namespace) ->
         try:
             async with server_on(spec, empty) as conn:
                 await initialize(conn)
-                starts = []
-                for _ in range(opts.starts):
-                    elapsed, _ = await timed(conn, "thread/start", {})
-                    starts.append(elapsed)
-                starts.sort()
+                starts = await time_starts(conn, opts.starts)
                 result.empty_start_p50 = statistics.median(starts)
                 result.empty_start_p90 = percentile(starts, 0.9)
                 result.samples["thread_start_empty_home"] = starts
@@ -386,9 +363,7 @@ def markdown(results: list[ThreadResult], opts: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--server", required=True, help="our server command (shell-split)")
-    p.add_argument("--reference", help="reference server command (shell-split)")
-    p.add_argument("--reference-native", action="store_true", help="run the native codex binary")
+    add_server_options(p, native_help="run the native codex binary")
     p.add_argument("--threads", type=int, default=10_000, help="stored threads to generate")
     p.add_argument("--repeat", type=int, default=20, help="warm list / search repetitions")
     p.add_argument("--starts", type=int, default=50, help="thread/start calls to time")
@@ -413,18 +388,11 @@ async def run(specs: list[ServerSpec], opts: argparse.Namespace) -> list[ThreadR
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    pythonpath = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
-    specs = [ServerSpec("ours", resolve_python(shlex.split(args.server)), {"PYTHONPATH": pythonpath})]
-    if args.reference:
-        ref_argv, ref_env = shlex.split(args.reference), dict[str, str]()
-        if args.reference_native:
-            ref_argv, ref_env = native_reference(ref_argv)
-        specs.append(ServerSpec("reference", ref_argv, ref_env))
+    specs = server_specs(args)
     results = trio.run(run, specs, args)
     print(markdown(results, args))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        write_file(args.json, json.dumps([asdict(r) for r in results], indent=1))
     return 1 if any(r.errors for r in results) else 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Websocket transport benchmarks for a Codex app-server, ours against a reference.
 
-Each server is started with ``--listen ws://127.0.0.1:PORT`` in a fresh sandbox (see core.py)
+Each server is started with ``--listen ws://127.0.0.1:PORT`` in a fresh sandbox (see harness.py)
 and measured over websocket text frames, with a lean client (raw RFC 6455 frames, zero mask
 key) so the client costs little next to the server:
 
@@ -21,15 +21,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,20 +36,24 @@ import orjson
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core import (
+from harness import (
+    JSON,
     Sandbox,
     ServerSpec,
+    add_server_options,
     fmt_ratio,
-    native_reference,
+    log,
     percentile,
     process_tree,
+    publish,
     ratio,
-    resolve_python,
-    rss_kib,
+    reap,
+    server_specs,
+    spawn,
+    tree_rss,
     verdict,
 )
 
-JSON = dict[str, Any]
 INIT_PARAMS: JSON = {"clientInfo": {"name": "bench", "version": "1"}}
 START_TIMEOUT = 30.0
 PHASE_TIMEOUT = 180.0
@@ -59,10 +61,6 @@ HANDSHAKE = (
     "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
 )
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- a lean ws client
@@ -168,7 +166,7 @@ class WsServer:
     sandbox: Sandbox
 
     def rss(self) -> int:
-        return sum(rss_kib(pid) for pid in process_tree(self.process.pid))
+        return tree_rss(self.process.pid)[0]
 
 
 @asynccontextmanager
@@ -176,16 +174,9 @@ async def running_ws_server(spec: ServerSpec) -> AsyncIterator[WsServer]:
     sandbox = Sandbox()
     port = free_port()
     try:
-        with sandbox.stderr_path.open("wb") as stderr:
-            process = await trio.lowlevel.open_process(
-                [*spec.argv, "--listen", f"ws://127.0.0.1:{port}"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                cwd=str(sandbox.cwd),
-                env=sandbox.env(spec.extra_env),
-                start_new_session=True,
-            )
+        process, _ = await spawn(
+            spec, sandbox, extra_args=["--listen", f"ws://127.0.0.1:{port}"], stdio=subprocess.DEVNULL
+        )
         try:
             with trio.fail_after(START_TIMEOUT):
                 while True:
@@ -202,13 +193,10 @@ async def running_ws_server(spec: ServerSpec) -> AsyncIterator[WsServer]:
         finally:
             with trio.CancelScope(shield=True):
                 tree = process_tree(process.pid)
-                process.send_signal(signal.SIGTERM)  # a graceful stop first (profilers flush)
+                process.terminate()  # a graceful stop first (profilers flush)
                 with trio.move_on_after(5):
                     await process.wait()
-                for pid in tree:
-                    with suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-                await process.wait()
+                await reap(process, tree)
     finally:
         sandbox.remove()
 
@@ -503,9 +491,7 @@ OPTIONS = Options()
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Websocket transport benchmarks, ours vs a reference.")
-    p.add_argument("--server", required=True, help="our server command (shell-split)")
-    p.add_argument("--reference", help="reference server command (shell-split)")
-    p.add_argument("--reference-native", action="store_true", help="run the native codex binary, not node")
+    add_server_options(p, native_help="run the native codex binary, not node")
     p.add_argument("--connections", type=int, default=200)
     p.add_argument("--broadcasts", type=int, default=50)
     p.add_argument("--seq-requests", type=int, default=2000)
@@ -526,19 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     OPTIONS.seq_requests = args.seq_requests
     OPTIONS.throughput_requests = args.throughput_requests
     OPTIONS.window = args.window
-    pythonpath = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
-    specs = [ServerSpec("ours", resolve_python(shlex.split(args.server)), {"PYTHONPATH": pythonpath})]
-    if args.reference:
-        ref_argv, ref_env = shlex.split(args.reference), dict[str, str]()
-        if args.reference_native:
-            ref_argv, ref_env = native_reference(ref_argv)
-        specs.append(ServerSpec("reference", ref_argv, ref_env))
+    specs = server_specs(args)
     results = trio.run(run, specs)
     table = markdown(results[0], results[1] if len(results) > 1 else None)
-    print(table)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(table)
+    publish(table, args.markdown)
     return 1 if any(r.errors for r in results) else 0
 
 

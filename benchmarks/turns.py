@@ -19,23 +19,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import trio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import Sandbox, ServerSpec, log, percentile_floor, reap, spawn, this_python
+
 from tests.responses_server import Paced, ResponsesServer
 
 TIMEOUT = 60.0
+#: the server must talk to the scripted model only, never to a real one.
+API_KEYS = ("OPENAI_API_KEY", "CODEX_API_KEY")
 
 
 class Server:
@@ -76,26 +77,12 @@ class Server:
 async def measure(command: list[str], turns: int, deltas: int, gap: float) -> list[float]:
     """Latencies (seconds) of every counted delta for one server."""
     model = ResponsesServer()
-    root = Path(tempfile.mkdtemp(prefix="turn-bench-"))
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(model.run)
-            home, workspace = root / "home", root / "workspace"
-            for folder in (home, workspace, root / "user"):
-                folder.mkdir()
-            (home / "config.toml").write_text(
-                model.config_toml() + "\n[features]\nplugins = false\napps = false\n"
-            )
-            env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "CODEX_API_KEY")}
-            env.update(CODEX_HOME=str(home), HOME=str(root / "user"))
-            process = await trio.lowlevel.open_process(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                cwd=workspace,
-                env=env,
-            )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(model.run)
+        sandbox = Sandbox(model.config_toml() + "\n[features]\nplugins = false\napps = false\n")
+        workspace = sandbox.cwd
+        try:
+            process, _ = await spawn(ServerSpec("server", command), sandbox, drop_env=API_KEYS)
             server = Server(process)
             samples: list[float] = []
             try:
@@ -138,18 +125,11 @@ async def measure(command: list[str], turns: int, deltas: int, gap: float) -> li
                     assert process.stdin is not None
                     await process.stdin.aclose()
                     await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-            nursery.cancel_scope.cancel()
-        return samples
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+                await reap(process)
+        finally:
+            sandbox.remove()
+        nursery.cancel_scope.cancel()
+    return samples
 
 
 def main() -> None:
@@ -170,10 +150,8 @@ def main() -> None:
     ]
     for round_number in range(args.rounds):
         for name, command in servers:
-            argv = shlex.split(command)
-            if argv[0] in ("python", "python3"):
-                argv[0] = sys.executable
-            print(f"round {round_number + 1}: measuring {name}: {command}", file=sys.stderr)
+            argv = this_python(shlex.split(command))
+            log(f"round {round_number + 1}: measuring {name}: {command}")
             samples = trio.run(measure, argv, args.turns, args.deltas, args.gap / 1000)
             results.setdefault(name, []).extend(samples)
     for name, values in results.items():
@@ -182,8 +160,8 @@ def main() -> None:
                 name,
                 len(values),
                 statistics.median(values) * 1000,
-                percentile(values, 0.9) * 1000,
-                percentile(values, 0.99) * 1000,
+                percentile_floor(values, 0.9) * 1000,
+                percentile_floor(values, 0.99) * 1000,
             )
         )
     print("| server | deltas | p50 (ms) | p90 (ms) | p99 (ms) |")
