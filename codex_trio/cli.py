@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,8 +19,14 @@ import trio
 
 from codex_trio.logs import configure_logging
 from codex_trio.settings import ServerSettings
-from codex_trio.transport.auth import AuthConfigError, load_auth
-from codex_trio.transport.listen import ListenUrlError, NoListen, StdioListen, parse_listen_url
+from codex_trio.transport.listen import (
+    ListenUrlError,
+    NoListen,
+    StdioListen,
+    UnixListen,
+    WebSocketListen,
+    parse_listen_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+WS_AUTH_ARGS = (
+    "ws_auth",
+    "ws_token_file",
+    "ws_token_sha256",
+    "ws_shared_secret_file",
+    "ws_issuer",
+    "ws_audience",
+    "ws_max_clock_skew_seconds",
+)
+
+
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """Raises AuthConfigError for unusable `--ws-*` flags or secret files."""
-    return ServerSettings(
-        listen=args.listen if args.listen is not None else StdioListen(),
-        config_overrides=tuple(args.overrides),
-        enable_features=tuple(args.enable),
-        disable_features=tuple(args.disable),
-        ws_auth=load_auth(
+    ws_auth = None
+    if any(getattr(args, name) is not None for name in WS_AUTH_ARGS):
+        # Only a server given --ws-* flags loads the auth code (and, for JWTs, PyJWT).
+        from codex_trio.transport.auth import load_auth
+
+        ws_auth = load_auth(
             args.ws_auth,
             token_file=args.ws_token_file,
             token_sha256=args.ws_token_sha256,
@@ -112,20 +130,28 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             issuer=args.ws_issuer,
             audience=args.ws_audience,
             max_clock_skew_seconds=args.ws_max_clock_skew_seconds,
-        ),
+        )
+    return ServerSettings(
+        listen=args.listen if args.listen is not None else StdioListen(),
+        config_overrides=tuple(args.overrides),
+        enable_features=tuple(args.enable),
+        disable_features=tuple(args.disable),
+        ws_auth=ws_auth,
     )
 
 
 async def run_server(settings: ServerSettings) -> None:
     """Serve with signal handling: first signal drains, second forces."""
     from codex_trio.server import AppServer
-    from codex_trio.transport.websocket import WebSocketEndpoint, write_banner
 
     server = AppServer(settings)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
-            if isinstance(server.listening, WebSocketEndpoint):
+            if isinstance(settings.listen, WebSocketListen):
+                from codex_trio.transport.websocket import WebSocketEndpoint, write_banner
+
+                assert isinstance(server.listening, WebSocketEndpoint)
                 write_banner(server.listening, settings.ws_auth)
             # Everything alive now lives as long as the server: keep it out of the collector's
             # full passes, which otherwise show up as latency spikes under load.
@@ -163,22 +189,42 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging()
     try:
         settings = settings_from_args(args)
-    except AuthConfigError as exc:
+    except ValueError as exc:  # AuthConfigError
         sys.stderr.write(f"Error: {exc}\n")
         sys.exit(1)
     if isinstance(settings.listen, NoListen):
         sys.stderr.write("Error: no transport configured; use --listen or enable remote control\n")
         sys.exit(1)
-    from codex_trio.transport.unix import ControlSocketError
+    startup_errors: tuple[type[Exception], ...] = (OSError,)
+    if isinstance(settings.listen, WebSocketListen):
+        from codex_trio.transport.auth import AuthConfigError
 
+        startup_errors += (AuthConfigError,)
+    elif isinstance(settings.listen, UnixListen):
+        from codex_trio.transport.unix import ControlSocketError
+
+        startup_errors += (ControlSocketError,)
     failure: BaseException | None = None
     try:
         trio.run(run_server, settings)
-    except* (AuthConfigError, ControlSocketError, OSError) as group:
+    except* startup_errors as group:
         failure = group.exceptions[0]
         while isinstance(failure, BaseExceptionGroup):
             failure = failure.exceptions[0]
     if failure is not None:
         sys.stderr.write(f"Error: {_startup_error(failure)}\n")
         sys.exit(1)
-    sys.exit(0)
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown.
+
+    By now structured concurrency has closed every task, process and descriptor the server
+    owned; what is left is the interpreter freeing its own objects, which only delays the exit
+    a supervisor is waiting for. Flush what we wrote, then leave.
+    """
+    logging.shutdown()
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(code)

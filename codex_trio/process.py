@@ -139,6 +139,11 @@ class _FdReader(trio.abc.ReceiveStream):
                     window.deadline = trio.current_time() + COALESCE_WINDOW
                 parts.append(data)
                 size += len(data)
+                if size < limit:
+                    # A PTY read waits for the kernel to refill its 4 KiB buffer; letting
+                    # other tasks (the writer sending the previous chunk) run in between
+                    # overlaps that with useful work.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def aclose(self) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
-from codex_trio.config.layers import NoopThreadConfigLoader, ThreadConfigLoader
-from codex_trio.transport.auth import WebSocketAuth
 from codex_trio.transport.listen import ListenTarget, StdioListen
+
+if TYPE_CHECKING:
+    from codex_trio.config.layers import ThreadConfigLoader
+    from codex_trio.transport.auth import WebSocketAuth
 
 
 def default_codex_home() -> Path:
@@ -34,5 +37,5 @@ class ServerSettings:
     #: `--ws-auth ...` (checked during every websocket upgrade on `ws://`); None = no auth.
     ws_auth: WebSocketAuth | None = None
     #: session-owned, thread-scoped config layers (see `codex_trio.config.layers`); embedders
-    #: set one so clients cannot override e.g. the provider; the default adds nothing.
-    thread_config_loader: ThreadConfigLoader = attrs.field(factory=NoopThreadConfigLoader)
+    #: set one so clients cannot override e.g. the provider; None adds nothing.
+    thread_config_loader: ThreadConfigLoader | None = None

@@ -24,6 +24,7 @@ from codex_trio.config.layers import (
     ConfigLayer,
     LayerPaths,
     LayerStack,
+    NoopThreadConfigLoader,
     Table,
     ThreadConfigLoader,
     deep_merge,
@@ -282,7 +283,7 @@ def load_config(
     request = request_layer(request_overrides)
     if request is not None:
         extra.append(request)
-    loader = thread_loader if thread_loader is not None else settings.thread_config_loader
+    loader = thread_loader or settings.thread_config_loader or NoopThreadConfigLoader()
     extra.extend(loader.load(thread_id=thread_id, cwd=cwd if cwd is not None else settings.cwd))
     return effective_from_stack(stack.with_layers(extra), environ)
 
