@@ -117,3 +117,29 @@ def test_method_specs_require_params_only_for_struct_params() -> None:
         takes_params.read_params({"filePath": 1})
     assert caught.value.code == -32600 and caught.value.message.startswith("Invalid request: ")
     assert MethodSpec("y", None).read_params(MISSING) is None
+
+
+@attrs.frozen
+class Shapes:
+    names: list[str] = attrs.Factory(list)
+    env: dict[str, str | None] = attrs.Factory(dict)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"names": "abc"}, 'invalid type: string "abc", expected a sequence'),
+        ({"names": {"a": 1}}, "invalid type: map, expected a sequence"),
+        ({"env": ["A=1"]}, "invalid type: sequence, expected a map"),
+        ({"env": "A=1"}, 'invalid type: string "A=1", expected a map'),
+        ({"names": [1]}, "invalid type: integer `1`, expected a string"),
+    ],
+)
+def test_lists_and_maps_must_have_their_json_shape(raw: object, message: str) -> None:
+    with pytest.raises(WireError) as caught:
+        structure(raw, Shapes)
+    assert str(caught.value) == message
+
+
+def test_lists_and_maps_structure_their_items() -> None:
+    assert structure({"names": ["a"], "env": {"A": None}}, Shapes) == Shapes(["a"], {"A": None})

@@ -116,32 +116,6 @@ class CommandExecTerminateParams:
     process_id: str
 
 
-def _require_shapes(cls: type[Any], shapes: dict[str, tuple[type, str, bool]]) -> None:
-    """Refuse a string where a list is due (cattrs would split it into characters).
-
-    `shapes` maps a wire key to (python type, serde's name for it, whether null is allowed).
-    """
-    inner = converter.get_structure_hook(cls)
-
-    def structure(value: Any, _: Any) -> Any:
-        if isinstance(value, dict):
-            for key, (kind, label, nullable) in shapes.items():
-                if key not in value:
-                    continue
-                item = value[key]
-                if (item is None and not nullable) or (item is not None and not isinstance(item, kind)):
-                    raise WireError(f"invalid type: {describe(item)}, expected {label}")
-        return inner(value, cls)
-
-    converter.register_structure_hook(cls, structure)
-
-
-_require_shapes(
-    CommandExecParams,
-    {"command": (list, "a sequence", False), "env": (dict, "a map", True)},
-)
-
-
 # ---------------------------------------------------------------------------------- checks
 def check_exec_params(params: CommandExecParams) -> None:
     """The reference's semantic checks on `command/exec`, in its order (raises RpcError)."""

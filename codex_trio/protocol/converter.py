@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
+from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 T = TypeVar("T")
@@ -91,6 +92,10 @@ def expected_variants(names: Sequence[Any]) -> str:
     return "expected one of " + ", ".join(quoted)
 
 
+def _is_list(tp: Any) -> bool:
+    return is_sequence(tp) and get_origin(tp) is not tuple and tp is not str
+
+
 def _is_literal(tp: Any) -> bool:
     origin: object = get_origin(tp)
     return origin is Literal
@@ -118,6 +123,31 @@ def _make_converter() -> cattrs.Converter:
         return structure
 
     conv.register_structure_hook_factory(_is_literal, literal_hook)
+
+    # cattrs would take any iterable as a list (a string becomes its characters) and fail
+    # with a TypeError on a list where a map belongs: serde refuses both with a clear text.
+    def sequence_hook(tp: Any) -> Callable[[Any, type], Any]:
+        inner = list_structure_factory(tp, conv)
+
+        def structure(value: Any, _: type) -> Any:
+            if not isinstance(value, list):
+                raise WireError(f"invalid type: {describe(value)}, expected a sequence")
+            return inner(value, tp)
+
+        return structure
+
+    def mapping_hook(tp: Any) -> Callable[[Any, type], Any]:
+        inner = mapping_structure_factory(tp, conv)
+
+        def structure(value: Any, _: type) -> Any:
+            if not isinstance(value, dict):
+                raise WireError(f"invalid type: {describe(value)}, expected a map")
+            return inner(value, tp)
+
+        return structure
+
+    conv.register_structure_hook_factory(_is_list, sequence_hook)
+    conv.register_structure_hook_factory(is_mapping, mapping_hook)
 
     def enum_hook(tp: type[enum.Enum]) -> Callable[[Any, type], Any]:
         values = {member.value: member for member in tp}
