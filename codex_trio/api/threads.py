@@ -45,6 +45,7 @@ from codex_trio.protocol.thread import (
     ThreadLoadedListParams,
     ThreadLoadedListResponse,
     ThreadMetadataUpdateParams,
+    ThreadOverrides,
     ThreadReadParams,
     ThreadReadResponse,
     ThreadResponse,
@@ -197,22 +198,29 @@ class ThreadsApi:
         """A request's cwd against the server's (the reference does not check it exists)."""
         return _absolute(Path(os.path.abspath(self.services.settings.cwd)), raw or ".")
 
+    def _stored_cwd(self, raw: str | None, record: ThreadRecord) -> Path:
+        """The cwd of a resumed or forked thread: the request's, else the stored thread's."""
+        if raw is not None:
+            return self._resolve_cwd(raw)
+        return Path(record.cwd or self.services.settings.cwd)
+
     async def _settings(
         self,
         ctx: RequestContext,
+        params: ThreadOverrides,
         *,
         cwd: Path,
-        config: dict[str, Any] | None,
-        model: str | None,
-        model_provider: str | None,
-        approval_policy: Any,
-        approvals_reviewer: str | None,
-        sandbox: str | None,
-        service_tier: str | None,
-        fallback_model: str | None = None,
-        fallback_provider: str | None = None,
+        fallback: ThreadRecord | None = None,
     ) -> ThreadSettings:
-        """Resolve the thread's settings: request fields over `config` over config.toml."""
+        """Resolve the thread's settings: request fields over `config` over config.toml.
+
+        `fallback` is the stored thread being resumed or forked: its model and provider apply
+        when neither the request nor its `config` names one.
+        """
+        approval_policy = params.approval_policy
+        model, model_provider, sandbox = params.model, params.model_provider, params.sandbox
+        fallback_model = fallback.model if fallback is not None else None
+        fallback_provider = fallback.model_provider if fallback is not None else None
         policy = None
         if approval_policy is not None:
             try:
@@ -221,7 +229,7 @@ class ThreadsApi:
                 raise _bad_params(str(exc)) from None
             if isinstance(policy, dict) and not ctx.connection.session.experimental_api:
                 raise invalid_request("askForApproval.granular requires experimentalApi capability")
-        overrides: dict[str, Any] = dict(config or {})
+        overrides: dict[str, Any] = dict(params.config or {})
         if model is not None:
             overrides["model"] = model
         elif fallback_model is not None and "model" not in overrides:
@@ -248,21 +256,59 @@ class ThreadsApi:
             model_provider=provider,
             reasoning_effort=effective.model_reasoning_effort,
             approval_policy=effective.approval_policy,
-            approvals_reviewer=approvals_reviewer or "user",
+            approvals_reviewer=params.approvals_reviewer or "user",
             sandbox_mode=mode,
             active_permission_profile=profile,
-            service_tier=service_tier if service_tier is not None else effective.service_tier,
+            service_tier=params.service_tier if params.service_tier is not None else effective.service_tier,
             config=effective.raw,
             effective=effective,
+        )
+
+    def _fresh_record(
+        self,
+        ctx: RequestContext,
+        settings: ThreadSettings,
+        *,
+        ephemeral: bool,
+        thread_source: str | None,
+        fork_of: ThreadRecord | None = None,
+    ) -> ThreadRecord:
+        """The record of a thread that `thread/start` or `thread/fork` creates (a new id, now).
+
+        A fork keeps its source's preview, name and user-event flag and points back at it.
+        """
+        thread_id = new_thread_id()
+        now = rollout.now_ms()
+        codex_home = self.services.settings.codex_home
+        record = ThreadRecord(
+            id=thread_id,
+            rollout_path=None if ephemeral else str(codex_home / rollout.rollout_relpath(now, thread_id)),
+            created_at_ms=now,
+            updated_at_ms=now,
+            cwd=str(settings.cwd),
+            model_provider=settings.model_provider,
+            model=settings.model,
+            reasoning_effort=settings.reasoning_effort,
+            cli_version=rollout.CLI_VERSION,
+            originator=ctx.connection.session.client_name,
+            ephemeral=ephemeral,
+            thread_source=thread_source,
+        )
+        if fork_of is None:
+            return record
+        return attrs.evolve(
+            record,
+            preview=fork_of.preview,
+            name=fork_of.name,
+            has_user_event=fork_of.has_user_event,
+            forked_from_id=fork_of.id,
         )
 
     def _new_loaded(
         self,
         record: ThreadRecord,
         settings: ThreadSettings,
-        *,
-        base_instructions: str | None = None,
-        developer_instructions: str | None = None,
+        params: ThreadOverrides,
     ) -> LoadedThread:
         return LoadedThread(
             manager=self.manager,
@@ -276,8 +322,8 @@ class ThreadsApi:
             sandbox_policy=sandbox_policy(settings.sandbox_mode),
             sandbox_mode=settings.sandbox_mode,
             config=settings.config,
-            base_instructions=base_instructions,
-            developer_instructions=developer_instructions,
+            base_instructions=params.base_instructions,
+            developer_instructions=params.developer_instructions,
             active_permission_profile=settings.active_permission_profile,
             service_tier=settings.service_tier,
             effective=settings.effective,
@@ -398,48 +444,17 @@ class ThreadsApi:
             raise server_shutting_down()
         await self._ready()
         cwd = self._resolve_cwd(params.cwd)
-        settings = await self._settings(
-            ctx,
-            cwd=cwd,
-            config=params.config,
-            model=params.model,
-            model_provider=params.model_provider,
-            approval_policy=params.approval_policy,
-            approvals_reviewer=params.approvals_reviewer,
-            sandbox=params.sandbox,
-            service_tier=params.service_tier,
-        )
+        settings = await self._settings(ctx, params, cwd=cwd)
         if self.services.draining:
             raise server_shutting_down()
-        thread_id = new_thread_id()
-        now = rollout.now_ms()
-        ephemeral = bool(params.ephemeral)
-        record = ThreadRecord(
-            id=thread_id,
-            rollout_path=None
-            if ephemeral
-            else str(self.services.settings.codex_home / rollout.rollout_relpath(now, thread_id)),
-            created_at_ms=now,
-            updated_at_ms=now,
-            cwd=str(cwd),
-            model_provider=settings.model_provider,
-            model=settings.model,
-            reasoning_effort=settings.reasoning_effort,
-            cli_version=rollout.CLI_VERSION,
-            originator=ctx.connection.session.client_name,
-            ephemeral=ephemeral,
-            thread_source=params.thread_source,
+        record = self._fresh_record(
+            ctx, settings, ephemeral=bool(params.ephemeral), thread_source=params.thread_source
         )
-        thread = self._new_loaded(
-            record,
-            settings,
-            base_instructions=params.base_instructions,
-            developer_instructions=params.developer_instructions,
-        )
+        thread = self._new_loaded(record, settings, params)
         self.manager.register(thread)
         self.manager.subscribe(thread, ctx.connection.id)
         self._announce_started(ctx, thread)
-        self.services.start_detached(self.manager.capture_git, thread, name=f"thread start {thread_id}")
+        self.services.start_detached(self.manager.capture_git, thread, name=f"thread start {record.id}")
         return ThreadStartResponse(**self._start_like(thread))
 
     # ------------------------------------------------------------------ thread/resume
@@ -465,33 +480,12 @@ class ThreadsApi:
         if record is None or record.archived:
             raise _no_rollout(thread_id)
         lines = await self.store.read_lines(record)
-        cwd = (
-            self._resolve_cwd(params.cwd)
-            if params.cwd is not None
-            else Path(record.cwd or self.services.settings.cwd)
-        )
-        settings = await self._settings(
-            ctx,
-            cwd=cwd,
-            config=params.config,
-            model=params.model,
-            model_provider=params.model_provider,
-            approval_policy=params.approval_policy,
-            approvals_reviewer=params.approvals_reviewer,
-            sandbox=params.sandbox,
-            service_tier=params.service_tier,
-            fallback_model=record.model,
-            fallback_provider=record.model_provider,
-        )
+        cwd = self._stored_cwd(params.cwd, record)
+        settings = await self._settings(ctx, params, cwd=cwd, fallback=record)
         # Another request may have loaded it meanwhile: then this is a plain re-subscribe.
         thread = self.manager.loaded(thread_id)
         if thread is None:
-            thread = self._new_loaded(
-                record,
-                settings,
-                base_instructions=params.base_instructions,
-                developer_instructions=params.developer_instructions,
-            )
+            thread = self._new_loaded(record, settings, params)
             thread.status = dict(NOT_LOADED)
             thread.next_ordinal = max((int(line.get("ordinal", 0) or 0) for line in lines), default=-1) + 1
             self.manager.register(thread)
@@ -557,52 +551,12 @@ class ThreadsApi:
                 raise invalid_request(f"turn not found: {params.last_turn_id}")
             copied = [line for line in copied if int(line.get("ordinal", 0) or 0) <= cut]
             turns = [t for t in turns if t.ordinal <= cut]
-        cwd = (
-            self._resolve_cwd(params.cwd)
-            if params.cwd is not None
-            else Path(record.cwd or self.services.settings.cwd)
+        cwd = self._stored_cwd(params.cwd, record)
+        settings = await self._settings(ctx, params, cwd=cwd, fallback=record)
+        fork = self._fresh_record(
+            ctx, settings, ephemeral=params.ephemeral, thread_source=params.thread_source, fork_of=record
         )
-        settings = await self._settings(
-            ctx,
-            cwd=cwd,
-            config=params.config,
-            model=params.model,
-            model_provider=params.model_provider,
-            approval_policy=params.approval_policy,
-            approvals_reviewer=params.approvals_reviewer,
-            sandbox=params.sandbox,
-            service_tier=params.service_tier,
-            fallback_model=record.model,
-            fallback_provider=record.model_provider,
-        )
-        thread_id = new_thread_id()
-        now = rollout.now_ms()
-        fork = ThreadRecord(
-            id=thread_id,
-            rollout_path=None
-            if params.ephemeral
-            else str(self.services.settings.codex_home / rollout.rollout_relpath(now, thread_id)),
-            created_at_ms=now,
-            updated_at_ms=now,
-            cwd=str(cwd),
-            model_provider=settings.model_provider,
-            model=settings.model,
-            reasoning_effort=settings.reasoning_effort,
-            cli_version=rollout.CLI_VERSION,
-            originator=ctx.connection.session.client_name,
-            preview=record.preview,
-            name=record.name,
-            has_user_event=record.has_user_event,
-            forked_from_id=source_id,
-            ephemeral=params.ephemeral,
-            thread_source=params.thread_source,
-        )
-        thread = self._new_loaded(
-            fork,
-            settings,
-            base_instructions=params.base_instructions,
-            developer_instructions=params.developer_instructions,
-        )
+        thread = self._new_loaded(fork, settings, params)
         records = [{"type": line["type"], "payload": line.get("payload")} for line in copied]
         async with thread.lane:
             if params.ephemeral:

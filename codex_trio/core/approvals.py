@@ -217,6 +217,35 @@ async def ask(
     as `cancel` (the turn is interrupted: nothing runs without consent and nothing waits
     forever). Cancellation of the caller propagates after the cleanup.
     """
+    # A `null` result counts as that connection going away: the others may still answer.
+    result = await ask_subscribers(
+        thread, broadcaster, method, params, deadline=deadline, set_waiting=set_waiting, null_is_gone=True
+    )
+    return ApprovalAnswer("cancel") if result is NO_ANSWER else parse_approval_answer(result)
+
+
+#: What `ask_subscribers` returns when no connection answered.
+NO_ANSWER: Any = object()
+
+
+async def ask_subscribers(
+    thread: LoadedThread,
+    broadcaster: Broadcaster,
+    method: str,
+    params: dict[str, Any],
+    *,
+    deadline: float = APPROVAL_TIMEOUT,
+    set_waiting: bool = False,
+    null_is_gone: bool = False,
+) -> Any:
+    """Send one server request to each of the thread's subscribers; the first answer wins.
+
+    Returns that answer's raw result, or NO_ANSWER when nobody could be asked, every asked
+    connection closed (or, with `null_is_gone`, answered `null`), the deadline passed or a
+    client answered with an error. Whatever way it ends (cancellation included), each asked
+    connection gets `serverRequest/resolved` before this returns or raises. With `set_waiting`
+    the thread shows `waitingOnApproval` while someone is being asked.
+    """
     connections = [
         c
         for cid in sorted(thread.subscribers)
@@ -226,11 +255,11 @@ async def ask(
     ]
     if not connections:
         log.info("thread %s: nobody to ask for %s; treating it as cancelled", thread.id, method)
-        return ApprovalAnswer("cancel")
+        return NO_ANSWER
     if set_waiting:
         await thread.set_status(WAITING)
     asked: dict[int, RequestId] = {}
-    answers: list[ApprovalAnswer] = []
+    answers: list[Any] = []
     try:
         async with trio.open_nursery() as nursery:
             remaining = len(connections)
@@ -244,23 +273,23 @@ async def ask(
                 try:
                     result = await connection.request(method, params, timeout=deadline, on_id=remember)
                 except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                    result = None
+                    result = NO_ANSWER
                 except trio.TooSlowError:
-                    log.info("thread %s: approval timed out after %.0fs", thread.id, deadline)
-                    answers.append(ApprovalAnswer("cancel"))
+                    log.info("thread %s: %s timed out after %.0fs", thread.id, method, deadline)
+                    answers.append(NO_ANSWER)
                     nursery.cancel_scope.cancel()
                     return
                 except RpcError as exc:
-                    log.info("thread %s: client answered the approval with an error: %s", thread.id, exc)
-                    answers.append(ApprovalAnswer("cancel"))
+                    log.info("thread %s: client answered %s with an error: %s", thread.id, method, exc)
+                    answers.append(NO_ANSWER)
                     nursery.cancel_scope.cancel()
                     return
-                if result is None:
+                if result is NO_ANSWER or (null_is_gone and result is None):
                     remaining -= 1
                     if remaining == 0:
-                        answers.append(ApprovalAnswer("cancel"))
+                        answers.append(NO_ANSWER)
                     return
-                answers.append(parse_approval_answer(result))
+                answers.append(result)
                 nursery.cancel_scope.cancel()
 
             for connection in connections:
@@ -275,4 +304,4 @@ async def ask(
                 )
             if set_waiting:
                 await thread.set_status(ACTIVE)
-    return answers[0] if answers else ApprovalAnswer("cancel")
+    return answers[0] if answers else NO_ANSWER

@@ -614,31 +614,21 @@ class RunningTurn:
             await self._on_item_added(sample, event.item)
         elif isinstance(event, OutputItemDone):
             await self._on_item_done(sample, event.item)
-        elif isinstance(event, ReasoningSummaryDelta):
+        elif isinstance(event, ReasoningSummaryDelta | ReasoningSummaryPartAdded):
             reasoning = sample.open_reasoning.get(event.item_id or "")
             if reasoning is not None:
-                await self._notify(
-                    "item/reasoning/summaryTextDelta",
-                    {
-                        "threadId": self.thread.id,
-                        "turnId": self.id,
-                        "itemId": reasoning.id,
-                        "delta": event.delta,
-                        "summaryIndex": event.summary_index,
-                    },
-                )
-        elif isinstance(event, ReasoningSummaryPartAdded):
-            reasoning = sample.open_reasoning.get(event.item_id or "")
-            if reasoning is not None:
-                await self._notify(
-                    "item/reasoning/summaryPartAdded",
-                    {
-                        "threadId": self.thread.id,
-                        "turnId": self.id,
-                        "itemId": reasoning.id,
-                        "summaryIndex": event.summary_index,
-                    },
-                )
+                params: dict[str, Any] = {
+                    "threadId": self.thread.id,
+                    "turnId": self.id,
+                    "itemId": reasoning.id,
+                }
+                if isinstance(event, ReasoningSummaryDelta):
+                    method = "item/reasoning/summaryTextDelta"
+                    params["delta"] = event.delta
+                else:
+                    method = "item/reasoning/summaryPartAdded"
+                params["summaryIndex"] = event.summary_index
+                await self._notify(method, params)
         elif isinstance(event, Completed):
             sample.usage = event.usage
 

@@ -36,13 +36,10 @@ import attrs
 import trio
 
 from codex_trio.config.effective import load_config
-from codex_trio.connection import ConnectionClosed
-from codex_trio.core.approvals import APPROVAL_TIMEOUT, WAITING, policy_name
+from codex_trio.core.approvals import NO_ANSWER, WAITING, ask_subscribers, policy_name
 from codex_trio.mcp.config import McpServerConfig, parse_servers
 from codex_trio.mcp.state import ServerState
-from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol import mcp as wire
-from codex_trio.protocol.envelope import RequestId
 from codex_trio.protocol.errors import RpcError, server_shutting_down
 
 if TYPE_CHECKING:
@@ -100,72 +97,6 @@ class Pending:
 
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     done: trio.Event = attrs.Factory(trio.Event)
-
-
-# ---------------------------------------------------------------------------- asking clients
-_GONE = object()
-
-
-async def ask_subscribers(
-    thread: LoadedThread, broadcaster: Broadcaster, method: str, params: dict[str, Any]
-) -> Any:
-    """Ask the thread's subscribers; the first answer wins (its raw result).
-
-    None when nobody could be asked, every asked connection closed, the deadline passed or a
-    client answered with an error. Whatever way it ends (cancellation included), each asked
-    connection gets `serverRequest/resolved` before this returns or raises.
-    """
-    connections = [
-        c
-        for cid in sorted(thread.subscribers)
-        if (c := broadcaster.get(cid)) is not None
-        and c.session.initialized
-        and not c.disconnect.cancel_called
-    ]
-    if not connections:
-        log.info("thread %s: nobody to ask for %s; treating it as cancelled", thread.id, method)
-        return None
-    asked: dict[int, RequestId] = {}
-    answers: list[Any] = []
-    try:
-        async with trio.open_nursery() as nursery:
-            remaining = len(connections)
-
-            async def ask_one(connection: Any) -> None:
-                nonlocal remaining
-
-                def remember(request_id: RequestId) -> None:
-                    asked[connection.id] = request_id
-
-                try:
-                    result = await connection.request(
-                        method, params, timeout=APPROVAL_TIMEOUT, on_id=remember
-                    )
-                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                    result = _GONE
-                except (trio.TooSlowError, RpcError) as exc:
-                    log.info("thread %s: %s ended without an answer: %r", thread.id, method, exc)
-                    answers.append(None)
-                    nursery.cancel_scope.cancel()
-                    return
-                if result is _GONE:
-                    remaining -= 1
-                    if remaining == 0:
-                        answers.append(None)
-                    return
-                answers.append(result)
-                nursery.cancel_scope.cancel()
-
-            for connection in connections:
-                nursery.start_soon(ask_one, connection)
-    finally:
-        for connection_id, request_id in asked.items():
-            broadcaster.broadcast(
-                "serverRequest/resolved",
-                {"threadId": thread.id, "requestId": request_id},
-                only=[connection_id],
-            )
-    return answers[0] if answers else None
 
 
 # ---------------------------------------------------------------------------- one thread
@@ -279,7 +210,7 @@ class ThreadMcp:
             result = await ask_subscribers(
                 self.thread, self.registry.broadcaster, "mcpServer/elicitation/request", params
             )
-        return wire.parse_elicitation_answer(result)
+        return wire.parse_elicitation_answer(None if result is NO_ANSWER else result)
 
     @asynccontextmanager
     async def _waiting_on_approval(self) -> AsyncIterator[None]:

@@ -84,58 +84,53 @@ def sandbox_policy(mode: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- params
+def _thread_id_then_by_name(cls: type, fields: list[attrs.Attribute[Any]]) -> list[attrs.Attribute[Any]]:
+    """Field order of the thread/start|resume|fork params: `threadId` first, the rest by name.
+
+    The inherited override fields interleave with each class's own ones, so the order the
+    converter reads (and reports the first bad field in) stays the declared wire order.
+    """
+    return sorted(fields, key=lambda field: (field.name != "thread_id", field.name))
+
+
 @attrs.frozen
-class ThreadStartParams:
+class ThreadOverrides:
+    """The settings thread/start, thread/resume and thread/fork all take over config.toml."""
+
     approval_policy: Any = None
     approvals_reviewer: ApprovalsReviewer | None = None
     base_instructions: str | None = None
     config: dict[str, Any] | None = None
     cwd: str | None = None
     developer_instructions: str | None = None
-    ephemeral: bool | None = None
     model: str | None = None
     model_provider: str | None = None
-    personality: Personality | None = None
     sandbox: SandboxMode | None = None
-    service_name: str | None = None
     service_tier: str | None = None
+
+
+@attrs.frozen(field_transformer=_thread_id_then_by_name)
+class ThreadStartParams(ThreadOverrides):
+    ephemeral: bool | None = None
+    personality: Personality | None = None
+    service_name: str | None = None
     session_start_source: ThreadStartSource | None = None
     thread_source: str | None = None
 
 
-@attrs.frozen
-class ThreadResumeParams:
-    thread_id: str
-    approval_policy: Any = None
-    approvals_reviewer: ApprovalsReviewer | None = None
-    base_instructions: str | None = None
-    config: dict[str, Any] | None = None
-    cwd: str | None = None
-    developer_instructions: str | None = None
+@attrs.frozen(field_transformer=_thread_id_then_by_name)
+class ThreadResumeParams(ThreadOverrides):
+    thread_id: str = attrs.field(kw_only=True)
     exclude_turns: bool = False
-    model: str | None = None
-    model_provider: str | None = None
     personality: Personality | None = None
-    sandbox: SandboxMode | None = None
-    service_tier: str | None = None
 
 
-@attrs.frozen
-class ThreadForkParams:
-    thread_id: str
-    approval_policy: Any = None
-    approvals_reviewer: ApprovalsReviewer | None = None
-    base_instructions: str | None = None
-    config: dict[str, Any] | None = None
-    cwd: str | None = None
-    developer_instructions: str | None = None
+@attrs.frozen(field_transformer=_thread_id_then_by_name)
+class ThreadForkParams(ThreadOverrides):
+    thread_id: str = attrs.field(kw_only=True)
     ephemeral: bool = False
     exclude_turns: bool = False
     last_turn_id: str | None = None
-    model: str | None = None
-    model_provider: str | None = None
-    sandbox: SandboxMode | None = None
-    service_tier: str | None = None
     thread_source: str | None = None
 
 
