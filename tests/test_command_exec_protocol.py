@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 
+from codex_trio.protocol.b64 import Base64Error, decode_base64
 from codex_trio.protocol.command_exec import (
-    Base64Error,
     CommandExecOutputDelta,
     CommandExecParams,
     CommandExecResizeParams,
     CommandExecResponse,
     check_exec_params,
-    decode_base64,
     duplicate_process,
     no_active_process,
 )

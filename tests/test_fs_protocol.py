@@ -7,9 +7,9 @@ import random
 
 import pytest
 
+from codex_trio.protocol.b64 import Base64Error, base64_error, decode_base64
 from codex_trio.protocol.converter import WireError, structure, unstructure
 from codex_trio.protocol.fs import (
-    Base64Error,
     FsChangedNotification,
     FsCopyParams,
     FsCreateDirectoryParams,
@@ -17,8 +17,6 @@ from codex_trio.protocol.fs import (
     FsReadFileParams,
     FsRemoveParams,
     FsWatchParams,
-    base64_error,
-    decode_base64,
 )
 from codex_trio.protocol.paths import RELATIVE_PATH_MESSAGE, normalize_absolute
 

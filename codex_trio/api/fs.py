@@ -23,11 +23,11 @@ from codex_trio.api import fs_ops
 from codex_trio.api.fs_watch import FsWatchApi
 from codex_trio.connection import Connection
 from codex_trio.dispatch import RequestContext, Route, route
+from codex_trio.protocol.b64 import Base64Error, decode_base64, encode_base64
 from codex_trio.protocol.errors import invalid_request, os_error
 from codex_trio.protocol.fs import (
     INVALID_BASE64_PREFIX,
     NUL_IN_PATH_MESSAGE,
-    Base64Error,
     FsCopyParams,
     FsCreateDirectoryParams,
     FsGetMetadataParams,
@@ -37,8 +37,6 @@ from codex_trio.protocol.fs import (
     FsReadFileParams,
     FsRemoveParams,
     FsWriteFileParams,
-    decode_base64,
-    encode_base64,
 )
 
 T = TypeVar("T")

@@ -8,7 +8,6 @@ STANDARD engine does, so `command/exec/write` errors read the same.
 
 from __future__ import annotations
 
-import binascii
 from typing import Any, Literal, NewType
 
 import attrs
@@ -166,75 +165,3 @@ def no_active_process(process_id: str) -> RpcError:
 
 def duplicate_process(process_id: str) -> RpcError:
     return invalid_request(f"duplicate active command/exec process id: {process_id_repr(process_id)}")
-
-
-# ---------------------------------------------------------------------------------- base64
-_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_MORSEL = {symbol: value for value, symbol in enumerate(_ALPHABET)}
-_PAD = ord("=")
-
-
-class Base64Error(ValueError):
-    """Input the Rust `base64` STANDARD engine refuses; the text is that crate's."""
-
-
-def decode_base64(text: str) -> bytes:
-    """Decode canonical padded base64, refusing what the reference refuses, with its words."""
-    data = text.encode()
-    if len(data) % 4 == 0:
-        try:
-            decoded = binascii.a2b_base64(data, strict_mode=True)
-        except binascii.Error:
-            pass
-        else:
-            # strict mode accepts a last symbol carrying unused bits; the reference does not.
-            _check_suffix(data, max(len(data) - 4, 0))
-            return decoded
-    _explain(data)
-    # every input the fast path refuses is refused by _explain; this is a safety net.
-    raise Base64Error("Invalid padding")
-
-
-def _explain(data: bytes) -> None:
-    """Find the error the Rust decoder reports first (its check order, its offsets)."""
-    length = len(data)
-    rem = length % 4
-    if rem == 1 and data[-1] != _PAD and data[-1] not in _MORSEL:
-        raise Base64Error(f"Invalid symbol {data[-1]}, offset {length - 1}.")
-    # the last quad, even a complete one, is left to the suffix check (it may hold padding)
-    body = max(length - rem - (4 if rem == 0 else 0), 0)
-    for index in range(body):
-        if data[index] not in _MORSEL:
-            raise Base64Error(f"Invalid symbol {data[index]}, offset {index}.")
-    _check_suffix(data, body)
-
-
-def _check_suffix(data: bytes, start: int) -> None:
-    morsels: list[int] = []
-    padding = 0
-    first_padding = 0
-    last_symbol = 0
-    for index, symbol in enumerate(data[start:]):
-        if symbol == _PAD:
-            if index < 2:
-                raise Base64Error(f"Invalid symbol {symbol}, offset {start + index}.")
-            if padding == 0:
-                first_padding = index
-            padding += 1
-            continue
-        if padding:
-            raise Base64Error(f"Invalid symbol {_PAD}, offset {start + first_padding}.")
-        last_symbol = symbol
-        if symbol not in _MORSEL:
-            raise Base64Error(f"Invalid symbol {symbol}, offset {start + index}.")
-        morsels.append(_MORSEL[symbol])
-    if data and len(morsels) < 2:
-        raise Base64Error(f"Invalid input length: {start + len(morsels)}")
-    if (padding + len(morsels)) % 4:
-        raise Base64Error("Invalid padding")
-    bits = 0
-    for morsel in morsels:
-        bits = bits << 6 | morsel
-    unused = len(morsels) * 6 - len(morsels) * 6 // 8 * 8
-    if bits & ((1 << unused) - 1):
-        raise Base64Error(f"Invalid last symbol {last_symbol}, offset {start + len(morsels) - 1}.")

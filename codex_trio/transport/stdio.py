@@ -17,6 +17,7 @@ import trio.lowlevel
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024  # bytes per read(); large lines are assembled from several
+SEPARATE_NEWLINE_BYTES = 256 * 1024  # messages this large get their newline in a write of its own
 MAX_LINE = 512 * 1024 * 1024  # a longer line is discarded, not buffered without limit
 
 
@@ -63,7 +64,12 @@ class LineStream:
                 self._buffer += chunk
 
     async def send_message(self, data: bytes) -> None:
-        await self._send.send_all(data + b"\n")
+        if len(data) >= SEPARATE_NEWLINE_BYTES:
+            # Copying a large message to append one byte costs more than a second write.
+            await self._send.send_all(data)
+            await self._send.send_all(b"\n")
+        else:
+            await self._send.send_all(data + b"\n")
 
     async def send_messages(self, batch: Sequence[bytes]) -> None:
         await self._send.send_all(b"\n".join(batch) + b"\n")
