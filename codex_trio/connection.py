@@ -103,7 +103,6 @@ class Connection:
         self._backlog: deque[bytes] = deque()
         self._backlog_flusher = False
         self._nursery: trio.Nursery | None = None
-        self._writer_scope = trio.CancelScope()
 
     @property
     def transport_name(self) -> str:
@@ -125,10 +124,12 @@ class Connection:
                 with self.disconnect:
                     async with trio.open_nursery() as work:
                         self._nursery = work
-                        work.start_soon(self._read_loop)
+                        # The reader is the body of the work nursery: one task fewer per connection.
+                        await self._read_loop()
                 self._fail_pending()
                 self._out_send.close()
-                self._writer_scope.deadline = trio.current_time() + FLUSH_TIMEOUT
+                # Only the writer is left in `outer`: this bounds the time it may flush.
+                outer.cancel_scope.deadline = trio.current_time() + FLUSH_TIMEOUT
         finally:
             self.closed.set()
             with trio.CancelScope(shield=True), trio.move_on_after(FLUSH_TIMEOUT):
@@ -198,7 +199,7 @@ class Connection:
 
     async def _write_loop(self) -> None:
         try:
-            with self._writer_scope, self._out_receive:
+            with self._out_receive:
                 async for data in self._out_receive:
                     # One scheduling round lets request tasks that are already runnable queue
                     # their responses too, so they leave in the same write.
