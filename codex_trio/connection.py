@@ -2,11 +2,11 @@
 
 Task tree of a connection (all owned by `Connection.run`):
 
-    run
+    run                   outer nursery; once the work is over its deadline bounds the flush
     ├── writer            drains the outbound channel into the transport; outlives the work
     │                     scope so queued messages are flushed after a disconnect
-    └── work nursery      inside `disconnect` (the disconnect token)
-        ├── reader        reads, classifies and dispatches messages
+    └── work nursery      inside `disconnect` (the disconnect token); its body is the reader,
+        │                 which reads, classifies and dispatches messages
         ├── request tasks one per request, at most MAX_IN_FLIGHT at once
         └── scoped tasks  work a request leaves to the connection (fs watches, processes)
 
