@@ -201,9 +201,6 @@ class Connection:
         try:
             with self._out_receive:
                 async for data in self._out_receive:
-                    # One scheduling round lets request tasks that are already runnable queue
-                    # their responses too, so they leave in the same write.
-                    await trio.lowlevel.cancel_shielded_checkpoint()
                     batch = self._take_ready(data)
                     if len(batch) == 1:
                         await self.stream.send_message(data)
