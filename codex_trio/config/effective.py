@@ -134,10 +134,6 @@ def provider_from_table(provider_id: str, table: Mapping[str, Any]) -> ProviderC
     )
 
 
-#: the earlier private name, still imported by `codex_trio.api.turns`.
-_provider_from_table = provider_from_table
-
-
 @attrs.frozen
 class EffectiveConfig:
     """What the server acts on, resolved from the layer stack with the reference's defaults.
