@@ -21,8 +21,7 @@ import trio
 
 from codex_trio._version import VERSION
 from codex_trio.config.auth import read_auth
-from codex_trio.config.effective import ProviderConfig, builtin_providers
-from codex_trio.config.effective import provider_from_table
+from codex_trio.config.effective import ProviderConfig, builtin_providers, provider_from_table
 from codex_trio.core.model_client import Login
 from codex_trio.core.tools import ToolProvider
 from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnSettings
