@@ -14,6 +14,7 @@ import os
 import sys
 import weakref
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -154,6 +155,13 @@ class Pending:
         response = await self.response()
         assert "result" in response, response
         return response["result"]
+
+
+@asynccontextmanager
+async def running(client: ClientConnection, params: dict[str, Any]) -> AsyncIterator[Pending]:
+    """A `command/exec` running in the background for the body of the block."""
+    async with trio.open_nursery() as nursery:
+        yield await Pending.start(nursery, client, "command/exec", params)
 
 
 async def error_of(client: ClientConnection, method: str, params: Any) -> tuple[int, str]:
@@ -338,18 +346,15 @@ async def test_deltas_go_only_to_the_connection_that_started_the_process(app_ser
 # ---------------------------------------------------------------------------------- stdin
 async def test_stdin_streaming_writes_and_closes(client: ClientConnection) -> None:
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            pending = await Pending.start(
-                nursery,
-                client,
-                "command/exec",
-                exec_params(
-                    ["sh", "-c", "read line; echo got:$line; cat; echo eof"],
-                    processId="in",
-                    streamStdin=True,
-                    streamStdoutStderr=True,
-                ),
-            )
+        async with running(
+            client,
+            exec_params(
+                ["sh", "-c", "read line; echo got:$line; cat; echo eof"],
+                processId="in",
+                streamStdin=True,
+                streamStdoutStderr=True,
+            ),
+        ) as pending:
             assert (
                 await client.call("command/exec/write", {"processId": "in", "deltaBase64": b64("hello\n")})
                 == {}
@@ -380,13 +385,9 @@ async def test_pipelined_writes_reach_the_child_in_the_order_sent(raw: Raw) -> N
 
 async def test_stdin_without_streamed_output_answers_with_buffered_output(client: ClientConnection) -> None:
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            pending = await Pending.start(
-                nursery,
-                client,
-                "command/exec",
-                exec_params(["sh", "-c", "read l; echo got:$l"], processId="bi", streamStdin=True),
-            )
+        async with running(
+            client, exec_params(["sh", "-c", "read l; echo got:$l"], processId="bi", streamStdin=True)
+        ) as pending:
             await client.call(
                 "command/exec/write", {"processId": "bi", "deltaBase64": b64("abc\n"), "closeStdin": True}
             )
@@ -407,10 +408,7 @@ async def test_write_errors(client: ClientConnection) -> None:
             INVALID_REQUEST,
             'no active command/exec for process id "nope"',
         )
-        async with trio.open_nursery() as nursery:
-            pending = await Pending.start(
-                nursery, client, "command/exec", exec_params(["sleep", "30"], processId="nostdin")
-            )
+        async with running(client, exec_params(["sleep", "30"], processId="nostdin")) as pending:
             assert await error_of(
                 client, "command/exec/write", {"processId": "nostdin", "deltaBase64": "YQ=="}
             ) == (INVALID_REQUEST, "stdin streaming is not enabled for this command/exec")
@@ -443,13 +441,9 @@ async def test_tty_resize_is_seen_by_the_child(client: ClientConnection) -> None
         "print('size', *os.get_terminal_size(0), flush=True)\n"
     )
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            pending = await Pending.start(
-                nursery,
-                client,
-                "command/exec",
-                exec_params([sys.executable, "-c", script], processId="rs", tty=True),
-            )
+        async with running(
+            client, exec_params([sys.executable, "-c", script], processId="rs", tty=True)
+        ) as pending:
             await collect_output(client, "rs", b"ready")
             assert (
                 await client.call(
@@ -482,10 +476,7 @@ async def test_resize_errors(client: ClientConnection) -> None:
         assert await error_of(
             client, "command/exec/resize", {"processId": "none", "size": {"rows": 5, "cols": 5}}
         ) == (INVALID_REQUEST, 'no active command/exec for process id "none"')
-        async with trio.open_nursery() as nursery:
-            pending = await Pending.start(
-                nursery, client, "command/exec", exec_params(["sleep", "30"], processId="pipe")
-            )
+        async with running(client, exec_params(["sleep", "30"], processId="pipe")) as pending:
             assert await error_of(
                 client, "command/exec/resize", {"processId": "pipe", "size": {"rows": 5, "cols": 5}}
             ) == (INVALID_REQUEST, "failed to resize PTY: process is not attached to a PTY")
@@ -507,15 +498,10 @@ async def test_resize_errors(client: ClientConnection) -> None:
 async def test_terminate_kills_the_whole_group_at_once(client: ClientConnection) -> None:
     script = "trap 'echo trapped' TERM; sleep 300 & echo bg=$!; while :; do sleep 0.05; done"
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            pending = await Pending.start(
-                nursery,
-                client,
-                "command/exec",
-                exec_params(
-                    ["sh", "-c", script], processId="term", streamStdoutStderr=True, disableTimeout=True
-                ),
-            )
+        async with running(
+            client,
+            exec_params(["sh", "-c", script], processId="term", streamStdoutStderr=True, disableTimeout=True),
+        ) as pending:
             output = await collect_output(client, "term", b"\n")
             assert await client.call("command/exec/terminate", {"processId": "term"}) == {}
             assert await pending.result() == {"exitCode": 137, "stdout": "", "stderr": ""}
@@ -528,13 +514,9 @@ async def test_terminate_kills_the_whole_group_at_once(client: ClientConnection)
 
 async def test_a_terminated_tty_reports_exit_code_1_like_the_reference(client: ClientConnection) -> None:
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            pending = await Pending.start(
-                nursery,
-                client,
-                "command/exec",
-                exec_params(["sh", "-c", "echo up; exec sleep 300"], processId="tty", tty=True),
-            )
+        async with running(
+            client, exec_params(["sh", "-c", "echo up; exec sleep 300"], processId="tty", tty=True)
+        ) as pending:
             await collect_output(client, "tty", b"up")
             await client.call("command/exec/terminate", {"processId": "tty"})
             assert (await pending.result())["exitCode"] == 1
@@ -542,13 +524,9 @@ async def test_a_terminated_tty_reports_exit_code_1_like_the_reference(client: C
 
 async def test_a_buffered_exec_with_a_process_id_is_terminable(client: ClientConnection) -> None:
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            pending = await Pending.start(
-                nursery,
-                client,
-                "command/exec",
-                exec_params(["sh", "-c", "echo partial; exec sleep 300"], processId="b"),
-            )
+        async with running(
+            client, exec_params(["sh", "-c", "echo partial; exec sleep 300"], processId="b")
+        ) as pending:
             await client.call("command/exec/terminate", {"processId": "b"})
             result = await pending.result()
     assert result["exitCode"] == 137 and result["stdout"] in ("", "partial\n")
@@ -556,10 +534,7 @@ async def test_a_buffered_exec_with_a_process_id_is_terminable(client: ClientCon
 
 async def test_a_duplicate_id_is_refused_while_running_and_free_again_after(client: ClientConnection) -> None:
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            pending = await Pending.start(
-                nursery, client, "command/exec", exec_params(["sleep", "30"], processId="dup")
-            )
+        async with running(client, exec_params(["sleep", "30"], processId="dup")) as pending:
             assert await error_of(client, "command/exec", exec_params(["true"], processId="dup")) == (
                 INVALID_REQUEST,
                 'duplicate active command/exec process id: "dup"',
