@@ -266,7 +266,10 @@ class Thread:
 
 # ---------------------------------------------------------------------------- responses
 @attrs.frozen
-class ThreadStartResponse:
+class ThreadSessionResponse:
+    """What `thread/start`, `thread/fork` and `thread/resume` all answer: the thread and the
+    settings it runs with."""
+
     thread: Thread
     model: str
     model_provider: str
@@ -280,24 +283,15 @@ class ThreadStartResponse:
     sandbox: dict[str, Any]
     active_permission_profile: dict[str, Any] | None
     reasoning_effort: str | None
+
+
+@attrs.frozen
+class ThreadStartResponse(ThreadSessionResponse):
     multi_agent_mode: str = "explicitRequestOnly"
 
 
 @attrs.frozen
-class ThreadResumeResponse:
-    thread: Thread
-    model: str
-    model_provider: str
-    service_tier: str | None
-    disabled_plugin_ids: list[str]
-    cwd: str
-    runtime_workspace_roots: list[str]
-    instruction_sources: list[str]
-    approval_policy: Any
-    approvals_reviewer: str
-    sandbox: dict[str, Any]
-    active_permission_profile: dict[str, Any] | None
-    reasoning_effort: str | None
+class ThreadResumeResponse(ThreadSessionResponse):
     collaboration_mode: dict[str, Any] | None
     multi_agent_mode: str
     initial_turns_page: Any
