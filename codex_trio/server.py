@@ -86,6 +86,12 @@ def _build_config(server: AppServer) -> list[Any]:
     return [ConfigApi(server), CatalogApi(server), LegacyApi(server)]
 
 
+def _build_plugins(server: AppServer) -> list[Any]:
+    from codex_trio.api.plugins import PluginsApi
+
+    return [PluginsApi(server)]
+
+
 def _build_agent(server: AppServer) -> list[Any]:
     """Threads, accounts, MCP and turns know each other, so they come as one group."""
     from codex_trio.api.account import AccountApi
@@ -132,8 +138,6 @@ FAMILY_GROUPS = (
             "experimentalFeature/list",
             "skills/list",
             "hooks/list",
-            "plugin/installed",
-            "plugin/list",
             "collaborationMode/list",
             "gitDiffToRemote",
             "fuzzyFileSearch",
@@ -142,6 +146,20 @@ FAMILY_GROUPS = (
             "fuzzyFileSearch/sessionStop",
         ),
         _build_config,
+    ),
+    FamilyGroup(
+        ("codex_trio.api.plugins",),
+        (
+            "plugin/list",
+            "plugin/installed",
+            "plugin/read",
+            "plugin/install",
+            "plugin/uninstall",
+            "marketplace/add",
+            "marketplace/remove",
+            "marketplace/upgrade",
+        ),
+        _build_plugins,
     ),
     FamilyGroup(
         ("codex_trio.api.account", "codex_trio.api.threads", "codex_trio.api.turns", "codex_trio.api.mcp"),

@@ -3,13 +3,15 @@ and collaboration modes (MCP server status is the MCP family's, `codex_trio.api.
 
 Content is honest: the models come from config plus a small built-in catalog
 (`codex_trio.config.models`), feature flags from the effective config, skills from
-`SKILL.md` files on disk; hooks and plugins are empty because this server runs none.
-Pages use the reference's decimal offset cursors.
+`SKILL.md` files on disk (with the skills of installed plugins, `codex_trio.plugins.store`);
+hooks are empty because this server runs none. Plugins are the plugin family's
+(`codex_trio.api.plugins`). Pages use the reference's decimal offset cursors.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,13 @@ from codex_trio.config.defaults import KNOWN_FEATURES
 from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.config.models import BUILTIN_MODELS, DEFAULT_MODEL, configured_model_entry
 from codex_trio.dispatch import RequestContext, Route, route
+from codex_trio.plugins.marketplace import skill_roots
+from codex_trio.plugins.store import installed_plugins
 from codex_trio.protocol.catalog import (
     CollaborationModeListParams,
     ExperimentalFeatureListParams,
     HooksListParams,
     ModelListParams,
-    PluginInstalledParams,
-    PluginListParams,
     SkillsListParams,
 )
 from codex_trio.protocol.errors import invalid_request
@@ -125,6 +127,34 @@ def scan_skills(root: Path, scope: str) -> tuple[list[dict[str, Any]], list[dict
     return skills, errors
 
 
+def scan_plugin_skills(
+    plugin_root: Path, manifest: Mapping[str, Any], plugin: str, plugin_id: str
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """A plugin's skills (blocking): named `<plugin>:<skill>`, user scope, tagged with its id."""
+    skills: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    for root in skill_roots(plugin_root, manifest):
+        found, failed = scan_skills(root, "user")
+        skills += [
+            {**s, "name": f"{plugin}:{s['name']}", "scope": "user", "pluginId": plugin_id} for s in found
+        ]
+        errors += failed
+    return skills, errors
+
+
+def installed_plugin_skills(
+    codex_home: Path, raw: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The skills of every enabled, installed plugin (blocking)."""
+    skills: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    for plugin in installed_plugins(codex_home, raw):
+        found, failed = scan_plugin_skills(plugin.root, plugin.manifest, plugin.name, plugin.id)
+        skills += found
+        errors += failed
+    return skills, errors
+
+
 class CatalogApi:
     """The catalog family: read-only views over config and disk."""
 
@@ -138,8 +168,6 @@ class CatalogApi:
             route("experimentalFeature/list", ExperimentalFeatureListParams, self.feature_list),
             route("skills/list", SkillsListParams, self.skills_list),
             route("hooks/list", HooksListParams, self.hooks_list),
-            route("plugin/installed", PluginInstalledParams, self.plugin_installed),
-            route("plugin/list", PluginListParams, self.plugin_list),
             route(
                 "collaborationMode/list",
                 CollaborationModeListParams,
@@ -182,6 +210,11 @@ class CatalogApi:
         user_skills, user_errors = await trio.to_thread.run_sync(
             scan_skills, user_root, "user", limiter=self._limiter
         )
+        config = await self._config()
+        plugin_skills, plugin_errors = await trio.to_thread.run_sync(
+            installed_plugin_skills, self._settings.codex_home, config.raw, limiter=self._limiter
+        )
+        user_skills, user_errors = plugin_skills + user_skills, plugin_errors + user_errors
         data = []
         for cwd in self._cwds(params.cwds):
             repo_root = (self._settings.cwd / cwd).absolute() / ".codex" / "skills"
@@ -197,12 +230,6 @@ class CatalogApi:
         # No hook engine runs here, so no cwd has hooks.
         cwds = self._cwds(params.cwds)
         return {"data": [{"cwd": cwd, "hooks": [], "warnings": [], "errors": []} for cwd in cwds]}
-
-    async def plugin_installed(self, ctx: RequestContext, params: PluginInstalledParams) -> dict[str, Any]:
-        return {"marketplaces": [], "marketplaceLoadErrors": []}
-
-    async def plugin_list(self, ctx: RequestContext, params: PluginListParams) -> dict[str, Any]:
-        return {"marketplaces": [], "marketplaceLoadErrors": [], "featuredPluginIds": []}
 
     async def collaboration_modes(
         self, ctx: RequestContext, params: CollaborationModeListParams
