@@ -530,7 +530,8 @@ class PluginsApi:
             dest = self._home / store.GIT_MARKETPLACES_DIR / marketplace.name
             await self._run(self._replace_dir, checkout, dest)
         finally:
-            await self._run(shutil.rmtree, staging, True)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(shutil.rmtree, staging, True)
         entry = store.ConfiguredMarketplace(marketplace.name, "git", source, params.ref_name, sparse)
         await self._run(store.add_marketplace, user_config_path(self._settings), entry)
         await self._run(self._record_upgrade, marketplace.name, None)
