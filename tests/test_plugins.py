@@ -563,3 +563,46 @@ async def test_an_unreachable_or_unauthenticated_catalog_never_fails_or_hangs_a_
         assert (await rpc_error(client, "plugin/uninstall", {"pluginId": "plg_1"})).message == (
             f"resolve remote plugin before uninstall: {auth}"
         )
+
+
+async def test_names_that_would_leave_codex_home_are_refused(
+    client: ClientConnection, codex_home: Path, tmp_path: Path
+) -> None:
+    write_config(codex_home)
+    root = tmp_path / "evil"
+    path = make_marketplace(root, "../../escape")
+    listed = await client.call("plugin/list", {"cwds": [str(root)]})
+    assert listed["marketplaces"] == []
+    assert listed["marketplaceLoadErrors"][0]["message"].endswith("invalid marketplace name `../../escape`")
+    assert (await rpc_error(client, "marketplace/add", {"source": str(root)})).code == -32600
+    assert (
+        await rpc_error(client, "plugin/install", {"marketplacePath": str(path), "pluginName": "demo"})
+    ).code == (-32600)
+    refused = await rpc_error(client, "plugin/uninstall", {"pluginId": "demo@../../x"})
+    assert refused.message == "invalid plugin id `demo@../../x`"
+
+
+async def test_plugin_installs_and_config_writes_at_once_lose_nothing(
+    client: ClientConnection, codex_home: Path, tmp_path: Path
+) -> None:
+    config = write_config(codex_home)
+    path = make_marketplace(tmp_path / "mk")
+
+    async def write(n: int) -> None:
+        await client.call(
+            "config/value/write",
+            {"keyPath": f"projects.p{n}.trust_level", "value": "trusted", "mergeStrategy": "replace"},
+        )
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for n in range(8):
+                nursery.start_soon(write, n)
+            nursery.start_soon(
+                client.call, "plugin/install", {"marketplacePath": str(path), "pluginName": "demo"}
+            )
+            nursery.start_soon(client.call, "marketplace/add", {"source": str(tmp_path / "mk")})
+    text = config.read_text()
+    assert all(f"[projects.p{n}]" in text for n in range(8))
+    assert '[plugins."demo@fixture-mk"]' in text and "[marketplaces.fixture-mk]" in text
+    assert text.startswith("# keep this comment\n")

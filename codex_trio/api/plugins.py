@@ -14,6 +14,7 @@ worker threads. See docs/plugins.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -387,9 +388,13 @@ class PluginsApi:
                     url = detail["bundleDownloadUrl"]
                     if isinstance(url, str) and url:
                         bundle = await catalog.download(url)
-                        version = detail["releaseVersion"] or "remote"
                         await self._run(
-                            self._unpack, bundle, detail["marketplaceName"], summary["name"], version
+                            store.replace_installed,
+                            self._home,
+                            detail["marketplaceName"],
+                            summary["name"],
+                            detail["releaseVersion"] or "remote",
+                            functools.partial(remote.unpack_bundle, bundle),
                         )
                     await catalog.set_installed(plugin, True)
             except remote.RemoteError as exc:
@@ -397,25 +402,10 @@ class PluginsApi:
             self._remote_cache.clear()
         return {"authPolicy": summary["authPolicy"], "appsNeedingAuth": []}
 
-    def _unpack(self, bundle: bytes, marketplace: str, name: str, version: str) -> None:
-        base = store.plugin_dir(self._home, marketplace, name)
-        base.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
-        try:
-            remote.unpack_bundle(bundle, staging / "copy")
-            for old in base.iterdir():
-                if old != staging:
-                    shutil.rmtree(old) if old.is_dir() else old.unlink()
-            (staging / "copy").rename(base / str(version).replace("/", "_"))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-
     async def plugin_uninstall(self, ctx: RequestContext, params: PluginUninstallParams) -> dict[str, Any]:
         name, at, marketplace = params.plugin_id.partition("@")
         if not at:
             return await self._remote_uninstall(params.plugin_id)
-        if not name or not marketplace or "/" in params.plugin_id or params.plugin_id.startswith("."):
-            raise invalid_request(f"invalid plugin id `{params.plugin_id}`")
         async with self._lane:
             await self._run(store.uninstall, self._home, marketplace, name)
             await self._run(store.forget_plugin, user_config_path(self._settings), params.plugin_id)

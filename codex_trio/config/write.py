@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,10 @@ class ConfigWriteError(Exception):
         self.code = code
         self.message = message
 
+
+#: one read-modify-write of a config file at a time, whoever writes (the config methods,
+#: plugin installs, marketplace changes): each runs in a worker thread.
+_WRITE_LOCK = threading.Lock()
 
 VALIDATION = "configValidationError"
 VERSION_CONFLICT = "configVersionConflict"
@@ -149,6 +154,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def apply_edits(path: Path, edits: Sequence[Edit], expected_version: str | None) -> WriteResult:
     """Apply a batch to `path` atomically; raises `ConfigWriteError`. Blocking."""
+    with _WRITE_LOCK:
+        return _apply_edits(path, edits, expected_version)
+
+
+def _apply_edits(path: Path, edits: Sequence[Edit], expected_version: str | None) -> WriteResult:
     text = _read(path)
     try:
         doc = tomlkit.parse(text)

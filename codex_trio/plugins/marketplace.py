@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,15 @@ INTERFACE_TEXT_FIELDS = (
     "privacyPolicyUrl",
     "termsOfServiceUrl",
 )
+
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.~-]*$")
+
+
+def safe_name(name: str) -> bool:
+    """Whether a marketplace or plugin name can name a directory under CODEX_HOME (no `/`,
+    no `..`, no leading dot)."""
+    return bool(_SEGMENT.match(name)) and len(name) <= 200
 
 
 class MarketplaceError(Exception):
@@ -159,6 +169,8 @@ def load_marketplace(path: Path) -> Marketplace:
     name, raw_plugins = data["name"], data["plugins"]
     if not isinstance(name, str) or not name or not isinstance(raw_plugins, list):
         raise invalid("`name` must be a non-empty string and `plugins` a list")
+    if not safe_name(name):
+        raise invalid(f"invalid marketplace name `{name}`")
     root = marketplace_root(path)
     interface = data.get("interface")
     display = interface.get("displayName") if isinstance(interface, dict) else None
@@ -172,7 +184,7 @@ def load_marketplace(path: Path) -> Marketplace:
 
 def _plugin_entry(raw: Any, root: Path) -> PluginEntry | None:
     """One `plugins[]` entry, or None for one the reference skips (no `./` path, remote forms)."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not safe_name(raw["name"]):
         return None
     source = raw.get("source")
     rel = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,9 @@ from codex_trio.config.write import Edit, apply_edits
 from codex_trio.plugins.marketplace import (
     MarketplaceError,
     PluginEntry,
-    find_marketplace_file,
     mcp_server_tables,
     read_manifest,
+    safe_name,
 )
 
 CACHE_DIR = Path("plugins/cache")
@@ -76,22 +76,39 @@ def install(codex_home: Path, marketplace: str, entry: PluginEntry) -> tuple[Pat
     if manifest is None:
         raise MarketplaceError("missing plugin.json")
     version = manifest.get("version")
-    version_dir = version if isinstance(version, str) and version and "/" not in version else UNVERSIONED
-    base = plugin_dir(codex_home, marketplace, entry.name)
+
+    def fill(dest: Path) -> None:
+        shutil.copytree(entry.source, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+
+    root = replace_installed(codex_home, marketplace, entry.name, version, fill)
+    return root, manifest
+
+
+def replace_installed(
+    codex_home: Path, marketplace: str, plugin: str, version: Any, fill: Callable[[Path], None]
+) -> Path:
+    """Make `fill`'s directory the plugin's one installed copy: filled in a staging directory
+    next to it, then renamed into place, so a failed fill leaves the previous copy alone."""
+    if not safe_name(marketplace) or not safe_name(plugin):
+        raise MarketplaceError(f"invalid plugin id `{plugin}@{marketplace}`")
+    version_dir = version if isinstance(version, str) and safe_name(version) else UNVERSIONED
+    base = plugin_dir(codex_home, marketplace, plugin)
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
     try:
-        shutil.copytree(entry.source, staging / "copy", symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        fill(staging / "copy")
         for old in base.iterdir():
             if old != staging:
                 _remove(old)
         (staging / "copy").rename(base / version_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return base / version_dir, manifest
+    return base / version_dir
 
 
 def uninstall(codex_home: Path, marketplace: str, plugin: str) -> None:
+    if not safe_name(marketplace) or not safe_name(plugin):
+        raise MarketplaceError(f"invalid plugin id `{plugin}@{marketplace}`")
     _remove(plugin_dir(codex_home, marketplace, plugin))
 
 
@@ -134,7 +151,7 @@ def configured_marketplaces(raw: Mapping[str, Any]) -> list[ConfiguredMarketplac
         return []
     found = []
     for name, entry in table.items():
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, Mapping) or not safe_name(str(name)):
             continue
         source_type, source = entry.get("source_type"), entry.get("source")
         if source_type not in ("local", "git") or not isinstance(source, str):
@@ -178,7 +195,9 @@ def installed_plugins(codex_home: Path, raw: Mapping[str, Any]) -> list[Installe
     found = []
     for pid, enabled in sorted(enabled_plugin_ids(raw).items()):
         name, _, marketplace = pid.partition("@")
-        root = installed_root(codex_home, marketplace, name) if enabled else None
+        if not enabled or not safe_name(name) or not safe_name(marketplace):
+            continue
+        root = installed_root(codex_home, marketplace, name)
         manifest = read_manifest(root) if root is not None else None
         if root is not None and manifest is not None:
             found.append(InstalledPlugin(pid, name, marketplace, root, manifest))
@@ -193,6 +212,3 @@ def plugin_mcp_servers(codex_home: Path, raw: Mapping[str, Any]) -> dict[str, di
             servers.setdefault(name, table)
     return servers
 
-
-def marketplace_file_of(root: Path) -> Path | None:
-    return find_marketplace_file(root)
