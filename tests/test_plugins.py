@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import sys
 import tarfile
 from collections.abc import AsyncIterator
@@ -40,8 +39,6 @@ __all__ = ["app_server", "configure", "model"]
 FIXTURE = Path(__file__).with_name("mcp_fixture_server.py")
 #: every test's absolute bound (seconds): git clones and an MCP server start take a moment.
 TEST_TIMEOUT = 60
-
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="the git program is required")
 
 
 def make_marketplace(root: Path, name: str = "fixture-mk", *, server: str | None = None) -> Path:
