@@ -460,7 +460,7 @@ async def catalog(nursery: trio.Nursery) -> AsyncIterator[HttpFixtureServer]:
         ("GET", f"{api}/ps/plugins/installed"): installed_list,
         ("GET", f"{api}/ps/plugins/plg_1"): detail,
         ("POST", f"{api}/ps/plugins/plg_1/install"): mutate(True),
-        ("POST", f"{api}/plugins/plg_1/uninstall"): mutate(False),
+        ("POST", f"{api}/ps/plugins/plg_1/uninstall"): mutate(False),
         ("GET", "/bundles/remote-demo.tar.gz"): lambda hit: (200, bundle()),
     }
     await nursery.start(server.run)
@@ -483,10 +483,10 @@ async def test_the_remote_catalog_is_merged_read_installed_and_uninstalled(
     with trio.fail_after(TEST_TIMEOUT):
         listed = await client.call("plugin/list", {})
         [marketplace] = listed["marketplaces"]
-        assert marketplace["name"] == "chatgpt-global" and marketplace["path"] is None
-        assert marketplace["interface"] == {"displayName": "ChatGPT Plugins"}
+        assert marketplace["name"] == "openai-curated-remote" and marketplace["path"] is None
+        assert marketplace["interface"] == {"displayName": "OpenAI Curated Remote"}
         [plugin] = marketplace["plugins"]
-        assert plugin["id"] == "plg_1" and plugin["remotePluginId"] == "plg_1"
+        assert plugin["id"] == "remote-demo@openai-curated-remote" and plugin["remotePluginId"] == "plg_1"
         assert plugin["source"] == {"type": "remote"} and plugin["installed"] is False
         assert plugin["interface"]["displayName"] == "Remote Demo" and plugin["version"] == "1.0.0"
         first = next(h for h in catalog.hits if h.path.endswith("/list"))
@@ -499,23 +499,26 @@ async def test_the_remote_catalog_is_merged_read_installed_and_uninstalled(
         await client.call("plugin/list", {"forceRefetch": True})
         assert catalog.paths().count("/backend-api/ps/plugins/list") == fetches + 1
 
-        remote = {"remoteMarketplaceName": "chatgpt-global", "pluginName": "plg_1"}
+        remote = {"remoteMarketplaceName": "openai-curated-remote", "pluginName": "plg_1"}
         detail = (await client.call("plugin/read", remote))["plugin"]
-        assert detail["marketplaceName"] == "chatgpt-global" and detail["description"] == "From the catalog"
+        assert detail["marketplaceName"] == "openai-curated-remote"
+        assert detail["description"] == "From the catalog"
         assert detail["skills"][0]["name"] == "greet" and detail["skills"][0]["shortDescription"] == "hi"
         assert "bundleDownloadUrl" not in detail
         bad_id = await rpc_error(client, "plugin/read", {**remote, "pluginName": "a/b"})
-        assert bad_id.message == "invalid remote plugin id"
+        assert bad_id.message == (
+            "invalid remote plugin id: only ASCII letters, digits, `_`, `-`, and `~` are allowed"
+        )
 
         assert await client.call("plugin/install", remote) == {"authPolicy": "ON_USE", "appsNeedingAuth": []}
         assert "/backend-api/ps/plugins/plg_1/install" in catalog.paths("POST")
-        unpacked = codex_home / "plugins" / "cache" / "chatgpt-global" / "remote-demo" / "1.0.0"
+        unpacked = codex_home / "plugins" / "cache" / "openai-curated-remote" / "remote-demo" / "1.0.0"
         assert (unpacked / ".codex-plugin" / "plugin.json").is_file()
         [after] = (await client.call("plugin/list", {}))["marketplaces"][0]["plugins"]
         assert (after["installed"], after["enabled"]) == (True, True)
 
         assert await client.call("plugin/uninstall", {"pluginId": "plg_1"}) == {}
-        assert "/backend-api/plugins/plg_1/uninstall" in catalog.paths("POST")
+        assert "/backend-api/ps/plugins/plg_1/uninstall" in catalog.paths("POST")
         assert not unpacked.exists()
 
         remote_config(codex_home, f"{catalog.base_url}/backend-api/", flag=False)
@@ -550,7 +553,7 @@ async def test_an_unreachable_or_unauthenticated_catalog_never_fails_or_hangs_a_
             "marketplaceLoadErrors": [],
             "featuredPluginIds": [],
         }
-        remote = {"remoteMarketplaceName": "chatgpt-global", "pluginName": "plg_1"}
+        remote = {"remoteMarketplaceName": "openai-curated-remote", "pluginName": "plg_1"}
         auth = "chatgpt authentication required for remote plugin catalog"
         read_error = await rpc_error(client, "plugin/read", remote)
         assert read_error.message == f"read remote plugin details: {auth}"

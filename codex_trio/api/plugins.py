@@ -339,7 +339,7 @@ class PluginsApi:
         if not config.feature("plugins", True):
             raise invalid_request(f"remote plugin {action} is not enabled for marketplace {marketplace}")
         if not remote.is_remote_id(plugin):
-            raise invalid_request("invalid remote plugin id")
+            raise invalid_request(remote.INVALID_ID)
         context = "read remote plugin details" + (" before install" if action == "install" else "")
         try:
             auth = await trio.to_thread.run_sync(remote.remote_auth, self._home, limiter=self._limiter)
@@ -381,13 +381,17 @@ class PluginsApi:
             raise invalid_request(f"remote plugin {plugin} is disabled by admin")
         if summary["installPolicy"] == "NOT_AVAILABLE":
             raise invalid_request(f"remote plugin {plugin} is not available for install")
+        url = detail["bundleDownloadUrl"]
         async with self._lane:
             try:
                 auth = await trio.to_thread.run_sync(remote.remote_auth, self._home, limiter=self._limiter)
-                async with remote.RemoteCatalog(config.chatgpt_base_url, auth) as catalog:
-                    url = detail["bundleDownloadUrl"]
-                    if isinstance(url, str) and url:
-                        bundle = await catalog.download(url)
+            except remote.RemoteError as exc:
+                raise _remote_error(exc, "install remote plugin") from None
+            async with remote.RemoteCatalog(config.chatgpt_base_url, auth) as catalog:
+                # The bundle first: the service is told only once the plugin is on disk.
+                if isinstance(url, str) and url:
+                    try:
+                        bundle = await catalog.download(plugin, url)
                         await self._run(
                             store.replace_installed,
                             self._home,
@@ -396,9 +400,12 @@ class PluginsApi:
                             detail["releaseVersion"] or "remote",
                             functools.partial(remote.unpack_bundle, bundle),
                         )
+                    except remote.RemoteError as exc:
+                        raise _remote_error(exc, "install remote plugin bundle") from None
+                try:
                     await catalog.set_installed(plugin, True)
-            except remote.RemoteError as exc:
-                raise _remote_error(exc, "install remote plugin") from None
+                except remote.RemoteError as exc:
+                    raise _remote_error(exc, "install remote plugin") from None
             self._remote_cache.clear()
         return {"authPolicy": summary["authPolicy"], "appsNeedingAuth": []}
 
@@ -413,7 +420,7 @@ class PluginsApi:
 
     async def _remote_uninstall(self, plugin: str) -> dict[str, Any]:
         if not remote.is_remote_id(plugin):
-            raise invalid_request("invalid remote plugin id")
+            raise invalid_request(remote.INVALID_ID)
         config = await self._config()
         if not config.feature("plugins", True):
             raise invalid_request("remote plugin uninstall is not enabled")

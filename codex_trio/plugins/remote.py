@@ -2,7 +2,7 @@
 
 Endpoints are the reference's: `GET ps/plugins/list?scope=GLOBAL|WORKSPACE` and
 `GET ps/plugins/installed?scope=…` (paged by `pagination.next_page_token`),
-`GET ps/plugins/<id>`, `POST ps/plugins/<id>/install`, `POST plugins/<id>/uninstall`, all with
+`GET ps/plugins/<id>`, `POST ps/plugins/<id>/install`, `POST ps/plugins/<id>/uninstall`, all with
 the ChatGPT token of `auth.json`. Every request has a deadline (`REMOTE_TIMEOUT`, connecting
 within `CONNECT_TIMEOUT`), so an unreachable service is an error, never a hang.
 """
@@ -32,11 +32,13 @@ MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 MAX_DEFAULT_PROMPT_LEN = 128
 
 SCOPES = {
-    "GLOBAL": ("chatgpt-global", "ChatGPT Plugins"),
-    "WORKSPACE": ("chatgpt-workspace", "ChatGPT Workspace Plugins"),
+    "GLOBAL": ("openai-curated-remote", "OpenAI Curated Remote"),
+    "WORKSPACE": ("workspace-directory", "Workspace Directory"),
 }
 MARKETPLACE_SCOPES = {name: scope for scope, (name, _) in SCOPES.items()}
 AUTH_REQUIRED = "chatgpt authentication required for remote plugin catalog"
+INVALID_ID = "invalid remote plugin id: only ASCII letters, digits, `_`, `-`, and `~` are allowed"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _REMOTE_ID = re.compile(r"^[A-Za-z0-9_~-]+$")
 
@@ -111,8 +113,7 @@ class RemoteCatalog:
         token = None
         for _ in range(MAX_PAGES):
             params: dict[str, Any] = {"scope": scope}
-            if path.endswith("list"):
-                params["limit"] = PAGE_LIMIT
+            params["limit"] = PAGE_LIMIT
             if token is not None:
                 params["pageToken"] = token
             body = await self._call("GET", path, params)
@@ -137,9 +138,9 @@ class RemoteCatalog:
                 by_id.setdefault(pid, item)
             if not by_id:
                 continue
-            plugins = [summary(item, installed.get(pid)) for pid, item in by_id.items()]
-            plugins.sort(key=lambda p: (_display(p).lower(), _display(p), p["id"]))
             name, display = SCOPES[scope]
+            plugins = [summary(item, installed.get(pid), name) for pid, item in by_id.items()]
+            plugins.sort(key=lambda p: (_display(p).lower(), _display(p), p["id"]))
             entries.append(
                 {"name": name, "path": None, "interface": {"displayName": display}, "plugins": plugins}
             )
@@ -173,7 +174,7 @@ class RemoteCatalog:
         return {
             "marketplaceName": SCOPES[scope][0],
             "marketplacePath": None,
-            "summary": summary(item, installed),
+            "summary": summary(item, installed, SCOPES[scope][0]),
             "shareUrl": None,
             "description": description.strip() or None if isinstance(description, str) else None,
             "skills": skills,
@@ -188,7 +189,7 @@ class RemoteCatalog:
         }
 
     async def set_installed(self, plugin_id: str, installed: bool) -> None:
-        path = f"ps/plugins/{plugin_id}/install" if installed else f"plugins/{plugin_id}/uninstall"
+        path = f"ps/plugins/{plugin_id}/{'install' if installed else 'uninstall'}"
         body = await self._call("POST", path)
         if not isinstance(body, dict) or body.get("id") != plugin_id:
             actual = body.get("id") if isinstance(body, dict) else None
@@ -202,7 +203,14 @@ class RemoteCatalog:
                 f"expected {str(installed).lower()}, got {str(body.get('enabled')).lower()}"
             )
 
-    async def download(self, url: str) -> bytes:
+    async def download(self, plugin_id: str, url: str) -> bytes:
+        """The release bundle: https only (plain http to this machine's loopback, for tests)."""
+        parts = httpx.URL(url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and parts.host in LOOPBACK_HOSTS):
+            raise RemoteError(
+                f"backend returned an unsupported download URL scheme for remote plugin `{plugin_id}`: "
+                f"{parts.scheme}"
+            )
         try:
             with trio.fail_after(REMOTE_TIMEOUT):
                 async with self._http.stream("GET", url) as response:
@@ -246,13 +254,14 @@ def _display(plugin: dict[str, Any]) -> str:
     return str(interface.get("displayName") or plugin["name"])
 
 
-def summary(item: dict[str, Any], installed: dict[str, Any] | None) -> dict[str, Any]:
-    """A `PluginSummary` of a catalog item (`installed` is its installed-list entry, if any)."""
+def summary(item: dict[str, Any], installed: dict[str, Any] | None, marketplace: str) -> dict[str, Any]:
+    """A `PluginSummary` of a catalog item (`installed` is its installed-list entry, if any):
+    `<name>@<marketplace>`, with the service's id as `remotePluginId`."""
     release = item["release"]
     install_policy = item.get("installation_policy")
     auth_policy = item.get("authentication_policy")
     return {
-        "id": item["id"],
+        "id": f"{item['name']}@{marketplace}",
         "remotePluginId": item["id"],
         "version": release.get("version"),
         "localVersion": None,
