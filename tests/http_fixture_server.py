@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,13 +31,18 @@ Handler = Callable[[Hit], tuple[int, Any]]
 
 
 class HttpFixtureServer:
-    """`routes[(method, path)]` answers JSON; other GETs are files below `static` (if set)."""
+    """`routes[(method, path)]` answers JSON; other GETs are files below `static` (if set); a
+    request for one of `stall_paths` is never answered: `stalled` is set when one arrives,
+    `released` once its client has closed the connection."""
 
     def __init__(self, static: Path | None = None) -> None:
         self.static = static
         self.routes: dict[tuple[str, str], Handler] = {}
         self.hits: list[Hit] = []
         self.port: int | None = None
+        self.stall_paths: set[str] = set()
+        self.stalled = trio.Event()
+        self.released = trio.Event()
 
     @property
     def base_url(self) -> str:
@@ -75,6 +81,13 @@ class HttpFixtureServer:
             url = urlsplit(target)
             hit = Hit(method, url.path, parse_qs(url.query), headers)
             self.hits.append(hit)
+            if hit.path in self.stall_paths:
+                self.stalled.set()
+                with suppress(trio.BrokenResourceError):
+                    while await stream.receive_some(4096):
+                        pass
+                self.released.set()
+                return
             status, payload, ctype = self._answer(hit)
             reason = {200: "OK", 404: "Not Found"}.get(status, "Status")
             await stream.send_all(

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import tarfile
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,9 @@ import trio
 
 from codex_trio.client import ClientConnection
 from codex_trio.protocol.errors import RpcError
+from codex_trio.server import open_app_server
+from codex_trio.settings import ServerSettings
+from codex_trio.testing import LeakCheck, descendants
 from tests.http_fixture_server import Hit, HttpFixtureServer
 from tests.responses_server import ResponsesServer, Text
 from tests.test_mcp import (  # the MCP tests' scripted model and leak-checked server
@@ -606,3 +611,38 @@ async def test_plugin_installs_and_config_writes_at_once_lose_nothing(
     assert all(f"[projects.p{n}]" in text for n in range(8))
     assert '[plugins."demo@fixture-mk"]' in text and "[marketplaces.fixture-mk]" in text
     assert text.startswith("# keep this comment\n")
+
+
+async def test_a_client_that_leaves_during_a_clone_stops_git_and_leaves_nothing_behind(
+    server_settings: ServerSettings, codex_home: Path, nursery: trio.Nursery
+) -> None:
+    write_config(codex_home)
+    http = HttpFixtureServer()
+    http.stall_paths = {"/stall.git/info/refs"}
+    await nursery.start(http.run)
+    check = LeakCheck()
+    with trio.fail_after(TEST_TIMEOUT):
+        async with open_app_server(server_settings) as server:
+            client = await server.connect()
+            await client.initialize("pytest")
+
+            async def add() -> None:
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await client.call("marketplace/add", {"source": f"{http.base_url}/stall.git"})
+
+            async with trio.open_nursery() as calls:
+                calls.start_soon(add)
+                await http.stalled.wait()
+                assert any("git" in cmdline(pid) for pid in descendants(os.getpid()) - check.children)
+                await client.aclose()
+        await http.released.wait()  # git's connection closed: git is gone
+        assert await check.leftovers() == []
+    assert list((codex_home / ".tmp" / "marketplaces" / ".staging").iterdir()) == []
+    assert "marketplaces" not in (codex_home / "config.toml").read_text()
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""

@@ -1,21 +1,26 @@
 """Git marketplaces through the `git` program: clone (sparse when asked), fetch + fast-forward.
 
 Every command runs with no terminal prompt and a deadline, so an unreachable or private host is
-an error, never a hang; a cancelled request kills the `git` process (trio.run_process).
+an error, never a hang. Git runs as a process group of its own (`codex_trio.process.spawn`): a
+deadline or a cancelled request (a client that disconnects, a server that shuts down) kills git
+and the helpers it started (`git-remote-http`…), not only the `git` process.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 import trio
 
+from codex_trio.process import SpawnError, SpawnSpec, StreamName, run_to_exit, spawn
+
 #: seconds one git command may take (a clone of a large marketplace is slow, never endless).
 GIT_TIMEOUT = 120.0
+#: bytes of a git command's stdout or stderr kept (for its result and error message).
+MAX_OUTPUT = 256 * 1024
 
 _GIT_URL = re.compile(r"^(https?://|ssh://|git@[^:]+:)\S+$")
 _OWNER_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -41,26 +46,25 @@ def _env() -> dict[str, str]:
 async def run_git(args: Sequence[str], *, cwd: Path | None = None, timeout: float = GIT_TIMEOUT) -> str:
     """`git args…`; its stdout, or `GitError` with the command, status and output."""
     command = ["git", *args]
+    output: dict[StreamName, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+
+    async def keep(name: StreamName, data: bytes) -> None:
+        if len(output[name]) < MAX_OUTPUT:
+            output[name] += data[: MAX_OUTPUT - len(output[name])]
+
+    stop = trio.CancelScope(deadline=trio.current_time() + timeout)
     try:
-        with trio.fail_after(timeout):
-            done = await trio.run_process(
-                command,
-                cwd=cwd,
-                env=_env(),
-                stdin=subprocess.DEVNULL,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-    except trio.TooSlowError:
-        raise GitError(f"{' '.join(command)} timed out after {timeout:g}s") from None
-    except OSError as exc:
+        async with spawn(SpawnSpec(command, cwd or Path.cwd(), _env())) as child:
+            finished = await run_to_exit(child, keep, stop=stop)
+    except SpawnError as exc:
         raise GitError(f"failed to run git: {exc}") from None
-    stdout = done.stdout.decode(errors="replace")
-    if done.returncode != 0:
-        stderr = done.stderr.decode(errors="replace").strip()
+    if finished.stopped:
+        raise GitError(f"{' '.join(command)} timed out after {timeout:g}s")
+    stdout = output["stdout"].decode(errors="replace")
+    if finished.exit_code != 0:
+        stderr = output["stderr"].decode(errors="replace").strip()
         raise GitError(
-            f"{' '.join(command)} failed with status exit status: {done.returncode}\n"
+            f"{' '.join(command)} failed with status exit status: {finished.exit_code}\n"
             f"stdout:\n{stdout.strip()}\nstderr:\n{stderr}"
         )
     return stdout
