@@ -646,3 +646,32 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+async def test_a_plugins_hooks_are_listed_one_per_handler(
+    client: ClientConnection, codex_home: Path, tmp_path: Path
+) -> None:
+    write_config(codex_home)
+    path = make_marketplace(tmp_path / "mk")
+    hooks = tmp_path / "mk" / "plugins" / "demo" / "hooks" / "hooks.json"
+    hooks.parent.mkdir()
+    command = {"type": "command", "command": "true"}
+    hooks.write_text(
+        json.dumps(
+            {
+                "hooks": {
+                    "PreToolUse": [{"matcher": "Bash", "hooks": [command]}, {"hooks": [command, command]}],
+                    "SessionStart": [{"hooks": [command]}],
+                    "NotAnEvent": [{"hooks": [command]}],
+                }
+            }
+        )
+    )
+    detail = await client.call("plugin/read", {"marketplacePath": str(path), "pluginName": "demo"})
+    prefix = "demo@fixture-mk:hooks/hooks.json"
+    assert detail["plugin"]["hooks"] == [
+        {"key": f"{prefix}:pre_tool_use:0:0", "eventName": "preToolUse"},
+        {"key": f"{prefix}:pre_tool_use:1:0", "eventName": "preToolUse"},
+        {"key": f"{prefix}:pre_tool_use:1:1", "eventName": "preToolUse"},
+        {"key": f"{prefix}:session_start:0:0", "eventName": "sessionStart"},
+    ]

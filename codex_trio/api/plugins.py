@@ -170,7 +170,7 @@ def plugin_detail(
             for s in skills
         ],
         "onboardingSkill": None,
-        "hooks": hook_summaries(entry.source, manifest),
+        "hooks": hook_summaries(entry.source, manifest, pid),
         "apps": [],
         "appTemplates": [],
         "mcpServers": sorted(mcp_server_tables(entry.source, manifest)),

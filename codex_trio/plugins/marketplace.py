@@ -318,13 +318,16 @@ def mcp_server_tables(plugin_root: Path, manifest: Mapping[str, Any]) -> dict[st
     return tables
 
 
-def hook_summaries(plugin_root: Path, manifest: Mapping[str, Any]) -> list[dict[str, str]]:
-    """`PluginHookSummary` entries: one per configured handler, keyed by event and position."""
+def hook_summaries(plugin_root: Path, manifest: Mapping[str, Any], plugin_id: str) -> list[dict[str, str]]:
+    """`PluginHookSummary` entries, one per handler, keyed as the reference keys them:
+    `<plugin id>:<file>:<event_in_snake_case>:<group>:<handler>`."""
     declared = manifest.get("hooks", "./hooks/hooks.json")
+    source = ".codex-plugin/plugin.json"
     if isinstance(declared, str):
         path = _inside(plugin_root, declared)
         if path is None or not path.is_file():
             return []
+        source = path.relative_to(plugin_root).as_posix()
         try:
             declared = _read_json(path)
         except (OSError, ValueError):
@@ -338,6 +341,10 @@ def hook_summaries(plugin_root: Path, manifest: Mapping[str, Any]) -> list[dict[
         name = HOOK_EVENTS.get(event)
         if name is None or not isinstance(groups, list):
             continue
-        for index, _group in enumerate(groups):
-            hooks.append({"key": f"{event}:{index}", "eventName": name})
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", event).lower()
+        for group_index, group in enumerate(groups):
+            handlers = group.get("hooks") if isinstance(group, dict) else None
+            for handler_index in range(len(handlers) if isinstance(handlers, list) else 0):
+                key = f"{plugin_id}:{source}:{snake}:{group_index}:{handler_index}"
+                hooks.append({"key": key, "eventName": name})
     return hooks
