@@ -38,7 +38,7 @@ import attrs
 import trio
 import trio.lowlevel
 
-from codex_trio.protocol.errors import os_error_text
+from codex_trio.os_errors import os_error_text
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from codex_trio.dispatch import Router
 from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.errors import server_shutting_down
 from codex_trio.settings import ServerSettings
-from codex_trio.transport.base import MessageStream
+from codex_trio.transport.base import MessageStream, ServerClosed
 from codex_trio.transport.listen import NoListen, StdioListen, UnixListen, WebSocketListen
 from codex_trio.transport.memory import memory_message_stream_pair
 from codex_trio.transport.stdio import open_stdio
@@ -178,10 +178,6 @@ FAMILY_GROUPS = (
         _build_agent,
     ),
 )
-
-
-class ServerClosed(Exception):
-    """The server is draining or stopped and takes no new connections."""
 
 
 class AppServer:
@@ -343,7 +339,10 @@ class AppServer:
         """Hand a freshly opened stream to the connections nursery (listeners use this)."""
         if self._connections is None or self.draining:
             raise ServerClosed("server is not accepting connections")
-        self._connections.start_soon(self.serve_connection, stream, overload)
+        try:
+            self._connections.start_soon(self.serve_connection, stream, overload)
+        except RuntimeError as exc:  # the connections nursery has already closed
+            raise ServerClosed("server is not accepting connections") from exc
 
     async def _connection_closed(self, connection: Connection) -> None:
         self.broadcaster.remove(connection)

@@ -31,7 +31,6 @@ from codex_trio.config.auth import (
     write_api_key,
 )
 from codex_trio.config.effective import EffectiveConfig, load_config
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.account import (
     EXPERIMENTAL_LOGIN_TYPES,
     LOGIN_REQUIRED,
@@ -50,6 +49,7 @@ from codex_trio.protocol.account import (
 from codex_trio.protocol.converter import camel, unstructure
 from codex_trio.protocol.errors import internal_error, invalid_request
 from codex_trio.protocol.registry import experimental_required
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ import trio
 from codex_trio.config.defaults import KNOWN_FEATURES
 from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.config.models import BUILTIN_MODELS, DEFAULT_MODEL, configured_model_entry
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.catalog import (
     CollaborationModeListParams,
     ExperimentalFeatureListParams,
@@ -29,12 +28,12 @@ from codex_trio.protocol.catalog import (
     SkillsListParams,
 )
 from codex_trio.protocol.errors import invalid_request
+from codex_trio.protocol.paging import page
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 #: worker threads for config reads and skill scans.
 CATALOG_THREADS = 2
-#: page size when the client gives none (everything the catalog holds fits).
-DEFAULT_PAGE = 1000
 #: skills listed per root at most; a skills folder is small, this only bounds a stray one.
 MAX_SKILLS_PER_ROOT = 200
 #: how deep below a skills root a SKILL.md is looked for.
@@ -45,20 +44,6 @@ COLLABORATION_MODES: tuple[dict[str, Any], ...] = (
     {"name": "Plan", "mode": "plan", "model": None, "reasoning_effort": "medium"},
     {"name": "Default", "mode": "default", "model": None, "reasoning_effort": None},
 )
-
-
-def page(items: list[Any], cursor: str | None, limit: int | None, noun: str) -> tuple[list[Any], str | None]:
-    """Offset pagination with the reference's errors (`invalid cursor: x`, cursor past the end)."""
-    start = 0
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise invalid_request(f"invalid cursor: {cursor}")
-        start = int(cursor)
-        if start > len(items):
-            raise invalid_request(f"cursor {start} exceeds total {noun} {len(items)}")
-    size = DEFAULT_PAGE if limit is None else max(1, limit)
-    end = min(start + size, len(items))
-    return items[start:end], (str(end) if end < len(items) else None)
 
 
 def model_entries(config: EffectiveConfig, include_hidden: bool) -> list[dict[str, Any]]:

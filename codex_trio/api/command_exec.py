@@ -27,7 +27,6 @@ import attrs
 import orjson
 import trio
 
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.process import (
     Child,
     Finished,
@@ -62,6 +61,7 @@ from codex_trio.protocol.command_exec import (
 )
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import RpcError, internal_error, invalid_params, invalid_request, os_error
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 log = logging.getLogger(__name__)

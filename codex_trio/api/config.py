@@ -14,15 +14,13 @@ import trio
 
 from codex_trio.config.effective import resolved_view
 from codex_trio.config.layers import (
-    ConfigLayer,
     LayerPaths,
     LayerStack,
-    SessionFlagsSource,
-    UserSource,
     load_layer_stack,
     split_key_path,
     user_config_path,
 )
+from codex_trio.config.sources import ConfigLayer, SessionFlagsSource, UserSource
 from codex_trio.config.write import (
     LAYER_READONLY,
     READONLY_MESSAGE,
@@ -31,7 +29,6 @@ from codex_trio.config.write import (
     WriteResult,
     apply_edits,
 )
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.config import (
     ConfigBatchWriteParams,
     ConfigLayerMetadata,
@@ -42,6 +39,7 @@ from codex_trio.protocol.config import (
     OverriddenMetadata,
 )
 from codex_trio.protocol.errors import RpcError, invalid_request
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 #: worker threads for config file reads; parsing a few small files never needs more.

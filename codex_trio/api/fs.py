@@ -22,7 +22,6 @@ import trio
 from codex_trio.api import fs_ops
 from codex_trio.api.fs_watch import FsWatchApi
 from codex_trio.connection import Connection
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.b64 import Base64Error, decode_base64, encode_base64
 from codex_trio.protocol.errors import invalid_request, os_error
 from codex_trio.protocol.fs import (
@@ -38,6 +37,7 @@ from codex_trio.protocol.fs import (
     FsRemoveParams,
     FsWriteFileParams,
 )
+from codex_trio.routing import RequestContext, Route, route
 
 T = TypeVar("T")
 

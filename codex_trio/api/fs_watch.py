@@ -44,7 +44,6 @@ import trio
 
 from codex_trio.api.fs_ops import is_temp_name
 from codex_trio.connection import Connection
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import invalid_request, os_error
 from codex_trio.protocol.fs import (
@@ -54,6 +53,7 @@ from codex_trio.protocol.fs import (
     FsWatchResponse,
     watch_id_exists_message,
 )
+from codex_trio.routing import RequestContext, Route, route
 
 log = logging.getLogger(__name__)
 

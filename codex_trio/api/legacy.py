@@ -26,7 +26,6 @@ import trio
 
 from codex_trio.api.fuzzy import Candidate, list_candidates, search
 from codex_trio.connection import Connection
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import internal_error, invalid_request
 from codex_trio.protocol.legacy import (
@@ -39,6 +38,7 @@ from codex_trio.protocol.legacy import (
     GitDiffToRemoteParams,
     GitDiffToRemoteResponse,
 )
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 log = logging.getLogger(__name__)

@@ -14,13 +14,13 @@ from typing import Any
 
 import trio
 
-from codex_trio.api.catalog import page
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.mcp.manager import RUNTIME_STATUS, McpRegistry, session_module, temporary_servers
 from codex_trio.mcp.provider import McpToolProvider
 from codex_trio.mcp.state import ServerState
 from codex_trio.protocol import mcp as wire
 from codex_trio.protocol.errors import INTERNAL_ERROR, RpcError, internal_error, invalid_request
+from codex_trio.protocol.paging import page
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.threads import ThreadManager
 

@@ -9,9 +9,9 @@ import uuid
 from pathlib import Path
 
 from codex_trio._version import PROTOCOL_VERSION
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.initialize import InitializeParams, InitializeResponse, RemoteControlStatusChanged
+from codex_trio.routing import RequestContext, Route, route
 
 
 def installation_id(codex_home: Path) -> str:

@@ -20,7 +20,6 @@ import trio
 
 from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.connection import Connection
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import WireError, describe, unstructure
 from codex_trio.protocol.errors import (
     INVALID_PARAMS,
@@ -59,6 +58,7 @@ from codex_trio.protocol.thread import (
     read_approval_policy,
     sandbox_policy,
 )
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.store import (
     KEEP,

@@ -25,11 +25,11 @@ from codex_trio.config.effective import ProviderConfig, builtin_providers, provi
 from codex_trio.core.model_client import Login
 from codex_trio.core.tools import ToolProvider
 from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnSettings
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import WireError, expected_variants
 from codex_trio.protocol.errors import invalid_request, server_shutting_down
 from codex_trio.protocol.sandbox import structure_sandbox_policy
 from codex_trio.protocol.turns import TurnInterruptParams, TurnStartParams, TurnSteerParams
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.threads import LoadedThread, ThreadManager
 

@@ -1,0 +1,1 @@
+"""The agent: the Responses-API model client, the turn loop, tools and approvals."""
