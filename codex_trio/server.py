@@ -204,7 +204,8 @@ class AppServer:
 
     def _build_routes(self) -> None:
         """The method table: the handshake now, every other family on first use."""
-        self._add_families([SessionApi(self.settings.codex_home)])
+        self._session_api = SessionApi(self.settings.codex_home)
+        self._add_families([self._session_api])
         for group in FAMILY_GROUPS:
             self.router.add_lazy(group.methods, functools.partial(self._load_group, group))
 
@@ -233,7 +234,9 @@ class AppServer:
     # ------------------------------------------------------------------ lifecycle
     async def run(self, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until `shutdown()` (or a forced stop); `task_status.started` once listening."""
-        self.settings.codex_home.mkdir(parents=True, exist_ok=True)
+        home = self.settings.codex_home
+        await trio.to_thread.run_sync(functools.partial(home.mkdir, parents=True, exist_ok=True))
+        await self._session_api.load_installation_id()
         try:
             with self._root_scope:
                 async with trio.open_nursery() as connections:

@@ -26,7 +26,6 @@ import mimetypes
 import os
 import secrets
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +79,7 @@ from codex_trio.core.prompt import (
     usable_context_window,
 )
 from codex_trio.core.tools import ToolCall, ToolOutput, ToolProvider, ToolTurn
+from codex_trio.ids import now_ms, uuid7
 from codex_trio.protocol.items import (
     AgentMessageItem,
     CommandApprovalParams,
@@ -91,6 +91,7 @@ from codex_trio.protocol.items import (
     ReasoningItem,
     UserMessageItem,
 )
+from codex_trio.protocol.thread import ACTIVE, IDLE, SYSTEM_ERROR, WAITING_ON_APPROVAL
 from codex_trio.protocol.turns import Turn, TurnError, UserInput
 from codex_trio.store import rollout
 from codex_trio.threads import LoadedThread
@@ -107,9 +108,6 @@ FILE_WORK = trio.CapacityLimiter(4)
 
 #: tools this engine runs itself; any other call goes to a `ToolProvider` that claims it.
 BUILTIN_TOOLS = frozenset({"exec_command", "write_stdin", "apply_patch"})
-IDLE = {"type": "idle"}
-ACTIVE = {"type": "active", "activeFlags": []}
-SYSTEM_ERROR = {"type": "systemError"}
 RATE_LIMITS = {
     "rateLimits": {
         "limitId": "codex",
@@ -124,20 +122,6 @@ RATE_LIMITS = {
         "rateLimitReachedType": None,
     }
 }
-
-
-def uuid7() -> str:
-    """A time-ordered UUID (version 7), as the reference uses for turn and item ids."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(secrets.token_bytes(10), "big")
-    rand_a = (rand >> 62) & 0xFFF
-    rand_b = rand & ((1 << 62) - 1)
-    value = ((ms & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=value))
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class TurnInterrupted(Exception):
@@ -836,7 +820,7 @@ class RunningTurn:
             approvals=runtime.approvals,
         )
         if needs:
-            await self.thread.set_status(approvals_mod.WAITING)
+            await self.thread.set_status(WAITING_ON_APPROVAL)
             await self._item_started(item)
             amendment = args.prefix_rule or approvals_mod.proposed_amendment(args.cmd, argv)
             params = CommandApprovalParams(

@@ -27,6 +27,7 @@ import trio
 
 from codex_trio.core.approvals import policy_name
 from codex_trio.core.tools import ToolCall, ToolOutput, ToolTurn
+from codex_trio.ids import now_ms
 from codex_trio.mcp.manager import McpRegistry, ThreadMcp, session_module
 from codex_trio.mcp.state import ServerState
 from codex_trio.protocol import mcp as wire
@@ -36,8 +37,6 @@ from codex_trio.store import rollout
 log = logging.getLogger(__name__)
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def needs_approval(mcp: ThreadMcp, state: ServerState, tool: str, approval_policy: Any) -> bool:

@@ -7,11 +7,12 @@ reference's order (responses `id` first, errors `error` first, notifications end
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import attrs
 import orjson
+
+from codex_trio.ids import now_ms
 
 RequestId = int | str
 
@@ -78,10 +79,6 @@ def parse(data: bytes) -> Incoming:
     if has_id and _valid_id(value["id"]) and ("result" in value or "error" in value):
         return Response(value["id"], value.get("result"), value.get("error"))
     return Invalid("data did not match any variant of untagged enum JSONRPCMessage")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def encode_result(request_id: RequestId, result: Any) -> bytes:

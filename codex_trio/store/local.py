@@ -25,6 +25,7 @@ import attrs
 import orjson
 import trio
 
+from codex_trio.ids import now_ms
 from codex_trio.store import GitInfoPatch, InvalidCursor, ListPage, ListQuery, NoRollout, ThreadRecord
 from codex_trio.store.index import ThreadIndex, scan_file
 from codex_trio.store.rollout import (
@@ -33,7 +34,6 @@ from codex_trio.store.rollout import (
     day_dir_of_filename,
     encode_lines,
     full_line,
-    now_ms,
     parse_lines,
 )
 
