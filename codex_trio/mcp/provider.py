@@ -25,6 +25,7 @@ import attrs
 import orjson
 import trio
 
+from codex_trio.core import item_events
 from codex_trio.core.approvals import policy_name
 from codex_trio.core.tools import ToolCall, ToolOutput, ToolTurn
 from codex_trio.ids import now_ms
@@ -32,7 +33,6 @@ from codex_trio.mcp.manager import McpRegistry, ThreadMcp, session_module
 from codex_trio.mcp.state import ServerState
 from codex_trio.protocol import mcp as wire
 from codex_trio.protocol.errors import RpcError
-from codex_trio.store import rollout
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class McpToolProvider:
             read_only_hint=read_only if isinstance(read_only, bool) else None,
             started_at_ms=now_ms(),
         )
-        await self._item("item/started", turn, item)
+        await item_events.started(turn.thread, turn.turn_id, item)
         if mcp is None or state is None:
             message = f"unknown MCP server '{server}'"
             await self._finish(turn, item, began, error=message)
@@ -119,9 +119,10 @@ class McpToolProvider:
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             if message:
-                params = {"threadId": turn.thread.id, "turnId": turn.turn_id, "itemId": item.id}
-                params["message"] = message
-                await turn.thread.notify_subscribers("item/mcpToolCall/progress", params)
+                await turn.thread.notify_subscribers(
+                    "item/mcpToolCall/progress",
+                    wire.McpToolCallProgress(turn.thread.id, turn.turn_id, item.id, message),
+                )
 
         calls = session_module()
         try:
@@ -144,15 +145,6 @@ class McpToolProvider:
         await self._finish(turn, item, began, error=message)
         return wire.error_output(message, time.monotonic() - began)
 
-    async def _item(self, method: str, turn: ToolTurn, item: wire.McpToolCallItem) -> None:
-        params: dict[str, Any] = {"item": item.to_wire(), "threadId": turn.thread.id, "turnId": turn.turn_id}
-        if method == "item/started":
-            params["startedAtMs"] = item.started_at_ms
-        else:
-            params["contentTokenCount"] = None
-            params["completedAtMs"] = item.completed_at_ms
-        await turn.thread.notify_subscribers(method, params)
-
     async def _finish(
         self,
         turn: ToolTurn,
@@ -167,15 +159,8 @@ class McpToolProvider:
             item,
             status="failed" if failed or error is not None else "completed",
             result=result,
-            error=error,
+            error=wire.McpToolCallError(error) if error is not None else None,
             duration_ms=0 if result is None else int((time.monotonic() - began) * 1000),
             completed_at_ms=now_ms(),
         )
-        await self._item("item/completed", turn, done)
-        await turn.thread.append_rollout(
-            [
-                rollout.item_completed(
-                    turn.thread.id, turn.turn_id, done.to_wire(), done.started_at_ms, done.completed_at_ms
-                )
-            ]
-        )
+        await item_events.finished(turn.thread, turn.turn_id, done)

@@ -114,3 +114,26 @@ class GovCloudRequirementsParams:
 class GovCloudRequirementsResponse:
     is_gov_cloud: bool = False
     should_warn: bool = False
+
+
+@attrs.frozen
+class RateLimitSnapshot:
+    """What this server knows of the account's rate limits: which limit, nothing measured."""
+
+    limit_id: str = "codex"
+    limit_name: str | None = None
+    normal_model_slug: str | None = None
+    primary: Any = None
+    secondary: Any = None
+    credits: Any = None
+    individual_limit: Any = None
+    spend_control_reached: Any = None
+    plan_type: str | None = None
+    rate_limit_reached_type: str | None = None
+
+
+@attrs.frozen
+class RateLimitsUpdated:
+    """`account/rateLimits/updated` (broadcast after every model response)."""
+
+    rate_limits: RateLimitSnapshot = attrs.Factory(RateLimitSnapshot)
