@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import attrs
+import httpx
 import trio
 
 from codex_trio.config.auth import (
@@ -76,18 +75,18 @@ class ExternalTokens:
     workspace_name: str | None = None
 
 
-def discover_workspace(
+async def discover_workspace(
     base_url: str, access_token: str, account_id: str
 ) -> tuple[WorkspaceRouting, str | None]:
-    """GET `<chatgpt_base_url>wham/accounts/check` and pick the selected workspace. Blocking."""
+    """GET `<chatgpt_base_url>wham/accounts/check` and pick the selected workspace."""
     url = urllib.parse.urljoin(base_url if base_url.endswith("/") else base_url + "/", "wham/accounts/check")
-    request = urllib.request.Request(
-        url, headers={"Authorization": f"Bearer {access_token}", "chatgpt-account-id": account_id}
-    )
+    headers = {"Authorization": f"Bearer {access_token}", "chatgpt-account-id": account_id}
     try:
-        with urllib.request.urlopen(request, timeout=DISCOVERY_TIMEOUT) as response:
-            payload = json.loads(response.read())
-    except (OSError, ValueError) as exc:
+        async with httpx.AsyncClient(timeout=DISCOVERY_TIMEOUT) as client:
+            response = await client.get(url, headers=headers)
+            response.raise_for_status()
+            payload = json.loads(response.content)
+    except (httpx.HTTPError, ValueError) as exc:
         log.info("workspace routing discovery failed: %s", exc)
         raise DiscoveryError("workspace routing discovery failed") from None
     accounts = payload.get("accounts") if isinstance(payload, dict) else None
@@ -230,9 +229,7 @@ class AccountApi:
         self, base_url: str, token: str, account_id: str, plan_type: str, identity: TokenIdentity
     ) -> None:
         try:
-            routing, name = await trio.to_thread.run_sync(
-                discover_workspace, base_url, token, account_id, limiter=self._limiter, abandon_on_cancel=True
-            )
+            routing, name = await discover_workspace(base_url, token, account_id)
         except DiscoveryError as exc:
             self._broadcast("account/login/completed", AccountLoginCompleted(None, False, str(exc)))
             return

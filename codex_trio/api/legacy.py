@@ -203,7 +203,7 @@ class LegacyApi:
     ) -> GitDiffToRemoteResponse:
         cwd = self._resolve(params.cwd)
         try:
-            if not cwd.is_dir():
+            if not await trio.Path(cwd).is_dir():
                 raise GitError("no such directory")
             return await diff_to_remote(cwd)
         except GitError as exc:

@@ -110,10 +110,9 @@ class LocalThreadStore:
         if record.rollout_path is None:
             return []
         try:
-            data = await self._file(_read_bytes, record.rollout_path)
+            return await self._file(_read_lines, record.rollout_path)
         except FileNotFoundError:
             return []
-        return parse_lines(data)
 
     # ------------------------------------------------------------------ lookups
     async def repair(self, *, full: bool = False) -> int:
@@ -280,6 +279,11 @@ def _fsync_dir(folder: str) -> None:
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def _read_lines(path: str) -> list[dict[str, Any]]:
+    """A whole rollout, read and parsed in the worker (a long one takes a while to parse)."""
+    return parse_lines(_read_bytes(path))
 
 
 def _move(source: str, target: str) -> bool:
