@@ -136,11 +136,9 @@ class BuiltinTools:
             )
             await thread.set_status(ACTIVE)
             if answer.decision in ("decline", "cancel"):
-                declined = attrs.evolve(item, status="declined", completed_at_ms=now_ms())
-                await item_events.finished(thread, turn.turn_id, declined)
-                if answer.decision == "cancel":
-                    raise TurnInterrupted()
-                return "exec_command failed: the user rejected this command"
+                return await _refused(
+                    turn, item, answer.decision, "exec_command failed: the user rejected this command"
+                )
             if answer.decision == "acceptForSession":
                 self.approvals.commands.add(display)
             if answer.amendment:
@@ -239,11 +237,9 @@ class BuiltinTools:
                 thread, self.broadcaster, "item/fileChange/requestApproval", unstructure(params)
             )
             if answer.decision in ("decline", "cancel"):
-                declined = attrs.evolve(item, status="declined", completed_at_ms=now_ms())
-                await item_events.finished(thread, turn.turn_id, declined)
-                if answer.decision == "cancel":
-                    raise TurnInterrupted()
-                return "patch rejected: the user declined these changes"
+                return await _refused(
+                    turn, item, answer.decision, "patch rejected: the user declined these changes"
+                )
             if answer.decision == "acceptForSession":
                 self.approvals.paths.update(targets)
         for plan in plans:
@@ -265,6 +261,15 @@ class BuiltinTools:
             )
         wall = time.monotonic() - began
         return f"Exit code: 0\nWall time: {wall:.1f} seconds\nOutput:\n{summary}"
+
+
+async def _refused(turn: ToolTurn, item: Any, decision: str, output: str) -> str:
+    """The user declined (the model gets `output`) or cancelled (the turn is interrupted)."""
+    declined = attrs.evolve(item, status="declined", completed_at_ms=now_ms())
+    await item_events.finished(turn.thread, turn.turn_id, declined)
+    if decision == "cancel":
+        raise TurnInterrupted()
+    return output
 
 
 def _file_change(plan: FilePlan) -> FileChange:
