@@ -5,8 +5,16 @@ Task tree of a running server (`AppServer.run`):
     run                              forced shutdown cancels `_root_scope`
     └── connections nursery          one task per connection (Connection.run) and the
         │                            listeners' accept loops (inside `_listeners_scope`)
-        └── detached nursery         work that outlives its request: thread start-up,
-                                     running turns; started with `start_detached`
+        └── detached nursery         work that outlives its request, started with
+            │                        `start_detached` (each tracked by `_track_detached`):
+            ├── thread start-up      git info of a new thread (`capture_git`)
+            ├── thread runtimes      `ThreadRuntime.run`: its turns and exec sessions
+            ├── unload timers        a thread without subscribers unloads after a delay
+            ├── MCP servers          `ThreadMcp.run` per thread, and their start-up
+            └── index backfill       the thread index catching up with old rollouts
+
+Imports the API families, `dispatch`, `connection`, `outgoing`, `client`, `transport`,
+`settings` and `protocol`; only `cli`, `testing` and the package root import it.
 
 Shutdown is a two-stage drain: stop accepting and refuse new threads and turns, give detached
 work `drain_grace` seconds, cancel it, then disconnect every connection (which cancels its

@@ -11,7 +11,8 @@ Getting at threads
 ------------------
 * `ThreadsApi(services)` (codex_trio/api/threads.py) creates the one `ThreadManager` of the
   server and exposes it as `ThreadsApi.manager`. The composition root passes it on:
-  ``threads = ThreadsApi(self); TurnsApi(self, threads.manager)``.
+  ``threads = ThreadsApi(server)``, then
+  ``TurnsApi(server, threads.manager, account.credentials, tool_providers=[mcp.tools])``.
 * `await manager.get_loaded(thread_id) -> LoadedThread` returns a loaded thread, or raises the
   reference's RpcError: -32600 ``invalid thread id: …`` for a malformed id and
   ``thread not found: <id>`` for an id that is not loaded (what `turn/start` answers).
