@@ -60,6 +60,7 @@ class Router:
         self.add(routes)
 
     def add(self, routes: Iterable[Route]) -> None:
+        """Register routes; a method registered twice is a programming error."""
         for r in routes:
             if r.spec.name in self._routes:
                 raise ValueError(f"method {r.spec.name} registered twice")
@@ -106,13 +107,16 @@ class Router:
 
     @property
     def methods(self) -> list[str]:
+        """Every known method, built or lazily declared (for unknown-method errors)."""
         return list(self._known)
 
     def handles_inline(self, method: str) -> bool:
+        """True for methods the reader runs itself (`initialize`)."""
         r = self._routes.get(method)
         return r is not None and r.inline
 
     async def dispatch(self, connection: Connection, request: envelope.Request) -> None:
+        """Run one request behind the gates and send exactly one response."""
         ctx = RequestContext(connection, request.id, request.method)
         try:
             result = await self._call(ctx, request)

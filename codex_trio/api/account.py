@@ -119,6 +119,7 @@ class AccountApi:
         self._external: ExternalTokens | None = None
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("account/read", GetAccountParams, self.read),
             route("account/login/start", LoginAccountParams, self.login_start),
@@ -162,6 +163,7 @@ class AccountApi:
 
     # ------------------------------------------------------------------ methods
     async def read(self, ctx: RequestContext, params: GetAccountParams) -> GetAccountResponse:
+        """`account/read`: the current login (API key, external tokens, or none)."""
         config = await self._config()
         requires = config.provider.requires_openai_auth
         if not requires:
@@ -190,6 +192,7 @@ class AccountApi:
         return GetAccountResponse(account, identity.user_id, True)
 
     async def login_start(self, ctx: RequestContext, params: LoginAccountParams) -> dict[str, Any]:
+        """`account/login/start`: store an API key, or keep external ChatGPT tokens in memory."""
         for field in LOGIN_REQUIRED.get(params.type, ()):
             if getattr(params, field) is None:
                 raise invalid_request(f"Invalid request: missing field `{camel(field)}`")
@@ -239,15 +242,18 @@ class AccountApi:
 
     async def login_cancel(self, ctx: RequestContext, params: CancelLoginAccountParams) -> dict[str, Any]:
         # No login flow here ever waits for a browser, so no login id is ever pending.
+        """`account/login/cancel`: no login here waits, so every id is unknown."""
         raise invalid_request(f"invalid login id: {params.login_id}")
 
     async def logout(self, ctx: RequestContext, params: None) -> dict[str, Any]:
+        """`account/logout`: forget every credential, on disk and in memory."""
         await trio.to_thread.run_sync(delete_auth, self._settings.codex_home, limiter=self._limiter)
         self._external = None
         self._announce(ctx, "account/updated", AccountUpdated(None, None))
         return {}
 
     async def auth_status(self, ctx: RequestContext, params: GetAuthStatusParams) -> GetAuthStatusResponse:
+        """`getAuthStatus` (v1): the auth method, with the token when asked."""
         config = await self._config()
         if not config.provider.requires_openai_auth:
             return GetAuthStatusResponse(None, None, False)
@@ -260,4 +266,5 @@ class AccountApi:
     async def gov_cloud_requirements(
         self, ctx: RequestContext, params: GovCloudRequirementsParams
     ) -> GovCloudRequirementsResponse:
+        """`account/bedrock/checkGovCloudRequirements`: nothing is required here."""
         return GovCloudRequirementsResponse()

@@ -118,6 +118,7 @@ class CatalogApi:
         self._limiter = trio.CapacityLimiter(CATALOG_THREADS)
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("model/list", ModelListParams, self.model_list),
             route("experimentalFeature/list", ExperimentalFeatureListParams, self.feature_list),
@@ -140,6 +141,7 @@ class CatalogApi:
         return list(cwds) if cwds else [str(self._settings.cwd)]
 
     async def model_list(self, ctx: RequestContext, params: ModelListParams) -> dict[str, Any]:
+        """`model/list`: configured and built-in models, paged."""
         config = await self._config()
         provider = params.model_provider
         if provider is not None and provider not in config.model_providers:
@@ -155,6 +157,7 @@ class CatalogApi:
     async def feature_list(
         self, ctx: RequestContext, params: ExperimentalFeatureListParams
     ) -> dict[str, Any]:
+        """`experimentalFeature/list`: feature flags with their effective values, paged."""
         config = await self._config()
         entries = [
             {**f, "enabled": config.feature(f["name"], bool(f["defaultEnabled"]))} for f in KNOWN_FEATURES
@@ -163,6 +166,7 @@ class CatalogApi:
         return {"data": data, "nextCursor": next_cursor}
 
     async def skills_list(self, ctx: RequestContext, params: SkillsListParams) -> dict[str, Any]:
+        """`skills/list`: SKILL.md files under each cwd's skill roots."""
         user_root = self._settings.codex_home / "skills"
         user_skills, user_errors = await trio.to_thread.run_sync(
             scan_skills, user_root, "user", limiter=self._limiter
@@ -180,16 +184,20 @@ class CatalogApi:
 
     async def hooks_list(self, ctx: RequestContext, params: HooksListParams) -> dict[str, Any]:
         # No hook engine runs here, so no cwd has hooks.
+        """`hooks/list`: this server runs no hooks."""
         cwds = self._cwds(params.cwds)
         return {"data": [{"cwd": cwd, "hooks": [], "warnings": [], "errors": []} for cwd in cwds]}
 
     async def plugin_installed(self, ctx: RequestContext, params: PluginInstalledParams) -> dict[str, Any]:
+        """`plugin/installed`: no plugins are installed here."""
         return {"marketplaces": [], "marketplaceLoadErrors": []}
 
     async def plugin_list(self, ctx: RequestContext, params: PluginListParams) -> dict[str, Any]:
+        """`plugin/list`: no plugin marketplaces here."""
         return {"marketplaces": [], "marketplaceLoadErrors": [], "featuredPluginIds": []}
 
     async def collaboration_modes(
         self, ctx: RequestContext, params: CollaborationModeListParams
     ) -> dict[str, Any]:
+        """`collaborationMode/list`: the reference's two presets."""
         return {"data": [dict(mode) for mode in COLLABORATION_MODES]}

@@ -50,9 +50,11 @@ class SessionApi:
         self._installation_id = await trio.to_thread.run_sync(installation_id, self._codex_home)
 
     def routes(self) -> list[Route]:
+        """`initialize`, run inline by the reader so later requests see its effect."""
         return [route("initialize", InitializeParams, self.initialize, inline=True, before_initialize=True)]
 
     async def initialize(self, ctx: RequestContext, params: InitializeParams) -> InitializeResponse:
+        """`initialize`: record the client's session options and answer with the user agent."""
         if self._installation_id is None:
             await self.load_installation_id()
         assert self._installation_id is not None

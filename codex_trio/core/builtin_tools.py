@@ -80,12 +80,15 @@ class BuiltinTools:
         }
 
     async def tool_specs(self, turn: ToolTurn) -> list[dict[str, Any]]:
+        """The built-in tools in the model family's shapes."""
         return tools_for(self.family)
 
     def handles(self, turn: ToolTurn, call: ToolCall) -> bool:
+        """Calls to a built-in tool name outside any namespace."""
         return call.namespace is None and call.name in self._handlers
 
     async def call(self, turn: ToolTurn, call: ToolCall) -> ToolOutput:
+        """Run the call with its tool's handler."""
         return await self._handlers[call.name](turn, call)
 
     # ------------------------------------------------------------------ exec_command

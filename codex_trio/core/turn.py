@@ -172,6 +172,7 @@ class ThreadRuntime:
 
     @classmethod
     def of(cls, thread: LoadedThread, services: Services) -> ThreadRuntime:
+        """The thread's runtime, created on first use."""
         runtime = thread.turn_state
         if not isinstance(runtime, ThreadRuntime):
             runtime = cls(thread, services)
@@ -180,6 +181,7 @@ class ThreadRuntime:
 
     @property
     def active_turn(self) -> RunningTurn | None:
+        """The turn still accepting input (None once it is finishing)."""
         turn = self.current
         return turn if turn is not None and not turn.finishing else None
 
@@ -283,6 +285,7 @@ class RunningTurn:
 
     # ------------------------------------------------------------------ control (from requests)
     def interrupt(self) -> None:
+        """Cancel the turn (`turn/interrupt`); it ends as interrupted."""
         self.scope.cancel()
 
     def steer(self, inputs: list[UserInput], client_user_message_id: str | None) -> None:

@@ -60,6 +60,7 @@ class McpToolProvider:
         self.registry = registry
 
     async def tool_specs(self, turn: ToolTurn) -> list[dict[str, Any]]:
+        """One namespace tool per connected server (waits for the thread's servers to start)."""
         try:
             mcp = await self.registry.for_thread(turn.thread)
         except RpcError:  # the server is draining: this turn runs without MCP tools
@@ -74,9 +75,11 @@ class McpToolProvider:
         ]
 
     def handles(self, turn: ToolTurn, call: ToolCall) -> bool:
+        """Calls in an `mcp__<server>` namespace, or with a flat `mcp__<server>__<tool>` name."""
         return wire.split_call_name(call.name, call.namespace) is not None
 
     async def call(self, turn: ToolTurn, call: ToolCall) -> ToolOutput:
+        """Run the call as an `mcpToolCall` item, asking approval when needed."""
         names = wire.split_call_name(call.name, call.namespace)
         assert names is not None, "handles() claimed the call"
         server, tool = names

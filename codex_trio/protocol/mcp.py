@@ -35,6 +35,8 @@ ElicitationAction = Literal["accept", "decline", "cancel"]
 # ---------------------------------------------------------------------------- params
 @attrs.frozen
 class McpServerStatusListParams:
+    """`mcpServerStatus/list` params (offset cursor paging)."""
+
     cursor: str | None = None
     limit: int | None = None
     server_name: str | None = None
@@ -44,6 +46,8 @@ class McpServerStatusListParams:
 
 @attrs.frozen
 class McpServerToolCallParams:
+    """`mcpServer/tool/call` params: a tool call outside any turn."""
+
     thread_id: str
     server: str
     tool: str
@@ -53,6 +57,8 @@ class McpServerToolCallParams:
 
 @attrs.frozen
 class McpResourceReadParams:
+    """`mcpServer/resource/read` params."""
+
     server: str
     uri: str
     thread_id: str | None = None
@@ -65,6 +71,8 @@ class McpResourceReadParams:
 # ---------------------------------------------------------------------------- the item
 @attrs.frozen
 class McpToolCallError:
+    """Why an `mcpToolCall` item failed."""
+
     message: str
 
 

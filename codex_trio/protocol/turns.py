@@ -65,6 +65,8 @@ converter.register_structure_hook(UserInput, _structure_user_input)
 
 @attrs.frozen
 class TurnStartParams:
+    """`turn/start` params: the input and per-turn overrides that stick for later turns."""
+
     thread_id: str
     input: list[UserInput]
     client_user_message_id: str | None = None
@@ -82,6 +84,8 @@ class TurnStartParams:
 
 @attrs.frozen
 class TurnSteerParams:
+    """`turn/steer` params: more input for the running turn `expectedTurnId`."""
+
     thread_id: str
     input: list[UserInput]
     expected_turn_id: str
@@ -90,6 +94,8 @@ class TurnSteerParams:
 
 @attrs.frozen
 class TurnInterruptParams:
+    """`turn/interrupt` params."""
+
     thread_id: str
     turn_id: str
 
@@ -164,6 +170,8 @@ class TokenUsageBreakdown:
 
 @attrs.frozen
 class ThreadTokenUsage:
+    """The thread's token usage: the whole thread, the last request, the context window."""
+
     total: TokenUsageBreakdown
     last: TokenUsageBreakdown
     model_context_window: int | None
