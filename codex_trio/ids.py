@@ -3,7 +3,7 @@ turns and items. A leaf: imports nothing of ours."""
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 import uuid
 
@@ -15,7 +15,7 @@ def now_ms() -> int:
 
 def uuid7() -> str:
     """A UUID version 7 (RFC 9562): 48 bits of milliseconds, then random bits."""
-    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    rand = int.from_bytes(os.urandom(10), "big")
     value = (now_ms() & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= ((rand >> 62) & 0xFFF) << 64
