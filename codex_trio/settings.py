@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from codex_trio.config.sources import ThreadConfigLoader
 from codex_trio.transport.listen import ListenTarget, StdioListen
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # names for annotations only: a stdio cold start loads neither module
+    from codex_trio.config.sources import ThreadConfigLoader
     from codex_trio.transport.auth import WebSocketAuth
 
 
