@@ -26,11 +26,9 @@ from typing import Any
 import attrs
 import trio
 
-from codex_trio.api.catalog import scan_plugin_skills
 from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.config.layers import user_config_path
 from codex_trio.config.write import ConfigWriteError
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.plugins import git, remote, store
 from codex_trio.plugins.marketplace import (
     Marketplace,
@@ -44,6 +42,7 @@ from codex_trio.plugins.marketplace import (
     mcp_server_tables,
     plugin_id,
     read_manifest,
+    scan_plugin_skills,
 )
 from codex_trio.protocol.catalog import PluginInstalledParams, PluginListParams
 from codex_trio.protocol.errors import RpcError, internal_error, invalid_request
@@ -55,6 +54,7 @@ from codex_trio.protocol.plugins import (
     PluginReadParams,
     PluginUninstallParams,
 )
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,7 @@ class PluginsApi:
         self._remote_cache: dict[tuple[str, str, str], tuple[float, list[dict[str, Any]]]] = {}
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("plugin/list", PluginListParams, self.plugin_list),
             route("plugin/installed", PluginInstalledParams, self.plugin_installed),
@@ -225,6 +226,7 @@ class PluginsApi:
 
     # ------------------------------------------------------------------ listing
     async def plugin_list(self, ctx: RequestContext, params: PluginListParams) -> dict[str, Any]:
+        """`plugin/list`: local marketplaces in reach, merged with the remote catalog."""
         config = await self._config()
         response: dict[str, Any] = {"marketplaces": [], "marketplaceLoadErrors": [], "featuredPluginIds": []}
         if not config.feature("plugins", True):
@@ -260,6 +262,7 @@ class PluginsApi:
         return response
 
     async def plugin_installed(self, ctx: RequestContext, params: PluginInstalledParams) -> dict[str, Any]:
+        """`plugin/installed`: installed plugins (and the suggested ones) by marketplace."""
         config = await self._config()
         if not config.feature("plugins", True):
             return {"marketplaces": [], "marketplaceLoadErrors": []}
@@ -306,6 +309,7 @@ class PluginsApi:
 
     # ------------------------------------------------------------------ one plugin
     async def plugin_read(self, ctx: RequestContext, params: PluginReadParams) -> dict[str, Any]:
+        """`plugin/read`: one plugin's details, from its marketplace file or the remote catalog."""
         if (params.marketplace_path is None) == (params.remote_marketplace_name is None):
             raise invalid_request(
                 "plugin/read requires exactly one of marketplacePath or remoteMarketplaceName"
@@ -349,6 +353,7 @@ class PluginsApi:
             raise _remote_error(exc, context) from None
 
     async def plugin_install(self, ctx: RequestContext, params: PluginInstallParams) -> dict[str, Any]:
+        """`plugin/install`: copy into the cache and enable in config (or install remotely)."""
         if (params.marketplace_path is None) == (params.remote_marketplace_name is None):
             raise invalid_request(
                 "plugin/install requires exactly one of marketplacePath or remoteMarketplaceName"
@@ -410,6 +415,7 @@ class PluginsApi:
         return {"authPolicy": summary["authPolicy"], "appsNeedingAuth": []}
 
     async def plugin_uninstall(self, ctx: RequestContext, params: PluginUninstallParams) -> dict[str, Any]:
+        """`plugin/uninstall`: `<plugin>@<marketplace>` locally, a bare remote id remotely."""
         name, at, marketplace = params.plugin_id.partition("@")
         if not at:
             return await self._remote_uninstall(params.plugin_id)
@@ -442,6 +448,7 @@ class PluginsApi:
 
     # ------------------------------------------------------------------ marketplaces
     async def marketplace_add(self, ctx: RequestContext, params: MarketplaceAddParams) -> dict[str, Any]:
+        """`marketplace/add`: a local directory (used in place) or a git repository (cloned)."""
         source = params.source.strip()
         local = source.startswith(("/", ".", "~"))
         url = None if local else git.git_url(source)
@@ -549,6 +556,7 @@ class PluginsApi:
     async def marketplace_remove(
         self, ctx: RequestContext, params: MarketplaceRemoveParams
     ) -> dict[str, Any]:
+        """`marketplace/remove`: forget it; a git checkout is deleted, a local source kept."""
         name = params.marketplace_name
         async with self._lane:
             config = await self._config()
@@ -566,6 +574,7 @@ class PluginsApi:
     async def marketplace_upgrade(
         self, ctx: RequestContext, params: MarketplaceUpgradeParams
     ) -> dict[str, Any]:
+        """`marketplace/upgrade`: fetch and fast-forward git marketplaces, reporting changes."""
         async with self._lane:
             config = await self._config()
             gits = [m for m in store.configured_marketplaces(config.raw) if m.source_type == "git"]

@@ -17,6 +17,8 @@ from typing import Any
 
 import attrs
 
+from codex_trio.skills import scan_skills
+
 MARKETPLACE_FILES = (Path(".agents/plugins/marketplace.json"), Path(".claude-plugin/marketplace.json"))
 MANIFEST_FILES = (Path(".codex-plugin/plugin.json"), Path(".claude-plugin/plugin.json"))
 INSTALL_POLICIES = ("NOT_AVAILABLE", "AVAILABLE", "INSTALLED_BY_DEFAULT")
@@ -348,3 +350,18 @@ def hook_summaries(plugin_root: Path, manifest: Mapping[str, Any], plugin_id: st
                 key = f"{plugin_id}:{source}:{snake}:{group_index}:{handler_index}"
                 hooks.append({"key": key, "eventName": name})
     return hooks
+
+
+def scan_plugin_skills(
+    plugin_root: Path, manifest: Mapping[str, Any], plugin: str, plugin_id: str
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """A plugin's skills (blocking): named `<plugin>:<skill>`, user scope, tagged with its id."""
+    skills: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    for root in skill_roots(plugin_root, manifest):
+        found, failed = scan_skills(root, "user")
+        skills += [
+            {**s, "name": f"{plugin}:{s['name']}", "scope": "user", "pluginId": plugin_id} for s in found
+        ]
+        errors += failed
+    return skills, errors

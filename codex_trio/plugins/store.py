@@ -23,6 +23,7 @@ from codex_trio.plugins.marketplace import (
     mcp_server_tables,
     read_manifest,
     safe_name,
+    scan_plugin_skills,
 )
 
 CACHE_DIR = Path("plugins/cache")
@@ -212,3 +213,15 @@ def plugin_mcp_servers(codex_home: Path, raw: Mapping[str, Any]) -> dict[str, di
             servers.setdefault(name, table)
     return servers
 
+
+def installed_plugin_skills(
+    codex_home: Path, raw: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The skills of every enabled, installed plugin (blocking)."""
+    skills: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    for plugin in installed_plugins(codex_home, raw):
+        found, failed = scan_plugin_skills(plugin.root, plugin.manifest, plugin.name, plugin.id)
+        skills += found
+        errors += failed
+    return skills, errors
