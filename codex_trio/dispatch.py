@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
 
+#: transports whose peer is on this machine by construction (a child's pipes, the same process).
+LOCAL_TRANSPORTS = frozenset({"stdio", "in_process"})
+
 
 @attrs.define(eq=False)
 class RequestContext:
@@ -58,6 +61,8 @@ class Route:
     inline: bool = False
     #: allowed before `initialize`.
     before_initialize: bool = False
+    #: refused on remote transports (ws, unix) before the handler runs (device keys).
+    local_only: bool = False
 
 
 def route(
@@ -68,8 +73,9 @@ def route(
     experimental: bool = False,
     inline: bool = False,
     before_initialize: bool = False,
+    local_only: bool = False,
 ) -> Route:
-    return Route(MethodSpec(name, params, experimental), handler, inline, before_initialize)
+    return Route(MethodSpec(name, params, experimental), handler, inline, before_initialize, local_only)
 
 
 class _LazyGroup:
@@ -192,6 +198,8 @@ class Router:
         params = r.spec.read_params(request.params)
         if r.spec.experimental and not session.experimental_api:
             raise experimental_required(r.spec.name)
+        if r.local_only and ctx.connection.transport_name not in LOCAL_TRANSPORTS:
+            raise invalid_request(f"{r.spec.name} is not available over remote transports")
         result = await r.handler(ctx, params)
         if result is None:
             return {}

@@ -86,6 +86,12 @@ def _build_config(server: AppServer) -> list[Any]:
     return [ConfigApi(server), CatalogApi(server), LegacyApi(server)]
 
 
+def _build_device_keys(server: AppServer) -> list[Any]:
+    from codex_trio.api.device_keys import DeviceKeysApi
+
+    return [DeviceKeysApi(server)]
+
+
 def _build_agent(server: AppServer) -> list[Any]:
     """Threads, accounts, MCP and turns know each other, so they come as one group."""
     from codex_trio.api.account import AccountApi
@@ -142,6 +148,11 @@ FAMILY_GROUPS = (
             "fuzzyFileSearch/sessionStop",
         ),
         _build_config,
+    ),
+    FamilyGroup(
+        ("codex_trio.api.device_keys",),
+        ("device/key/create", "device/key/public", "device/key/sign"),
+        _build_device_keys,
     ),
     FamilyGroup(
         ("codex_trio.api.account", "codex_trio.api.threads", "codex_trio.api.turns", "codex_trio.api.mcp"),

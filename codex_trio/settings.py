@@ -12,6 +12,7 @@ from codex_trio.transport.listen import ListenTarget, StdioListen
 
 if TYPE_CHECKING:
     from codex_trio.config.layers import ThreadConfigLoader
+    from codex_trio.device_keys.store import DeviceKeyProvider
     from codex_trio.transport.auth import WebSocketAuth
 
 
@@ -39,3 +40,6 @@ class ServerSettings:
     #: session-owned, thread-scoped config layers (see `codex_trio.config.layers`); embedders
     #: set one so clients cannot override e.g. the provider; None adds nothing.
     thread_config_loader: ThreadConfigLoader | None = None
+    #: the device-key provider; None = the TPM chosen by config (see docs/identity.md). Tests
+    #: pass `codex_trio.device_keys.memory.MemoryProvider` here; the server never picks it.
+    device_key_provider: DeviceKeyProvider | None = None
