@@ -144,9 +144,10 @@ async def test_a_tpm_key_signs_proofs_that_verify(tpm_client: ClientConnection, 
     blobs = key_dir(codex_home, created["keyId"])
     assert sorted(p.name for p in blobs.iterdir()) == ["private.tpm", "public.tpm"]
     assert (blobs / "private.tpm").stat().st_mode & 0o777 == 0o600
-    printed = subprocess.run(
-        ["tpm2_print", "-t", "TPM2B_PUBLIC", str(blobs / "public.tpm")], capture_output=True, text=True, check=True
-    ).stdout
+    result = await trio.run_process(
+        ["tpm2_print", "-t", "TPM2B_PUBLIC", str(blobs / "public.tpm")], capture_stdout=True
+    )
+    printed = result.stdout.decode()
     attributes = printed.split("attributes:")[1].split("\n")[1]
     assert set(attributes.split("value:")[1].strip().split("|")) == {
         "fixedtpm", "fixedparent", "sensitivedataorigin", "userwithauth", "sign"
@@ -192,7 +193,8 @@ async def test_keys_survive_a_restart_and_only_the_tpm_that_made_them_can_use_th
             await client.aclose()
         # Another TPM (another owner seed) cannot unwrap the blob: the key is bound to its TPM.
         async with _swtpm(tmp_path / "other-tpm") as other:
-            async with open_app_server(tpm_settings(server_settings, other.tcti)) as server:
+            other_settings = tpm_settings(server_settings, other.tcti)
+            async with open_app_server(other_settings) as server:
                 client = await server.connect()
                 await client.initialize("pytest")
                 with pytest.raises(RpcError) as caught:
@@ -222,7 +224,10 @@ async def test_without_a_tpm_both_policies_refuse(
 
 
 async def test_the_tcti_comes_from_the_environment_without_config(
-    swtpm: SoftwareTpm, leak_check: LeakCheck, server_settings: ServerSettings, monkeypatch: pytest.MonkeyPatch
+    swtpm: SoftwareTpm,
+    leak_check: LeakCheck,
+    server_settings: ServerSettings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TPM2TOOLS_TCTI", swtpm.tcti)
     with trio.fail_after(TIMEOUT):
