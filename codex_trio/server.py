@@ -102,7 +102,7 @@ def _build_agent(server: AppServer) -> list[Any]:
     threads = ThreadsApi(server)
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
-    turns = TurnsApi(server, threads.manager, account.credentials, tool_providers=[mcp.tools])
+    turns = TurnsApi(server, threads.manager, account.model_login, tool_providers=[mcp.tools])
     return [account, threads, turns, mcp]
 
 
@@ -161,6 +161,7 @@ FAMILY_GROUPS = (
             "account/login/start",
             "account/login/cancel",
             "account/logout",
+            "account/rateLimits/read",
             "getAuthStatus",
             "account/bedrock/checkGovCloudRequirements",
             "thread/start",

@@ -203,6 +203,7 @@ class _Sample:
     rollout: list[dict[str, Any]] = attrs.Factory(list)
     calls: list[_Call] = attrs.Factory(list)
     usage: TokenUsage | None = None
+    rate_limits: dict[str, Any] | None = None
     open_messages: dict[str, AgentMessageItem] = attrs.Factory(dict)
     open_reasoning: dict[str, ReasoningItem] = attrs.Factory(dict)
 
@@ -525,7 +526,7 @@ class RunningTurn:
                 for call in sample.calls:
                     await self._run_tool(runtime, history, call)
                 if sample.usage is not None:
-                    await self._report_usage(runtime, sample.usage)
+                    await self._report_usage(runtime, sample.usage, sample.rate_limits)
                 if not sample.calls and not self._pending:
                     return _Completed()
 
@@ -631,6 +632,7 @@ class RunningTurn:
                 await self._notify(method, params)
         elif isinstance(event, Completed):
             sample.usage = event.usage
+            sample.rate_limits = event.rate_limits
 
     async def _on_item_added(self, sample: _Sample, item: dict[str, Any]) -> None:
         kind, item_id = item.get("type"), item.get("id")
@@ -747,7 +749,9 @@ class RunningTurn:
             "summary": s.summary,
         }
 
-    async def _report_usage(self, runtime: ThreadRuntime, last: TokenUsage) -> None:
+    async def _report_usage(
+        self, runtime: ThreadRuntime, last: TokenUsage, limits: dict[str, Any] | None = None
+    ) -> None:
         total = last if runtime.total_usage is None else runtime.total_usage + last
         runtime.total_usage = total
         await self._notify(
@@ -762,7 +766,10 @@ class RunningTurn:
                 },
             },
         )
-        self.services.broadcaster.broadcast("account/rateLimits/updated", RATE_LIMITS)
+        # As the reference: after every response with usage, the limits its headers reported.
+        self.services.broadcaster.broadcast(
+            "account/rateLimits/updated", {"rateLimits": limits or RATE_LIMITS["rateLimits"]}
+        )
         await self.thread.append_rollout(
             [
                 rollout.token_count(
