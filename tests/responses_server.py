@@ -12,6 +12,10 @@ test. Tests queue replies; each `POST …/responses` takes the next one (or `DEF
 * `Failed(message)`         a `response.failed` event
 * `Dropped(before)`         the stream ends after one delta, without `response.completed`
 * `Paced(pieces, gap)`      deltas sent `gap` seconds apart, each send time recorded (benchmarks)
+* `WithEvents(events, then)` raw events after `response.created`, then `then` (a `Text`)
+
+`headers` go with every event stream, `authorize` may refuse a request with a 401, and
+`json_routes` answer other paths (the ChatGPT backend's `wham/*`) with fixed JSON.
 
 Every request is recorded (`requests`) with its headers and JSON body.
 """
@@ -375,7 +379,9 @@ class WithEvents:
         await self.then.send(sse, request)
 
 
-Reply = WithEvents | Text | Reasoning | Shell | FunctionCall | Patch | Stall | Status | Failed | Dropped | Paced
+Reply = (
+    WithEvents | Text | Reasoning | Shell | FunctionCall | Patch | Stall | Status | Failed | Dropped | Paced
+)
 DEFAULT = Text("Hello from the scripted model.")
 
 

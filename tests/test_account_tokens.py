@@ -338,6 +338,9 @@ async def test_rate_limit_headers_are_announced_after_each_response(
             }
         ]
         model.headers = {}
+        # A `codex.rate_limits` event in an HTTP stream is ignored, as by the reference.
+        event = {"type": "codex.rate_limits", "rate_limits": {"primary": {"used_percent": 55.0}}}
+        model.enqueue(WithEvents([event], Text("hi")))
         seen = await run_turn(client, workspace)
         updates = [m["params"]["rateLimits"] for m in seen if m.get("method") == "account/rateLimits/updated"]
         assert [(u["limitId"], u["primary"], u["credits"]) for u in updates] == [("codex", None, None)]
