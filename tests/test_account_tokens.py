@@ -19,7 +19,7 @@ from codex_trio.client import ClientConnection
 from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.testing import LeakCheck
-from tests.responses_server import RecordedRequest, ResponsesServer
+from tests.responses_server import RecordedRequest, ResponsesServer, Text, WithEvents
 
 TIMEOUT = 30
 Message = dict[str, Any]
