@@ -7,14 +7,37 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from codex_trio.client import ClientConnection
+from codex_trio.server import open_app_server
+from codex_trio.settings import ServerSettings
+
 ACCOUNT = "user-123"
 CLIENT = "cli_abc"
+
+
+@asynccontextmanager
+async def local_client(settings: ServerSettings) -> AsyncIterator[ClientConnection]:
+    """An initialized in-process client of a server that runs as long as the block."""
+    async with open_app_server(settings) as server:
+        client = await server.connect()
+        await client.initialize("pytest")
+        yield client
+        await client.aclose()
+
+
+async def create(client: ClientConnection, **params: Any) -> dict[str, Any]:
+    result: dict[str, Any] = await client.call(
+        "device/key/create", {"accountUserId": ACCOUNT, "clientId": CLIENT, **params}
+    )
+    return result
 
 
 def b64url(data: bytes) -> str:

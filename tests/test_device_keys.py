@@ -26,7 +26,15 @@ from codex_trio.settings import ServerSettings
 from codex_trio.testing import LeakCheck
 from codex_trio.transport.listen import UnixListen, WebSocketListen
 from codex_trio.transport.websocket import WebSocketEndpoint
-from tests.device_key_helpers import ACCOUNT, CLIENT, connection_payload, enrollment_payload, verify
+from tests.device_key_helpers import (
+    ACCOUNT,
+    CLIENT,
+    connection_payload,
+    create,
+    enrollment_payload,
+    local_client,
+    verify,
+)
 from tests.ws_client import connect
 
 TIMEOUT = 15
@@ -41,18 +49,8 @@ def provider() -> MemoryProvider:
 async def dk(
     leak_check: LeakCheck, server_settings: ServerSettings, provider: MemoryProvider
 ) -> AsyncIterator[ClientConnection]:
-    async with open_app_server(attrs.evolve(server_settings, device_key_provider=provider)) as server:
-        client = await server.connect()
-        await client.initialize("pytest")
+    async with local_client(attrs.evolve(server_settings, device_key_provider=provider)) as client:
         yield client
-        await client.aclose()
-
-
-async def create(client: ClientConnection, **params: Any) -> dict[str, Any]:
-    result: dict[str, Any] = await client.call(
-        "device/key/create", {"accountUserId": ACCOUNT, "clientId": CLIENT, **params}
-    )
-    return result
 
 
 async def refused(client: ClientConnection, method: str, params: Any) -> RpcError:

@@ -17,10 +17,17 @@ import trio
 from codex_trio.client import ClientConnection
 from codex_trio.device_keys.tpm import key_dir
 from codex_trio.protocol.errors import RpcError
-from codex_trio.server import open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.testing import LeakCheck
-from tests.device_key_helpers import ACCOUNT, CLIENT, connection_payload, enrollment_payload, verify
+from tests.device_key_helpers import (
+    ACCOUNT,
+    CLIENT,
+    connection_payload,
+    create,
+    enrollment_payload,
+    local_client,
+    verify,
+)
 
 TIMEOUT = 30
 UNAVAILABLE = "hardware-backed device keys are not available on this platform"
@@ -117,18 +124,8 @@ def tpm_settings(settings: ServerSettings, tcti: str) -> ServerSettings:
 async def tpm_client(
     swtpm: SoftwareTpm, leak_check: LeakCheck, server_settings: ServerSettings
 ) -> AsyncIterator[ClientConnection]:
-    async with open_app_server(tpm_settings(server_settings, swtpm.tcti)) as server:
-        client = await server.connect()
-        await client.initialize("pytest")
+    async with local_client(tpm_settings(server_settings, swtpm.tcti)) as client:
         yield client
-        await client.aclose()
-
-
-async def create(client: ClientConnection, **params: Any) -> dict[str, Any]:
-    result: dict[str, Any] = await client.call(
-        "device/key/create", {"accountUserId": ACCOUNT, "clientId": CLIENT, **params}
-    )
-    return result
 
 
 async def test_a_tpm_key_signs_proofs_that_verify(tpm_client: ClientConnection, codex_home: Path) -> None:
@@ -178,30 +175,21 @@ async def test_keys_survive_a_restart_and_only_the_tpm_that_made_them_can_use_th
 ) -> None:
     settings = tpm_settings(server_settings, swtpm.tcti)
     with trio.fail_after(TIMEOUT):
-        async with open_app_server(settings) as server:
-            client = await server.connect()
-            await client.initialize("pytest")
+        async with local_client(settings) as client:
             created = await create(client)
-            await client.aclose()
-        async with open_app_server(settings) as server:
-            client = await server.connect()
-            await client.initialize("pytest")
+        async with local_client(settings) as client:
             assert await client.call("device/key/public", {"keyId": created["keyId"]}) == created
             payload = enrollment_payload()
             result = await client.call("device/key/sign", {"keyId": created["keyId"], "payload": payload})
             verify(created["publicKeySpkiDerBase64"], result, payload)
-            await client.aclose()
         # Another TPM (another owner seed) cannot unwrap the blob: the key is bound to its TPM.
         async with _swtpm(tmp_path / "other-tpm") as other:
             other_settings = tpm_settings(server_settings, other.tcti)
-            async with open_app_server(other_settings) as server:
-                client = await server.connect()
-                await client.initialize("pytest")
+            async with local_client(other_settings) as client:
                 with pytest.raises(RpcError) as caught:
                     await client.call("device/key/sign", {"keyId": created["keyId"], "payload": payload})
                 assert caught.value.code == -32603
                 assert caught.value.message.startswith("device key platform error: tpm2_load failed")
-                await client.aclose()
 
 
 @pytest.mark.parametrize("policy", [None, "hardware_only", "allow_os_protected_nonextractable"])
@@ -213,13 +201,10 @@ async def test_without_a_tpm_both_policies_refuse(
     if policy is not None:
         params["protectionPolicy"] = policy
     with trio.fail_after(TIMEOUT):
-        async with open_app_server(settings) as server:
-            client = await server.connect()
-            await client.initialize("pytest")
+        async with local_client(settings) as client:
             with pytest.raises(RpcError) as caught:
                 await client.call("device/key/create", params)
             assert (caught.value.code, caught.value.message) == (-32600, UNAVAILABLE)
-            await client.aclose()
     assert not (server_settings.codex_home / "device-keys").exists()
 
 
@@ -231,16 +216,10 @@ async def test_the_tcti_comes_from_the_environment_without_config(
 ) -> None:
     monkeypatch.setenv("TPM2TOOLS_TCTI", swtpm.tcti)
     with trio.fail_after(TIMEOUT):
-        async with open_app_server(server_settings) as server:
-            client = await server.connect()
-            await client.initialize("pytest")
+        async with local_client(server_settings) as client:
             created = await create(client)
             assert base64.b64decode(created["publicKeySpkiDerBase64"])
-            await client.aclose()
     monkeypatch.setenv("TPM2TOOLS_TCTI", "device:/nonexistent/tpmrm0")
-    async with open_app_server(server_settings) as server:
-        client = await server.connect()
-        await client.initialize("pytest")
+    async with local_client(server_settings) as client:
         with pytest.raises(RpcError, match=UNAVAILABLE):
             await create(client)
-        await client.aclose()

@@ -8,6 +8,10 @@ that says why, in the reference's words. Stream-level retries ("Reconnecting... 
 to the turn, which must tell the client about them; this module only says whether an error
 is worth another attempt (`ModelError.retryable`).
 
+An HTTP 401 for a login that can be refreshed (external ChatGPT tokens, `Login.refresh`) asks
+for new tokens once and repeats the request once with them. Each answer's rate-limit headers
+ride on its `Completed` event (`codex_trio.core.rate_limits`).
+
 The HTTP client (httpx, run on Trio through anyio) is opened per turn by `open_model_client`,
 so its connections are owned by the turn's task and dropped when the turn is cancelled:
 an interrupted turn abandons the stream at once, as the reference does.
