@@ -18,7 +18,7 @@ from codex_trio.client import ClientConnection
 from codex_trio.device_keys.tpm import key_dir
 from codex_trio.protocol.errors import RpcError
 from codex_trio.settings import ServerSettings
-from codex_trio.testing import LeakCheck
+from codex_trio.testing import LeakCheck, StdioServer
 from tests.device_key_helpers import (
     ACCOUNT,
     CLIENT,
@@ -223,3 +223,17 @@ async def test_the_tcti_comes_from_the_environment_without_config(
     async with local_client(server_settings) as client:
         with pytest.raises(RpcError, match=UNAVAILABLE):
             await create(client)
+
+
+async def test_a_stdio_client_of_the_real_server_process_gets_tpm_keys(
+    swtpm: SoftwareTpm, stdio_server: StdioServer
+) -> None:
+    (stdio_server.codex_home / "config.toml").write_text(f'[device_keys]\ntcti = "{swtpm.tcti}"\n')
+    client = stdio_server.client
+    with trio.fail_after(TIMEOUT):
+        await client.initialize("pytest")
+        created = await create(client)
+        assert created["protectionClass"] == "hardware_tpm"
+        payload = connection_payload()
+        result = await client.call("device/key/sign", {"keyId": created["keyId"], "payload": payload})
+        verify(created["publicKeySpkiDerBase64"], result, payload)
