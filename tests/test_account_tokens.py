@@ -167,7 +167,7 @@ async def test_a_401_asks_the_client_and_retries_once_with_the_new_token(
         await client.aclose()
 
 
-async def test_a_client_error_fails_the_turn_and_the_next_turn_asks_again(
+async def test_a_client_error_is_retried_then_fails_the_turn_and_the_next_turn_asks_again(
     leak_check: LeakCheck, server_settings: ServerSettings, model: ResponsesServer, workspace: Path
 ) -> None:
     write_config(server_settings.codex_home, model, retries=1)
@@ -177,7 +177,8 @@ async def test_a_client_error_fails_the_turn_and_the_next_turn_asks_again(
             client = await connect(server)
             await login(client)
             seen = await run_turn(client, workspace, answer_error)
-            assert len(refreshes(seen)) == 1
+            # As the reference: every attempt's 401 asks again, until the retries are used up.
+            assert len(refreshes(seen)) == 2
             errors = [m["params"] for m in seen if m.get("method") == "error"]
             assert errors[0]["willRetry"] is True
             assert errors[0]["error"]["message"] == "Reconnecting... 1/1"

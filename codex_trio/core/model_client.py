@@ -394,8 +394,6 @@ class ModelClient:
         self._auth = auth
         self._login = login if login is not None and _auth_uses_login(provider) else None
         self._environ = environ
-        #: why asking for new tokens failed; this client does not ask again (the reference's way).
-        self._refresh_failure: ModelError | None = None
         self.url = responses_url(provider)
 
     async def stream(
@@ -436,13 +434,7 @@ class ModelClient:
         login = self._login
         if login is None or login.refresh is None:
             raise unauthorized
-        if self._refresh_failure is not None:
-            raise attrs.evolve(self._refresh_failure, codex_error_info="other", retryable=False)
-        try:
-            self._login = await login.refresh(login)
-        except ModelError as exc:
-            self._refresh_failure = exc
-            raise
+        self._login = await login.refresh(login)
         self._auth = resolve_auth(self.provider, self._login, self._environ)
 
     async def _attempt(self, payload: bytes, headers: Mapping[str, str], on_event: EventHandler) -> Completed:
