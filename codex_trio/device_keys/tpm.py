@@ -59,7 +59,10 @@ class TpmProvider:
                 "-a", KEY_ATTRIBUTES, "-u", tpm.file("public.tpm"), "-r", tpm.file("private.tpm"),
             )  # fmt: skip
             spki = await tpm.public_der()
-            await trio.to_thread.run_sync(_install, tpm.dir, key_dir(self._home, key_id))
+            try:
+                await trio.to_thread.run_sync(_install, tpm.dir, key_dir(self._home, key_id))
+            except OSError as exc:
+                raise DeviceKeyError.platform(f"storing the key blobs: {exc}") from None
         return KeyInfo(key_id, spki, HARDWARE_TPM)
 
     async def public(self, key_id: str, protection_class: str) -> KeyInfo:
