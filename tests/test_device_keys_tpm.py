@@ -237,3 +237,28 @@ async def test_a_stdio_client_of_the_real_server_process_gets_tpm_keys(
         payload = connection_payload()
         result = await client.call("device/key/sign", {"keyId": created["keyId"], "payload": payload})
         verify(created["publicKeySpkiDerBase64"], result, payload)
+
+
+async def test_a_tpm_that_goes_away_is_reported_and_its_keys_work_once_it_is_back(
+    leak_check: LeakCheck, server_settings: ServerSettings, tmp_path: Path
+) -> None:
+    state = tmp_path / "restarted-tpm"
+    with trio.fail_after(TIMEOUT):
+        async with _swtpm(state) as first:
+            settings = tpm_settings(server_settings, first.tcti)
+            async with local_client(settings) as client:
+                created = await create(client)
+        # The server is still running; its TPM is gone.
+        async with local_client(settings) as client:
+            params = {"keyId": created["keyId"], "payload": connection_payload()}
+            with pytest.raises(RpcError) as caught:
+                await client.call("device/key/sign", params)
+            assert (caught.value.code, caught.value.message) == (-32600, UNAVAILABLE)
+        # The same TPM (its state) back on other ports: the stored blobs load again.
+        async with (
+            _swtpm(state) as second,
+            local_client(tpm_settings(server_settings, second.tcti)) as client,
+        ):
+            payload = enrollment_payload()
+            result = await client.call("device/key/sign", {"keyId": created["keyId"], "payload": payload})
+            verify(created["publicKeySpkiDerBase64"], result, payload)
