@@ -161,6 +161,7 @@ async def test_a_401_asks_the_client_and_retries_once_with_the_new_token(
         assert account["account"]["planType"] == "plus"
         status = await client.call("getAuthStatus", {"includeToken": True})
         assert status["authToken"] == NEW
+        assert not (server.settings.codex_home / "auth.json").exists(), "tokens stay in memory"
         # The next turn uses the new token without asking.
         seen = await run_turn(client, workspace, answer_new)
         assert refreshes(seen) == [] and bearer(model.posts[-1]) == NEW
