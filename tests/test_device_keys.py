@@ -14,6 +14,7 @@ import attrs
 import pytest
 import trio
 
+from codex_trio.api.device_keys import DeviceKeysApi
 from codex_trio.client import ClientConnection
 from codex_trio.device_keys.bindings import STATE_FILE
 from codex_trio.device_keys.memory import MemoryProvider
@@ -21,7 +22,7 @@ from codex_trio.device_keys.store import signing_payload_bytes, validate_key_id
 from codex_trio.protocol.converter import structure
 from codex_trio.protocol.device_keys import RemoteControlClientConnection
 from codex_trio.protocol.errors import RpcError
-from codex_trio.server import open_app_server
+from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.testing import LeakCheck
 from codex_trio.transport.listen import UnixListen, WebSocketListen
@@ -32,7 +33,6 @@ from tests.device_key_helpers import (
     connection_payload,
     create,
     enrollment_payload,
-    local_client,
     verify,
 )
 from tests.ws_client import connect
@@ -49,8 +49,17 @@ def provider() -> MemoryProvider:
 async def dk(
     leak_check: LeakCheck, server_settings: ServerSettings, provider: MemoryProvider
 ) -> AsyncIterator[ClientConnection]:
-    async with local_client(attrs.evolve(server_settings, device_key_provider=provider)) as client:
+    async with open_app_server(server_settings) as server:
+        await use_provider(server, provider)
+        client = await server.connect()
+        await client.initialize("pytest")
         yield client
+        await client.aclose()
+
+
+async def use_provider(server: AppServer, provider: MemoryProvider) -> None:
+    """The memory provider in place of the TPM: the server itself never picks it."""
+    (await server.family(DeviceKeysApi)).store.provider = provider
 
 
 async def refused(client: ClientConnection, method: str, params: Any) -> RpcError:
@@ -279,7 +288,7 @@ async def test_remote_transports_are_refused_before_any_provider_is_touched(
 ) -> None:
     provider = MemoryProvider("hardware_tpm")
     listen = WebSocketListen("127.0.0.1", 0) if transport == "ws" else UnixListen(tmp_path / "ctl.sock")
-    settings = attrs.evolve(server_settings, listen=listen, device_key_provider=provider)
+    settings = attrs.evolve(server_settings, listen=listen)
     key = "dk_tpm_" + base64.urlsafe_b64encode(bytes(32)).rstrip(b"=").decode()
     cases = [
         ("device/key/create", {"accountUserId": ACCOUNT, "clientId": CLIENT}),
@@ -288,6 +297,7 @@ async def test_remote_transports_are_refused_before_any_provider_is_touched(
     ]
     with trio.fail_after(TIMEOUT):
         async with open_app_server(settings) as server:
+            await use_provider(server, provider)
             if isinstance(server.listening, WebSocketEndpoint):
                 opened = connect(server.listening.port)
             else:

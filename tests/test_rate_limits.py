@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from codex_trio.core.rate_limits import from_headers, from_usage, snapshot
+from codex_trio.core.rate_limits import from_headers, from_usage
+from codex_trio.protocol.account import RateLimitSnapshot, RateLimitWindow
 
 
 def test_no_headers_give_the_all_null_codex_snapshot() -> None:
-    assert from_headers({}) == snapshot() == from_headers({"x-other": "1"})
-    assert snapshot()["limitId"] == "codex" and snapshot()["primary"] is None
+    assert from_headers({}) == RateLimitSnapshot() == from_headers({"x-other": "1"})
+    assert RateLimitSnapshot().limit_id == "codex" and RateLimitSnapshot().primary is None
 
 
 def test_the_active_limit_names_the_header_family() -> None:
@@ -18,8 +19,8 @@ def test_the_active_limit_names_the_header_family() -> None:
         "x-codex-primary-used-percent": "5",
     }
     limits = from_headers(headers)
-    assert limits["limitId"] == "codex_other" and limits["limitName"] == "Other"
-    assert limits["primary"] == {"usedPercent": 99, "windowDurationMins": None, "resetsAt": None}
+    assert (limits.limit_id, limits.limit_name) == ("codex_other", "Other")
+    assert limits.primary == RateLimitWindow(99)
 
 
 def test_unreadable_values_are_left_out() -> None:
@@ -28,9 +29,9 @@ def test_unreadable_values_are_left_out() -> None:
         "x-codex-secondary-used-percent": "nan",
         "x-codex-credits-has-credits": "maybe",
     }
-    assert from_headers(headers) == snapshot()
+    assert from_headers(headers) == RateLimitSnapshot()
     limits = from_headers({"x-codex-primary-used-percent": "0.5", "x-codex-primary-window-minutes": "x"})
-    assert limits["primary"] == {"usedPercent": 1, "windowDurationMins": None, "resetsAt": None}
+    assert limits.primary == RateLimitWindow(1, None, None)
 
 
 def test_usage_answers_map_every_limit() -> None:
@@ -45,10 +46,10 @@ def test_usage_answers_map_every_limit() -> None:
             ],
         }
     )  # fmt: skip
-    assert main["primary"] == {"usedPercent": 10, "windowDurationMins": 60, "resetsAt": None}
-    assert main["planType"] == "plus" and main["credits"] is None
+    assert main.primary == RateLimitWindow(10, 60, None)
+    assert main.plan_type == "plus" and main.credits is None
     assert set(by_id) == {"codex", "codex_spark"}
     spark = by_id["codex_spark"]
-    assert (spark["limitName"], spark["primary"]) == ("Spark", None)
-    assert spark["secondary"] == {"usedPercent": 3, "windowDurationMins": 10, "resetsAt": 5}
-    assert from_usage("nonsense") == (snapshot(), {"codex": snapshot()})
+    assert (spark.limit_name, spark.primary) == ("Spark", None)
+    assert spark.secondary == RateLimitWindow(3, 10, 5)
+    assert from_usage("nonsense") == (RateLimitSnapshot(), {"codex": RateLimitSnapshot()})

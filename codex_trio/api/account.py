@@ -6,7 +6,7 @@ the reference keeps them. Account answers depend on the active provider: a provi
 not need OpenAI auth reports no account at all.
 
 Workspace-routing discovery for `chatgptAuthTokens` runs after the response, in the requesting
-connection's nursery (it dies with that connection), using a worker thread for the HTTP call.
+connection's nursery (it dies with that connection).
 
 External tokens are refreshed on demand: a model request refused with HTTP 401 awaits
 `Login.refresh` (see `model_login`), which sends the connection that logged in the server
@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import attrs
+import httpx
 import trio
 
 from codex_trio.config.auth import (
@@ -39,7 +38,6 @@ from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.connection import Connection, ConnectionClosed
 from codex_trio.core import rate_limits
 from codex_trio.core.model_client import Login, ModelError
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.account import (
     EXPERIMENTAL_LOGIN_TYPES,
     LOGIN_REQUIRED,
@@ -47,6 +45,7 @@ from codex_trio.protocol.account import (
     AccountUpdated,
     CancelLoginAccountParams,
     GetAccountParams,
+    GetAccountRateLimitsResponse,
     GetAccountResponse,
     GetAuthStatusParams,
     GetAuthStatusResponse,
@@ -58,6 +57,7 @@ from codex_trio.protocol.account import (
 from codex_trio.protocol.converter import camel, unstructure
 from codex_trio.protocol.errors import RpcError, internal_error, invalid_request
 from codex_trio.protocol.registry import experimental_required
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 log = logging.getLogger(__name__)
@@ -94,13 +94,15 @@ class ExternalTokens:
     owner: Connection | None = attrs.field(default=None, eq=False, repr=False)
 
 
-def _backend_get(url: str, token: str, account_id: str | None, timeout: float) -> Any:
-    """GET a ChatGPT backend JSON resource with the login's bearer token. Blocking."""
+async def _backend_get(url: str, token: str, account_id: str | None, timeout: float) -> Any:
+    """GET a ChatGPT backend JSON resource with the login's bearer token."""
     headers = {"Authorization": f"Bearer {token}"}
     if account_id:
         headers["chatgpt-account-id"] = account_id
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
-        return json.loads(response.read())
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        response = await client.get(url, headers=headers)
+        response.raise_for_status()
+        return json.loads(response.content)
 
 
 def _backend_url(base_url: str, path: str) -> str:
@@ -118,14 +120,14 @@ def forced_workspaces(config: EffectiveConfig) -> list[str] | None:
     return None
 
 
-def discover_workspace(
+async def discover_workspace(
     base_url: str, access_token: str, account_id: str
 ) -> tuple[WorkspaceRouting, str | None]:
-    """GET `<chatgpt_base_url>wham/accounts/check` and pick the selected workspace. Blocking."""
+    """GET `<chatgpt_base_url>wham/accounts/check` and pick the selected workspace."""
     url = _backend_url(base_url, "wham/accounts/check")
     try:
-        payload = _backend_get(url, access_token, account_id, DISCOVERY_TIMEOUT)
-    except (OSError, ValueError) as exc:
+        payload = await _backend_get(url, access_token, account_id, DISCOVERY_TIMEOUT)
+    except (httpx.HTTPError, ValueError) as exc:
         log.info("workspace routing discovery failed: %s", exc)
         raise DiscoveryError("workspace routing discovery failed") from None
     accounts = payload.get("accounts") if isinstance(payload, dict) else None
@@ -160,6 +162,7 @@ class AccountApi:
         self._refreshing = trio.Lock()
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("account/read", GetAccountParams, self.read),
             route("account/login/start", LoginAccountParams, self.login_start),
@@ -279,6 +282,7 @@ class AccountApi:
 
     # ------------------------------------------------------------------ methods
     async def read(self, ctx: RequestContext, params: GetAccountParams) -> GetAccountResponse:
+        """`account/read`: the current login (API key, external tokens, or none)."""
         config = await self._config()
         requires = config.provider.requires_openai_auth
         if not requires:
@@ -307,6 +311,7 @@ class AccountApi:
         return GetAccountResponse(account, identity.user_id, True)
 
     async def login_start(self, ctx: RequestContext, params: LoginAccountParams) -> dict[str, Any]:
+        """`account/login/start`: store an API key, or keep external ChatGPT tokens in memory."""
         for field in LOGIN_REQUIRED.get(params.type, ()):
             if getattr(params, field) is None:
                 raise invalid_request(f"Invalid request: missing field `{camel(field)}`")
@@ -345,8 +350,13 @@ class AccountApi:
                 f"but received {json.dumps(params.chatgpt_account_id)}."
             )
         ctx.connection.nursery.start_soon(
-            self._discover, config.chatgpt_base_url, params.access_token, params.chatgpt_account_id,
-            params.chatgpt_plan_type or identity.plan_type or "unknown", identity, ctx.connection,
+            self._discover,
+            config.chatgpt_base_url,
+            params.access_token,
+            params.chatgpt_account_id,
+            params.chatgpt_plan_type or identity.plan_type or "unknown",
+            identity,
+            ctx.connection,
         )
         return {"type": "chatgptAuthTokens"}
 
@@ -360,9 +370,7 @@ class AccountApi:
         owner: Connection,
     ) -> None:
         try:
-            routing, name = await trio.to_thread.run_sync(
-                discover_workspace, base_url, token, account_id, limiter=self._limiter, abandon_on_cancel=True
-            )
+            routing, name = await discover_workspace(base_url, token, account_id)
         except DiscoveryError as exc:
             self._broadcast("account/login/completed", AccountLoginCompleted(None, False, str(exc)))
             return
@@ -372,15 +380,17 @@ class AccountApi:
 
     async def login_cancel(self, ctx: RequestContext, params: CancelLoginAccountParams) -> dict[str, Any]:
         # No login flow here ever waits for a browser, so no login id is ever pending.
+        """`account/login/cancel`: no login here waits, so every id is unknown."""
         raise invalid_request(f"invalid login id: {params.login_id}")
 
     async def logout(self, ctx: RequestContext, params: None) -> dict[str, Any]:
+        """`account/logout`: forget every credential, on disk and in memory."""
         await trio.to_thread.run_sync(delete_auth, self._settings.codex_home, limiter=self._limiter)
         self._external = None
         self._announce(ctx, "account/updated", AccountUpdated(None, None))
         return {}
 
-    async def rate_limits_read(self, ctx: RequestContext, params: None) -> dict[str, Any]:
+    async def rate_limits_read(self, ctx: RequestContext, params: None) -> GetAccountRateLimitsResponse:
         """The account's limits from the ChatGPT backend (`<chatgpt_base_url>wham/usage`)."""
         login = await self.model_login()
         if login is None:
@@ -390,23 +400,14 @@ class AccountApi:
         config = await self._config()
         url = _backend_url(config.chatgpt_base_url, "wham/usage")
         try:
-            payload = await trio.to_thread.run_sync(
-                _backend_get, url, login.secret, login.account_id, USAGE_TIMEOUT,
-                limiter=self._limiter, abandon_on_cancel=True,
-            )  # fmt: skip
-        except (OSError, ValueError) as exc:
+            payload = await _backend_get(url, login.secret, login.account_id, USAGE_TIMEOUT)
+        except (httpx.HTTPError, ValueError) as exc:
             raise internal_error(f"failed to fetch codex rate limits: {exc}") from None
         main, by_id = rate_limits.from_usage(payload)
-        return {
-            "rateLimits": main,
-            "rateLimitsByLimitId": by_id,
-            "ordinaryUsageAllowed": None,
-            "rateLimitResetCredits": None,
-            "accountId": None,
-            "rateLimitUpsell": None,
-        }
+        return GetAccountRateLimitsResponse(main, by_id)
 
     async def auth_status(self, ctx: RequestContext, params: GetAuthStatusParams) -> GetAuthStatusResponse:
+        """`getAuthStatus` (v1): the auth method, with the token when asked."""
         config = await self._config()
         if not config.provider.requires_openai_auth:
             return GetAuthStatusResponse(None, None, False)
@@ -419,4 +420,5 @@ class AccountApi:
     async def gov_cloud_requirements(
         self, ctx: RequestContext, params: GovCloudRequirementsParams
     ) -> GovCloudRequirementsResponse:
+        """`account/bedrock/checkGovCloudRequirements`: nothing is required here."""
         return GovCloudRequirementsResponse()

@@ -2,8 +2,8 @@
 
 The routes are `local_only`: the dispatcher refuses them on ws and unix connections before this
 family (or any provider) runs. The store (`codex_trio.device_keys.store`) does the checking and
-the provider holds the keys: the TPM by default, or what `ServerSettings.device_key_provider`
-names (tests). Errors map as upstream maps them: refusals -32600, platform or crypto -32603.
+the provider holds the keys: the TPM (tests swap in the memory provider on the loaded family,
+`store.provider`). Errors map as upstream maps them: refusals -32600, platform or crypto -32603.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from codex_trio.config.effective import load_config
 from codex_trio.device_keys.bindings import SqliteBindingStore
 from codex_trio.device_keys.store import Binding, DeviceKeyError, DeviceKeyStore, KeyInfo
 from codex_trio.device_keys.tpm import DEFAULT_TCTI, TpmProvider
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.device_keys import (
     DeviceKeyCreateParams,
     DeviceKeyInfoResponse,
@@ -26,15 +25,14 @@ from codex_trio.protocol.device_keys import (
     DeviceKeySignResponse,
 )
 from codex_trio.protocol.errors import RpcError, internal_error, invalid_request
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 
 class DeviceKeysApi:
     def __init__(self, services: Services) -> None:
         self._settings = services.settings
-        provider = self._settings.device_key_provider
-        if provider is None:
-            provider = TpmProvider(self._settings.codex_home, self.tcti)
+        provider = TpmProvider(self._settings.codex_home, self.tcti)
         self.store = DeviceKeyStore(provider, SqliteBindingStore(self._settings.codex_home))
 
     def routes(self) -> list[Route]:

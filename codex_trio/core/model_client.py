@@ -36,6 +36,7 @@ import trio
 from codex_trio.config.effective import ProviderConfig
 from codex_trio.core import rate_limits
 from codex_trio.core.sse import SseDecoder, SseError
+from codex_trio.protocol.account import RateLimitSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +220,8 @@ class OutputItemDone:
 class Completed:
     response_id: str | None
     usage: TokenUsage | None
-    #: the answer's rate-limit snapshot, wire form (`codex_trio.core.rate_limits`).
-    rate_limits: dict[str, Any] = attrs.Factory(rate_limits.snapshot)
+    #: the answer's rate-limit snapshot, from its headers (`codex_trio.core.rate_limits`).
+    rate_limits: RateLimitSnapshot = attrs.Factory(RateLimitSnapshot)
 
 
 ResponseEvent = (

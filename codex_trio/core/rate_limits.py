@@ -19,51 +19,25 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from codex_trio.protocol.account import CreditsSnapshot, RateLimitSnapshot, RateLimitWindow
+
 DEFAULT_LIMIT_ID = "codex"
 ACTIVE_LIMIT_HEADER = "x-codex-active-limit"
 
 
-def snapshot(
-    limit_id: str = DEFAULT_LIMIT_ID,
-    *,
-    limit_name: str | None = None,
-    primary: dict[str, Any] | None = None,
-    secondary: dict[str, Any] | None = None,
-    credits: dict[str, Any] | None = None,
-    plan_type: str | None = None,
-) -> dict[str, Any]:
-    """A RateLimitSnapshot in wire form; fields this server never learns stay null."""
-    return {
-        "limitId": limit_id,
-        "limitName": limit_name,
-        "normalModelSlug": None,
-        "primary": primary,
-        "secondary": secondary,
-        "credits": credits,
-        "individualLimit": None,
-        "spendControlReached": None,
-        "planType": plan_type,
-        "rateLimitReachedType": None,
-    }
-
-
-def window(used_percent: float, window_minutes: int | None, resets_at: int | None) -> dict[str, Any]:
-    return {
-        "usedPercent": math.floor(used_percent + 0.5),
-        "windowDurationMins": window_minutes,
-        "resetsAt": resets_at,
-    }
+def window(used_percent: float, window_minutes: int | None, resets_at: int | None) -> RateLimitWindow:
+    return RateLimitWindow(math.floor(used_percent + 0.5), window_minutes, resets_at)
 
 
 # ---------------------------------------------------------------------------- headers
-def from_headers(headers: Mapping[str, str]) -> dict[str, Any]:
+def from_headers(headers: Mapping[str, str]) -> RateLimitSnapshot:
     """The active limit's snapshot from a Responses answer's headers (all null without any)."""
     lower = {k.lower(): v for k, v in headers.items()}
     active = (lower.get(ACTIVE_LIMIT_HEADER) or "").strip() or DEFAULT_LIMIT_ID
     limit_id = active.lower().replace("-", "_")
     prefix = "x-" + limit_id.replace("_", "-")
     name = (lower.get(f"{prefix}-limit-name") or "").strip() or None
-    return snapshot(
+    return RateLimitSnapshot(
         limit_id,
         limit_name=name,
         primary=_header_window(lower, f"{prefix}-primary"),
@@ -72,7 +46,7 @@ def from_headers(headers: Mapping[str, str]) -> dict[str, Any]:
     )
 
 
-def _header_window(headers: Mapping[str, str], prefix: str) -> dict[str, Any] | None:
+def _header_window(headers: Mapping[str, str], prefix: str) -> RateLimitWindow | None:
     used = _float(headers.get(f"{prefix}-used-percent"))
     if used is None:
         return None
@@ -80,16 +54,12 @@ def _header_window(headers: Mapping[str, str], prefix: str) -> dict[str, Any] | 
     return window(used, minutes, reset_at)
 
 
-def _header_credits(headers: Mapping[str, str], prefix: str) -> dict[str, Any] | None:
+def _header_credits(headers: Mapping[str, str], prefix: str) -> CreditsSnapshot | None:
     has_credits = _bool(headers.get(f"{prefix}-has-credits"))
     if has_credits is None:
         return None
     balance = (headers.get(f"{prefix}-balance") or "").strip() or None
-    return {
-        "hasCredits": has_credits,
-        "unlimited": bool(_bool(headers.get(f"{prefix}-unlimited"))),
-        "balance": balance,
-    }
+    return CreditsSnapshot(has_credits, bool(_bool(headers.get(f"{prefix}-unlimited"))), balance)
 
 
 def _float(value: str | None) -> float | None:
@@ -111,7 +81,7 @@ def _bool(value: str | None) -> bool | None:
 
 
 # ---------------------------------------------------------------------------- wham/usage
-def from_usage(payload: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def from_usage(payload: Any) -> tuple[RateLimitSnapshot, dict[str, RateLimitSnapshot]]:
     """(the `codex` snapshot, every snapshot by limit id) from a `wham/usage` answer."""
     body = payload if isinstance(payload, dict) else {}
     plan = body.get("plan_type") if isinstance(body.get("plan_type"), str) else None
@@ -130,10 +100,10 @@ def from_usage(payload: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]
 
 
 def _usage_snapshot(
-    limit_id: str, name: str | None, limits: Any, credits: dict[str, Any] | None, plan: str | None
-) -> dict[str, Any]:
+    limit_id: str, name: str | None, limits: Any, credits: CreditsSnapshot | None, plan: str | None
+) -> RateLimitSnapshot:
     limits = limits if isinstance(limits, dict) else {}
-    return snapshot(
+    return RateLimitSnapshot(
         limit_id,
         limit_name=name,
         primary=_usage_window(limits.get("primary_window")),
@@ -143,7 +113,7 @@ def _usage_snapshot(
     )
 
 
-def _usage_window(value: Any) -> dict[str, Any] | None:
+def _usage_window(value: Any) -> RateLimitWindow | None:
     if not isinstance(value, dict) or not isinstance(value.get("used_percent"), int | float):
         return None
     seconds = value.get("limit_window_seconds")
@@ -155,12 +125,10 @@ def _usage_window(value: Any) -> dict[str, Any] | None:
     )
 
 
-def _usage_credits(value: Any) -> dict[str, Any] | None:
+def _usage_credits(value: Any) -> CreditsSnapshot | None:
     if not isinstance(value, dict) or not isinstance(value.get("has_credits"), bool):
         return None
     balance = value.get("balance")
-    return {
-        "hasCredits": value["has_credits"],
-        "unlimited": bool(value.get("unlimited")),
-        "balance": balance if isinstance(balance, str) else None,
-    }
+    return CreditsSnapshot(
+        value["has_credits"], bool(value.get("unlimited")), balance if isinstance(balance, str) else None
+    )

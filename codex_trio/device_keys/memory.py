@@ -1,8 +1,8 @@
 """A device-key provider that keeps software keys in memory: for unit tests only.
 
 It claims whatever protection class the test gives it, which is exactly why the server never
-chooses it: only an embedder passing `ServerSettings(device_key_provider=MemoryProvider(...))`
-gets it.
+chooses it: a test replaces the loaded family's provider
+(`(await server.family(DeviceKeysApi)).store.provider = MemoryProvider(...)`).
 """
 
 from __future__ import annotations
