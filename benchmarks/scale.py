@@ -36,7 +36,6 @@ import argparse
 import json
 import resource
 import select
-import shlex
 import socket
 import statistics
 import sys
@@ -51,7 +50,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from report import fmt_ratio, log, percentile, publish, ratio, write_file
-from servers import Sandbox, ServerSpec, add_server_options, server_specs, tree_rss
+from servers import Sandbox, ServerSpec, add_server_options, server_specs
 from transports import HANDSHAKE, running_ws_server
 from turns import API_KEYS, Server
 
@@ -74,6 +73,17 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
+
+
+def precompile() -> None:
+    """Write our bytecode caches, as `pip install` does: with PYTHONDONTWRITEBYTECODE set (as
+    on the project's VM) an editable checkout would otherwise compile every module it imports
+    on every start, a cost no installed copy pays."""
+    import compileall
+
+    import codex_trio
+
+    compileall.compile_dir(str(Path(codex_trio.__file__).parent), quiet=1)
 
 
 # --------------------------------------------------------------------------- a blocking ws client
@@ -227,17 +237,25 @@ class Curves:
 # --------------------------------------------------------------------------- connections + broadcast
 def broadcast_rounds(fleet: Fleet, control: Ws, thread_id: str, rounds: int, point: Point, base: int) -> None:
     for name, make, marker in (
-        ("name_updated", lambda n: ("thread/name/set", {"threadId": thread_id, "name": f"r{base}-{n}"}), None),
+        (
+            "name_updated",
+            lambda n: ("thread/name/set", {"threadId": thread_id, "name": f"r{base}-{n}"}),
+            None,
+        ),
         ("started", lambda n: ("thread/start", {}), b'"thread/started"'),
     ):
         samples = []
         for n in range(rounds + 1):
             fleet.drain()
             method, params = make(n)
-            control.sock.sendall(frame({"id": 2_000_000 + base * 1000 + n, "method": method, "params": params}))
+            control.sock.sendall(
+                frame({"id": 2_000_000 + base * 1000 + n, "method": method, "params": params})
+            )
             elapsed = fleet.wait_all(marker or f'"r{base}-{n}"'.encode(), TIMEOUT)
             if n:
-                samples.append(elapsed)  # round 0 warms up (the first thread/start builds families)
+                samples.append(elapsed)
+            else:
+                point.values[f"{name}_first"] = elapsed  # the first call may build code paths
             # the control connection's own reply and notifications
             control.sock.settimeout(TIMEOUT)
             while True:
@@ -249,7 +267,9 @@ def broadcast_rounds(fleet: Fleet, control: Ws, thread_id: str, rounds: int, poi
         point.values[f"{name}_p99"] = percentile(samples, 0.99)
 
 
-async def measure_connections(spec: ServerSpec, sizes: list[int], broadcast_sizes: list[int], opts: Any, out: Curves) -> None:
+async def measure_connections(
+    spec: ServerSpec, sizes: list[int], broadcast_sizes: list[int], opts: Any, out: Curves
+) -> None:
     async with running_ws_server(spec) as server:
         fleet = Fleet()
         control = Ws(server.port)
@@ -269,7 +289,9 @@ async def measure_connections(spec: ServerSpec, sizes: list[int], broadcast_size
                 while len(fleet.conns) < size:
                     start = time.perf_counter()
                     ws = Ws(server.port)
-                    if "result" not in ws.call(0, "initialize", {"clientInfo": {"name": "idle", "version": "1"}}):
+                    if "result" not in ws.call(
+                        0, "initialize", {"clientInfo": {"name": "idle", "version": "1"}}
+                    ):
                         raise RuntimeError("initialize failed")
                     accepts.append(time.perf_counter() - start)
                     fleet.add(ws)
@@ -364,15 +386,21 @@ async def measure_history(spec: ServerSpec, sizes: list[int], opts: Any, out: Cu
                 server = await stdio_server(spec, sandbox)
                 point = out.point("history", size)
                 with trio.fail_after(TIMEOUT):
-                    point.values["resume"], resumed = await timed_call(server, "thread/resume", {"threadId": thread_id})
+                    point.values["resume"], resumed = await timed_call(
+                        server, "thread/resume", {"threadId": thread_id}
+                    )
                     turns = len(resumed["thread"].get("turns") or [])
                     reads, lists = [], []
                     for _ in range(opts.repeat):
-                        elapsed, read = await timed_call(server, "thread/read", {"threadId": thread_id, "includeTurns": True})
+                        elapsed, read = await timed_call(
+                            server, "thread/read", {"threadId": thread_id, "includeTurns": True}
+                        )
                         reads.append(elapsed)
                         lists.append((await timed_call(server, "thread/list", {}))[0])
                     if len(read["thread"]["turns"]) != size:
-                        raise RuntimeError(f"thread/read has {len(read['thread']['turns'])} turns, not {size}")
+                        raise RuntimeError(
+                            f"thread/read has {len(read['thread']['turns'])} turns, not {size}"
+                        )
                 point.values["read"] = statistics.median(reads)
                 point.values["list"] = statistics.median(lists)
                 log(f"[{spec.label}] {size} turns (resume returned {turns}): {point.values}")
@@ -456,8 +484,10 @@ COLUMNS = {
     "broadcast": [
         ("name_updated_p50", "`thread/name/updated` last p50", "s"),
         ("name_updated_p99", "… p99", "s"),
+        ("name_updated_first", "… first round", "s"),
         ("started_p50", "`thread/start` → last `thread/started` p50", "s"),
         ("started_p99", "… p99", "s"),
+        ("started_first", "… first round (the server's 2nd `thread/start`)", "s"),
     ],
     "history": [
         ("resume", "`thread/resume` (cold)", "s"),
@@ -466,7 +496,12 @@ COLUMNS = {
     ],
     "concurrency": [("delta_p50", "delta latency p50", "s"), ("delta_p99", "delta latency p99", "s")],
 }
-SIZE_NAME = {"connections": "connections", "broadcast": "connections", "history": "turns", "concurrency": "turns at once"}
+SIZE_NAME = {
+    "connections": "connections",
+    "broadcast": "connections",
+    "history": "turns",
+    "concurrency": "turns at once",
+}
 
 
 def cell(value: float | None, unit: str) -> str:
@@ -484,16 +519,21 @@ def markdown(results: list[Curves]) -> str:
     for curve, columns in COLUMNS.items():
         if curve not in ours.points:
             continue
-        lines += [f"### {curve}", "", f"| {SIZE_NAME[curve]} | metric | ours | reference | ratio |", "|---|---|---|---|---|"]
+        lines += [
+            f"### {curve}",
+            "",
+            f"| {SIZE_NAME[curve]} | metric | ours | reference | ratio |",
+            "|---|---|---|---|---|",
+        ]
         ref_points = {p.size: p for p in (ref.points.get(curve, []) if ref else [])}
         for point in ours.points[curve]:
             other = ref_points.get(point.size)
             for key, title, unit in columns:
                 mine = point.values.get(key)
                 theirs = other.values.get(key) if other else None
-                lines.append(
-                    f"| {point.size:,} | {title} | {cell(mine, unit)} | {cell(theirs, unit)} | {fmt_ratio(ratio(mine, theirs))} |"
-                )
+                shown = fmt_ratio(ratio(mine, theirs))
+                row = [f"{point.size:,}", title, cell(mine, unit), cell(theirs, unit), shown]
+                lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     for result in results:
         for error in result.errors:
@@ -523,9 +563,10 @@ async def run(specs: list[ServerSpec], opts: argparse.Namespace) -> list[Curves]
     results = [Curves(spec.label) for spec in specs]
     jobs = []
     if "connections" in opts.only or "broadcast" in opts.only:
-        conn_sizes = sorted(set(sizes["connections"] if "connections" in opts.only else []) | set(
-            sizes["broadcast"] if "broadcast" in opts.only else []
-        ))
+        conn_sizes = sorted(
+            set(sizes["connections"] if "connections" in opts.only else [])
+            | set(sizes["broadcast"] if "broadcast" in opts.only else [])
+        )
         bsizes = sizes["broadcast"] if "broadcast" in opts.only else []
         jobs.append(lambda spec, out: measure_connections(spec, conn_sizes, bsizes, opts, out))
     if "history" in opts.only:
@@ -544,6 +585,7 @@ async def run(specs: list[ServerSpec], opts: argparse.Namespace) -> list[Curves]
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    precompile()
     limit = raise_fd_limit()
     log(f"fd limit {limit}")
     specs = server_specs(opts)
@@ -551,7 +593,20 @@ def main(argv: list[str] | None = None) -> int:
     report = markdown(results)
     publish(report, opts.markdown)
     if opts.json:
-        write_file(opts.json, json.dumps([{"label": r.label, "points": {c: [vars(p) for p in ps] for c, ps in r.points.items()}, "errors": r.errors} for r in results], indent=1))
+        write_file(
+            opts.json,
+            json.dumps(
+                [
+                    {
+                        "label": r.label,
+                        "points": {c: [vars(p) for p in ps] for c, ps in r.points.items()},
+                        "errors": r.errors,
+                    }
+                    for r in results
+                ],
+                indent=1,
+            ),
+        )
     return 1 if any(r.errors for r in results) else 0
 
 

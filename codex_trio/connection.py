@@ -32,7 +32,7 @@ import trio
 from codex_trio.protocol import envelope
 from codex_trio.protocol.envelope import Invalid, Notification, Request, RequestId, Response
 from codex_trio.protocol.errors import OVERLOADED_MESSAGE, SERVER_OVERLOADED, RpcError
-from codex_trio.transport.base import MessageStream
+from codex_trio.transport.base import MessageStream, NowaitSender
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,11 @@ class Connection:
         self._backlog: deque[bytes] = deque()
         self._backlog_flusher = False
         self._nursery: trio.Nursery | None = None
+        self._outer: trio.Nursery | None = None
+        #: broadcasts may be written straight to the transport (see `broadcast_nowait`).
+        self._direct: NowaitSender | None = stream if isinstance(stream, NowaitSender) else None
+        #: the writer waits on an empty queue: nothing is queued or being written.
+        self._writer_idle = False
 
     @property
     def transport_name(self) -> str:
@@ -138,6 +143,7 @@ class Connection:
         log.debug("connection %d opened (%s)", self.id, self.transport_name)
         try:
             async with trio.open_nursery() as outer:
+                self._outer = outer
                 outer.start_soon(self._write_loop)
                 with self.disconnect:
                     async with trio.open_nursery() as work:
@@ -218,12 +224,24 @@ class Connection:
     async def _write_loop(self) -> None:
         try:
             with self._out_receive:
-                async for data in self._out_receive:
+                while True:
+                    try:
+                        data = self._out_receive.receive_nowait()
+                    except trio.WouldBlock:
+                        # Idle only while parked on an empty queue (every producer clears
+                        # it): `receive` also yields once after taking a queued message.
+                        self._writer_idle = True
+                        try:
+                            data = await self._out_receive.receive()
+                        finally:
+                            self._writer_idle = False
                     batch = self._take_ready(data)
                     if len(batch) == 1:
                         await self.stream.send_message(data)
                     else:
                         await self.stream.send_messages(batch)
+        except trio.EndOfChannel:
+            return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.debug("connection %d: writer stopped, peer gone", self.id)
             self.close()
@@ -245,6 +263,7 @@ class Connection:
     # ------------------------------------------------------------------ outbound
     async def send(self, data: bytes) -> None:
         """Queue one encoded message, waiting while the outbound queue is full."""
+        self._writer_idle = False
         await self._out_send.send(data)
 
     async def notify(self, method: str, params: Any) -> None:
@@ -264,8 +283,11 @@ class Connection:
         if method in self.session.opted_out or self.disconnect.cancel_called:
             return
         if not self._backlog:
+            if self._writer_idle and self._send_direct(encoded):
+                return
             try:
                 self._out_send.send_nowait(encoded)
+                self._writer_idle = False
                 return
             except trio.WouldBlock:
                 pass
@@ -281,11 +303,39 @@ class Connection:
             self._backlog_flusher = True
             self._nursery.start_soon(self._flush_backlog)
 
+    def _send_direct(self, encoded: bytes) -> bool:
+        """Write a broadcast from the broadcasting task itself, sparing the writer a wake-up
+        per connection; only called while the writer is idle, so order is kept."""
+        if self._direct is None or self._outer is None:
+            return False
+        try:
+            done = self._direct.send_message_nowait(encoded)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close()
+            return True
+        if done == "partial":
+            self._writer_idle = False
+            self._outer.start_soon(self._finish_direct, self._direct)
+        return done != "refused"
+
+    async def _finish_direct(self, direct: NowaitSender) -> None:
+        try:
+            await direct.finish_send()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close()
+
     async def _flush_backlog(self) -> None:
         try:
             while self._backlog:
+                self._writer_idle = False
                 with trio.move_on_after(SLOW_CONSUMER_GRACE) as waited:
-                    await self._out_send.send(self._backlog[0])
+                    try:
+                        await self._out_send.send(self._backlog[0])
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        # the writer is gone (peer closed): nothing will be written any more
+                        self._backlog.clear()
+                        self.close()
+                        return
                 if waited.cancelled_caught:
                     log.warning(
                         "connection %d stalled for %.0fs; disconnecting", self.id, SLOW_CONSUMER_GRACE

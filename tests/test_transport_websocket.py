@@ -22,7 +22,7 @@ from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.auth import AuthConfigError, CapabilityTokenAuth
 from codex_trio.transport.listen import WebSocketListen
-from codex_trio.transport.websocket import MAX_FRAME_BYTES, WebSocketEndpoint, banner
+from codex_trio.transport.websocket import MAX_FRAME_BYTES, WebSocketEndpoint, WebSocketMessageStream, banner
 from tests.ws_client import (
     WsClient,
     body_of,
@@ -386,6 +386,38 @@ async def test_a_client_stalled_past_the_grace_period_is_dropped(
                 if stalled_side.closed.is_set():
                     break
             await stalled_side.closed.wait()
+
+
+async def test_broadcasts_written_straight_to_the_socket_arrive_whole_and_in_order(
+    ws_server: AppServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broadcasts skip the writer task while it is idle; once the socket is full (a partial
+    write) the rest queue behind the unwritten tail and still arrive whole and in order."""
+    results: list[str] = []
+    direct = WebSocketMessageStream.send_message_nowait
+
+    def recording(self: WebSocketMessageStream, data: bytes) -> Any:
+        results.append(direct(self, data))
+        return results[-1]
+
+    monkeypatch.setattr(WebSocketMessageStream, "send_message_nowait", recording)
+    rounds, payload = 1200, "p" * (8 * 1024)  # ~10 MB: more than the socket buffers hold
+    with trio.fail_after(TIMEOUT):
+        async with connect(port_of(ws_server), read=False) as slow:
+            await initialize_then_stall(slow)
+            for n in range(rounds):
+                ws_server.broadcaster.broadcast(
+                    "thread/name/updated", {"threadId": str(n), "threadName": payload}
+                )
+                await trio.lowlevel.checkpoint()
+            seen = []
+            while len(seen) < rounds:
+                message = orjson.loads(await slow.ws.get_message())
+                if message.get("method") == "thread/name/updated":
+                    assert message["params"]["threadName"] == payload
+                    seen.append(message["params"]["threadId"])
+    assert seen == [str(n) for n in range(rounds)]
+    assert "sent" in results and "partial" in results
 
 
 # ------------------------------------------------------------------------------ drain and start-up

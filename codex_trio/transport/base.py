@@ -6,7 +6,7 @@ A leaf: imports nothing of ours, so every transport and the server can share the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 
 class MessageStream(Protocol):
@@ -29,6 +29,26 @@ class MessageStream(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+#: what `send_message_nowait` did: nothing ("refused"), all of it ("sent"), or a part, with
+#: the rest to be written by `finish_send` before anything else ("partial").
+NowaitResult = Literal["refused", "sent", "partial"]
+
+
+@runtime_checkable
+class NowaitSender(Protocol):
+    """A transport that can write a message from a broadcast loop, without a writer task.
+
+    Used by `Connection.broadcast_nowait` only while its writer is idle and nothing is queued,
+    so the message keeps its place; it saves a task wake-up per connection per broadcast.
+    """
+
+    def send_message_nowait(self, data: bytes) -> NowaitResult: ...
+
+    async def finish_send(self) -> None:
+        """After "partial": write the rest; later sends wait for it."""
+        ...
 
 
 class ServerClosed(Exception):

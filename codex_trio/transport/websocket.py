@@ -34,7 +34,7 @@ import trio_websocket
 
 from codex_trio.transport import http_head
 from codex_trio.transport.auth import WebSocketAuth, authorizer, require_auth_off_loopback
-from codex_trio.transport.base import MessageStream, ServerClosed
+from codex_trio.transport.base import MessageStream, NowaitResult, ServerClosed
 from codex_trio.transport.http_head import Decision, Drop, RequestHead, Respond, Upgrade
 from codex_trio.transport.listen import WebSocketListen
 
@@ -142,6 +142,7 @@ class ReplayStream(trio.abc.Stream):
         self._guard.feed(frames)
         self._sending = False
         self._turn = trio.lowlevel.ParkingLot()
+        self._tail: memoryview | None = None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._replay:
@@ -170,6 +171,33 @@ class ReplayStream(trio.abc.Stream):
             written = self._write_now(data)
             if written < len(data):
                 await self._stream.send_all(memoryview(data)[written:])
+        finally:
+            self._sending = False
+            self._turn.unpark()
+
+    def write_nowait(self, data: bytes) -> NowaitResult:
+        """Write one frame now if nobody is writing and the socket takes some of it.
+
+        On a partial write this stream stays busy until `finish_send` has written the rest,
+        so no other frame can cut in.
+        """
+        if self._sending:
+            return "refused"
+        written = self._write_now(data)
+        if written == len(data):
+            return "sent"
+        if written == 0:
+            return "refused"
+        self._sending = True
+        self._tail = memoryview(data)[written:]
+        return "partial"
+
+    async def finish_send(self) -> None:
+        """Write what `write_nowait` left over, then let waiting writers go."""
+        try:
+            tail, self._tail = self._tail, None
+            if tail is not None:
+                await self._stream.send_all(tail)
         finally:
             self._sending = False
             self._turn.unpark()
@@ -226,6 +254,15 @@ class WebSocketMessageStream:
         if self._ws.closed is not None:
             raise trio.BrokenResourceError("websocket closed")
         await self._stream.send_all(text_frame(data))
+
+    def send_message_nowait(self, data: bytes) -> NowaitResult:
+        """One text frame written from the caller's task if the socket takes it now."""
+        if self._ws.closed is not None:
+            return "refused"
+        return self._stream.write_nowait(text_frame(data))
+
+    async def finish_send(self) -> None:
+        await self._stream.finish_send()
 
     async def send_messages(self, batch: Sequence[bytes]) -> None:
         """Several text frames in one write."""
