@@ -262,7 +262,14 @@ class Connection:
 
     # ------------------------------------------------------------------ outbound
     async def send(self, data: bytes) -> None:
-        """Queue one encoded message, waiting while the outbound queue is full."""
+        """Queue one encoded message, waiting while the outbound queue is full.
+
+        With the writer idle and nothing queued, the message is written from this task
+        (a reply reaches the client without waking the writer); the order is the same.
+        """
+        if self._writer_idle and not self._backlog and self._send_direct(data):
+            await trio.lowlevel.checkpoint()
+            return
         self._writer_idle = False
         await self._out_send.send(data)
 
@@ -304,8 +311,8 @@ class Connection:
             self._nursery.start_soon(self._flush_backlog)
 
     def _send_direct(self, encoded: bytes) -> bool:
-        """Write a broadcast from the broadcasting task itself, sparing the writer a wake-up
-        per connection; only called while the writer is idle, so order is kept."""
+        """Write from the sending task itself, sparing the writer a wake-up (per connection,
+        for a broadcast); only called while the writer is idle, so order is kept."""
         if self._direct is None or self._outer is None:
             return False
         try:

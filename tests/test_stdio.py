@@ -7,6 +7,7 @@ import signal
 import orjson
 import pytest
 import trio
+import trio.testing
 
 from codex_trio.protocol.errors import RpcError
 from codex_trio.testing import StdioServer
@@ -86,3 +87,45 @@ async def test_a_pipelined_burst_is_answered_in_full(stdio_server: StdioServer) 
         assert answered == set(range(total))
         await stdio_server.close_stdin()
         assert await stdio_server.wait() == 0
+
+
+async def test_lines_written_from_the_sending_task_stay_whole_and_in_order_on_a_full_pipe() -> None:
+    """`send_message_nowait` writes a line at once while the pipe has room; once the pipe is
+    full a partial line's rest is written by `finish_send`, and later lines wait for it."""
+    import os
+
+    from codex_trio.transport.stdio import LineStream
+
+    read_fd, write_fd = os.pipe()
+    reader = trio.lowlevel.FdStream(read_fd)
+    stream = LineStream(trio.lowlevel.FdStream(os.dup(0)), trio.lowlevel.FdStream(write_fd))
+    # lines above PIPE_BUF (4 KiB) can be written in part; 400 KB is more than a pipe holds
+    lines = [orjson.dumps({"n": n, "pad": "x" * 10_000}) for n in range(40)]
+    results: list[str] = []
+    received = bytearray()
+    start_reading = trio.Event()
+
+    async def read_all() -> None:
+        await start_reading.wait()
+        while chunk := await reader.receive_some(1 << 16):
+            received.extend(chunk)
+
+    async def send_rest(rest: list[bytes]) -> None:
+        await stream.send_messages(rest)  # must wait for the unwritten tail
+        await stream.aclose()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            for n, line in enumerate(lines):
+                results.append(stream.send_message_nowait(line))
+                if results[-1] != "sent":
+                    break
+            assert results[-1] == "partial", results
+            nursery.start_soon(send_rest, lines[n + 1 :])
+            nursery.start_soon(stream.finish_send)
+            await trio.testing.wait_all_tasks_blocked()
+            start_reading.set()
+    await reader.aclose()
+    assert bytes(received).split(b"\n")[:-1] == lines
+    assert results[0] == "sent"

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import trio
 import trio.lowlevel
 
+from codex_trio.transport.base import NowaitResult
+
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024  # bytes per read(); large lines are assembled from several
@@ -33,6 +35,9 @@ class LineStream:
         self._scanned = 0
         self._discarding = False
         self._eof = False
+        #: the rest of a line `send_message_nowait` could not write at once
+        self._tail: memoryview | None = None
+        self._tail_written = trio.lowlevel.ParkingLot()
 
     async def receive_message(self) -> bytes:
         while True:
@@ -63,7 +68,38 @@ class LineStream:
             else:
                 self._buffer += chunk
 
+    def send_message_nowait(self, data: bytes) -> NowaitResult:
+        """Write one line from the caller's task when the pipe takes it (the writer task is
+        idle: see `Connection.send`); a partial write leaves the rest to `finish_send`."""
+        fd = self._send.fileno() if isinstance(self._send, trio.lowlevel.FdStream) else -1
+        if fd < 0 or self._tail is not None or len(data) >= SEPARATE_NEWLINE_BYTES:
+            return "refused"
+        line = data + b"\n"
+        try:
+            written = os.write(fd, line)
+        except BlockingIOError:
+            return "refused"
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"write failed: {exc}") from exc
+        if written == len(line):
+            return "sent"
+        self._tail = memoryview(line)[written:]
+        return "partial"
+
+    async def finish_send(self) -> None:
+        try:
+            if self._tail is not None:
+                await self._send.send_all(self._tail)
+        finally:
+            self._tail = None
+            self._tail_written.unpark_all()
+
+    async def _after_tail(self) -> None:
+        while self._tail is not None:
+            await self._tail_written.park()
+
     async def send_message(self, data: bytes) -> None:
+        await self._after_tail()
         if len(data) >= SEPARATE_NEWLINE_BYTES:
             # Copying a large message to append one byte costs more than a second write.
             await self._send.send_all(data)
@@ -72,6 +108,7 @@ class LineStream:
             await self._send.send_all(data + b"\n")
 
     async def send_messages(self, batch: Sequence[bytes]) -> None:
+        await self._after_tail()
         await self._send.send_all(b"\n".join(batch) + b"\n")
 
     async def aclose(self) -> None:
