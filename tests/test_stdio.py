@@ -117,12 +117,12 @@ async def test_lines_written_from_the_sending_task_stay_whole_and_in_order_on_a_
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_all)
-            for n, line in enumerate(lines):
+            for line in lines:
                 results.append(stream.send_message_nowait(line))
                 if results[-1] != "sent":
                     break
             assert results[-1] == "partial", results
-            nursery.start_soon(send_rest, lines[n + 1 :])
+            nursery.start_soon(send_rest, lines[len(results) :])
             nursery.start_soon(stream.finish_send)
             await trio.testing.wait_all_tasks_blocked()
             start_reading.set()
