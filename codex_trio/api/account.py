@@ -22,7 +22,6 @@ import urllib.parse
 from typing import Any
 
 import attrs
-import httpx
 import trio
 
 from codex_trio.config.auth import (
@@ -37,7 +36,7 @@ from codex_trio.config.auth import (
 from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.connection import Connection, ConnectionClosed
 from codex_trio.core import rate_limits
-from codex_trio.core.model_client import Login, ModelError
+from codex_trio.core.model_client import Login, ModelError, load_httpx
 from codex_trio.protocol.account import (
     EXPERIMENTAL_LOGIN_TYPES,
     LOGIN_REQUIRED,
@@ -94,15 +93,25 @@ class ExternalTokens:
     owner: Connection | None = attrs.field(default=None, eq=False, repr=False)
 
 
+class BackendError(Exception):
+    """A ChatGPT backend request failed (connection, timeout or HTTP status); the text is httpx's."""
+
+
 async def _backend_get(url: str, token: str, account_id: str | None, timeout: float) -> Any:
     """GET a ChatGPT backend JSON resource with the login's bearer token."""
     headers = {"Authorization": f"Bearer {token}"}
     if account_id:
         headers["chatgpt-account-id"] = account_id
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        response = await client.get(url, headers=headers)
-        response.raise_for_status()
-        return json.loads(response.content)
+    await load_httpx()
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.get(url, headers=headers)
+            response.raise_for_status()
+            return json.loads(response.content)
+    except httpx.HTTPError as exc:
+        raise BackendError(str(exc)) from exc
 
 
 def _backend_url(base_url: str, path: str) -> str:
@@ -127,7 +136,7 @@ async def discover_workspace(
     url = _backend_url(base_url, "wham/accounts/check")
     try:
         payload = await _backend_get(url, access_token, account_id, DISCOVERY_TIMEOUT)
-    except (httpx.HTTPError, ValueError) as exc:
+    except (BackendError, ValueError) as exc:
         log.info("workspace routing discovery failed: %s", exc)
         raise DiscoveryError("workspace routing discovery failed") from None
     accounts = payload.get("accounts") if isinstance(payload, dict) else None
@@ -401,7 +410,7 @@ class AccountApi:
         url = _backend_url(config.chatgpt_base_url, "wham/usage")
         try:
             payload = await _backend_get(url, login.secret, login.account_id, USAGE_TIMEOUT)
-        except (httpx.HTTPError, ValueError) as exc:
+        except (BackendError, ValueError) as exc:
             raise internal_error(f"failed to fetch codex rate limits: {exc}") from None
         main, by_id = rate_limits.from_usage(payload)
         return GetAccountRateLimitsResponse(main, by_id)

@@ -19,19 +19,23 @@ an interrupted turn abandons the stream at once, as the reference does.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import random
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx
 import orjson
 import trio
+
+if TYPE_CHECKING:
+    import httpx
 
 from codex_trio.config.effective import ProviderConfig
 from codex_trio.core import rate_limits
@@ -368,7 +372,17 @@ def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
     return min(delay, RETRY_MAX_DELAY)
 
 
+async def load_httpx() -> None:
+    """Import httpx (and all it pulls in: ~0.1 s) in a worker thread, the first time a model
+    or backend request needs it, rather than with the thread and turn families: a cold
+    `thread/resume`, `thread/read` or `thread/list` never talks HTTP."""
+    if "httpx" not in sys.modules:
+        await trio.to_thread.run_sync(importlib.import_module, "httpx")
+
+
 def responses_url(provider: ProviderConfig) -> str:
+    import httpx
+
     base = (provider.base_url or "https://api.openai.com/v1").rstrip("/")
     url = f"{base}/responses"
     if provider.query_params:
@@ -439,6 +453,8 @@ class ModelClient:
         self._auth = resolve_auth(self.provider, self._login, self._environ)
 
     async def _attempt(self, payload: bytes, headers: Mapping[str, str], on_event: EventHandler) -> Completed:
+        import httpx
+
         # One idle scope covers the whole attempt: its deadline starts at the request and
         # moves with every chunk received. (httpx's own read timeout is off: it would open a
         # cancel scope per read on this hot path.)
@@ -551,6 +567,9 @@ async def open_model_client(
         wire_api = provider.wire_api
         raise ModelError(f"model provider `{provider.id}` uses wire_api `{wire_api}`; only `responses` works")
     auth = resolve_auth(provider, login, environ)
+    await load_httpx()
+    import httpx
+
     # read=None: the stream's idle timeout is enforced by `_consume` (see there).
     timeout = httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=CONNECT_TIMEOUT, pool=CONNECT_TIMEOUT)
     # Proxy variables apply to remote providers only: a loopback model server (Ollama, vLLM,
@@ -568,6 +587,8 @@ _SSL_LOCK = trio.Lock()
 async def _ssl_context() -> ssl.SSLContext:
     """One TLS context per process: loading the CA bundle takes tens of milliseconds of
     blocking file work, so it is done once, in a worker thread."""
+    import httpx
+
     global _SSL_CONTEXT
     async with _SSL_LOCK:
         if _SSL_CONTEXT is None:
@@ -576,5 +597,7 @@ async def _ssl_context() -> ssl.SSLContext:
 
 
 def _is_loopback(url: str) -> bool:
+    import httpx
+
     host = httpx.URL(url).host if url else ""
     return host in ("localhost", "::1") or host.startswith("127.")
