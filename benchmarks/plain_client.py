@@ -31,7 +31,6 @@ from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import fmt_ratio, log, publish, ratio
-from scale import precompile
 from servers import Sandbox, ServerSpec, add_server_options, server_specs
 
 INIT = b'{"id":0,"method":"initialize","params":{"clientInfo":{"name":"plain","version":"1"}}}\n'
@@ -158,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-mib", type=float, default=50)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
-    precompile()
     specs = server_specs(args)
     floor = ServerSpec("floor", [specs[0].argv[0], "-c", FLOOR], specs[0].extra_env)
     results: dict[str, dict[str, list[float]]] = {spec.label: {} for spec in [*specs, floor]}

@@ -75,17 +75,6 @@ def raise_fd_limit() -> int:
     return hard
 
 
-def precompile() -> None:
-    """Write our bytecode caches, as `pip install` does: with PYTHONDONTWRITEBYTECODE set (as
-    on the project's VM) an editable checkout would otherwise compile every module it imports
-    on every start, a cost no installed copy pays."""
-    import compileall
-
-    import codex_trio
-
-    compileall.compile_dir(str(Path(codex_trio.__file__).parent), quiet=1)
-
-
 # --------------------------------------------------------------------------- a blocking ws client
 def frame(message: Any) -> bytes:
     payload = orjson.dumps(message)
@@ -585,7 +574,6 @@ async def run(specs: list[ServerSpec], opts: argparse.Namespace) -> list[Curves]
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    precompile()
     limit = raise_fd_limit()
     log(f"fd limit {limit}")
     specs = server_specs(opts)

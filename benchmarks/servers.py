@@ -210,6 +210,17 @@ def add_server_options(
     )
 
 
+def precompile() -> None:
+    """Write our bytecode caches, as `pip install` does: with PYTHONDONTWRITEBYTECODE set (as
+    on the project's VM) an editable checkout would otherwise compile every module it imports
+    at every start, a cost no installed copy pays."""
+    import compileall
+
+    import codex_trio
+
+    compileall.compile_dir(str(Path(codex_trio.__file__).parent), quiet=1)
+
+
 def server_specs(
     args: argparse.Namespace,
     *,
@@ -223,6 +234,7 @@ def server_specs(
     from a checkout although the server runs in an empty cwd. The keyword flags keep each
     script's historical choices (core.py also resolves and exports PYTHONPATH to the reference).
     """
+    precompile()
     pythonpath = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
     ours_argv = shlex.split(args.server)
     if resolve_ours:
