@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import trio
 
-from codex_trio.connection import Connection, Session
+from codex_trio.connection import Connection, ServerRequestTimeout, Session
 from codex_trio.protocol import envelope
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import (
@@ -160,6 +160,9 @@ class Router:
             encoded = envelope.encode_error(request.id, exc.code, exc.message, exc.data)
         except trio.Cancelled:
             raise
+        except ServerRequestTimeout as exc:
+            log.warning("%s: %s", request.method, exc)
+            encoded = envelope.encode_error(request.id, INTERNAL_ERROR, str(exc))
         except Exception as exc:
             error = _rpc_error_in_group(exc)
             if error is None:

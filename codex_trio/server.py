@@ -10,7 +10,10 @@ Task tree of a running server (`AppServer.run`):
 
 Shutdown is a two-stage drain: stop accepting and refuse new threads and turns, give detached
 work `drain_grace` seconds, cancel it, then disconnect every connection (which cancels its
-requests and kills its processes) and let each writer flush for a bounded time.
+requests and kills its processes) and let each writer flush for a bounded time. Every stage
+draws from one budget, `shutdown_timeout` seconds from the moment the drain starts: when it
+is spent, whatever is still running is cancelled, so a client that does not read can never
+hold the process open.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import functools
 import importlib
 import itertools
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -47,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: seconds all families together may take to release their resources at the end of `run`.
 FAMILY_CLOSE_TIMEOUT = 2.0
+#: seconds the families get to release their resources even when the shutdown budget is spent
+#: (closing database handles is quick and must not be skipped).
+FAMILY_CLOSE_FLOOR = 0.25
 
 
 F = TypeVar("F")
@@ -194,6 +201,8 @@ class AppServer:
         self.draining = False
         self.stopped = trio.Event()
         self._shutdown = trio.Event()
+        #: trio time by which shutdown must be over (set when the drain starts).
+        self._shutdown_deadline = math.inf
         self._root_scope = trio.CancelScope()
         self._listeners_scope = trio.CancelScope()
         self._connection_ids = itertools.count()
@@ -247,9 +256,10 @@ class AppServer:
                         await self._start_listeners(connections)
                         task_status.started(self)
                         await self._shutdown.wait()
+                        self._start_budget()
                         await self._drain_detached(detached)
                     for connection in self.broadcaster.connections:
-                        connection.close()
+                        connection.close(deadline=self._shutdown_deadline)
         finally:
             await self._close_families()
             self.stopped.set()
@@ -257,7 +267,9 @@ class AppServer:
 
     async def _close_families(self) -> None:
         """Let each family release what it holds (database handles...) once no task uses it."""
-        with trio.CancelScope(shield=True), trio.move_on_after(FAMILY_CLOSE_TIMEOUT):
+        now = trio.current_time()
+        deadline = min(now + FAMILY_CLOSE_TIMEOUT, max(self._shutdown_deadline, now + FAMILY_CLOSE_FLOOR))
+        with trio.CancelScope(shield=True, deadline=deadline):
             for family in reversed(self._families):
                 aclose = getattr(family, "aclose", None)
                 if aclose is not None:
@@ -279,13 +291,21 @@ class AppServer:
             drain_started = getattr(family, "drain_started", None)
             if drain_started is not None:
                 drain_started()
-        with trio.move_on_after(self.settings.drain_grace):
+        with trio.move_on_at(min(trio.current_time() + self.settings.drain_grace, self._shutdown_deadline)):
             await self._detached_running.wait_value(0)
         detached.cancel_scope.cancel()
 
     def shutdown(self) -> None:
         """Start the graceful drain (idempotent)."""
         self._shutdown.set()
+
+    def _start_budget(self) -> None:
+        """Start the shutdown budget: at its end the root scope cancels whatever is left.
+
+        Shielded cleanups (killing process groups, closing transports) are bounded on their own.
+        """
+        self._shutdown_deadline = trio.current_time() + self.settings.shutdown_timeout
+        self._root_scope.deadline = self._shutdown_deadline
 
     def force_shutdown(self) -> None:
         """Stop now: everything is cancelled; cleanup code still kills child processes."""

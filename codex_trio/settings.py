@@ -34,6 +34,9 @@ class ServerSettings:
     cwd: Path = attrs.field(factory=Path.cwd)
     #: seconds detached work (running turns) may take to finish once a drain starts.
     drain_grace: float = 0.5
+    #: seconds the whole shutdown may take, every stage included (the drain grace, flushing
+    #: each connection's queued output, closing transports); then what is left is cancelled.
+    shutdown_timeout: float = 3.0
     #: `--ws-auth ...` (checked during every websocket upgrade on `ws://`); None = no auth.
     ws_auth: WebSocketAuth | None = None
     #: session-owned, thread-scoped config layers (see `codex_trio.config.layers`); embedders

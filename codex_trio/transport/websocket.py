@@ -312,6 +312,9 @@ class WebSocketAcceptor:
             trio_websocket.ConnectionClosed,
         ) as exc:
             log.debug("websocket handshake failed: %r", exc)
+        except Exception:
+            # Anything else is still this client's trouble only: the listener keeps accepting.
+            log.exception("websocket handshake failed")
         finally:
             if not handed_on:
                 await trio.aclose_forcefully(stream)
