@@ -1,0 +1,63 @@
+"""Every async test runs under an absolute deadline, so a hang fails fast instead of stalling CI.
+
+The deadline is wall-clock time, not Trio time: tests that use `MockClock(autojump_threshold=0)`
+would otherwise jump straight to it whenever every task waits on a worker thread. A test that
+needs longer says so with `@pytest.mark.deadline(seconds)`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+
+#: seconds an async test (its fixtures included) may run.
+DEFAULT_DEADLINE = float(os.environ.get("CODEX_TRIO_TEST_DEADLINE", "120"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "deadline(seconds): wall-clock deadline of an async test")
+
+
+def _run_with_deadline(seconds: float, name: str) -> Callable[..., Any]:
+    def run(fn: Callable[[], Any], *, clock: Any = None, instruments: Any = ()) -> Any:
+        async def main() -> Any:
+            token = trio.lowlevel.current_trio_token()
+            with trio.CancelScope() as scope:
+
+                def expire() -> None:
+                    try:
+                        token.run_sync_soon(scope.cancel)
+                    except trio.RunFinishedError:
+                        pass
+
+                timer = threading.Timer(seconds, expire)
+                timer.daemon = True
+                timer.start()
+                try:
+                    result = await fn()
+                finally:
+                    timer.cancel()
+            if scope.cancelled_caught:
+                pytest.fail(f"{name} did not finish within its {seconds:g}s deadline", pytrace=False)
+            return result
+
+        return trio.run(main, clock=clock, instruments=list(instruments))
+
+    return run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is None or not inspect.iscoroutinefunction(function):
+            continue
+        marker = item.get_closest_marker("deadline")
+        seconds = float(marker.args[0]) if marker is not None else DEFAULT_DEADLINE
+        # pytest-trio takes the runner from the closest `trio` marker that names one.
+        item.add_marker(pytest.mark.trio(run=_run_with_deadline(seconds, item.nodeid)))
