@@ -156,9 +156,7 @@ class Connection:
                 # Only the writer is left in `outer`: this bounds the time it may flush.
                 outer.cancel_scope.deadline = min(trio.current_time() + FLUSH_TIMEOUT, self._close_deadline)
         except* Exception as failure:
-            log.error(
-                "connection %d failed; closing it", self.id, exc_info=_first_leaf(failure)
-            )
+            log.error("connection %d failed; closing it", self.id, exc_info=_first_leaf(failure))
         finally:
             self._fail_pending()
             self._out_send.close()
@@ -169,7 +167,9 @@ class Connection:
             log.debug("connection %d closed", self.id)
             if self._on_closed is not None:
                 with trio.CancelScope(shield=True) as cleanup:
-                    cleanup.deadline = min(trio.current_time() + CLOSED_CALLBACK_TIMEOUT, self._close_deadline)
+                    cleanup.deadline = min(
+                        trio.current_time() + CLOSED_CALLBACK_TIMEOUT, self._close_deadline
+                    )
                     try:
                         await self._on_closed(self)
                     except Exception:

@@ -7,6 +7,7 @@ needs longer says so with `@pytest.mark.deadline(seconds)`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import threading
@@ -31,10 +32,8 @@ def _run_with_deadline(seconds: float, name: str) -> Callable[..., Any]:
             with trio.CancelScope() as scope:
 
                 def expire() -> None:
-                    try:
+                    with contextlib.suppress(trio.RunFinishedError):
                         token.run_sync_soon(scope.cancel)
-                    except trio.RunFinishedError:
-                        pass
 
                 timer = threading.Timer(seconds, expire)
                 timer.daemon = True
@@ -61,3 +60,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         seconds = float(marker.args[0]) if marker is not None else DEFAULT_DEADLINE
         # pytest-trio takes the runner from the closest `trio` marker that names one.
         item.add_marker(pytest.mark.trio(run=_run_with_deadline(seconds, item.nodeid)))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from tests.faults import SEED, SEED_ENV
+
+    return f"fault-injection seed: {SEED} (replay with {SEED_ENV}={SEED})"

@@ -168,9 +168,7 @@ async def test_a_reader_failure_ends_that_connection_only(caplog: pytest.LogCapt
         raise RuntimeError("a family failed to release the connection")
 
     stream = BrokenReadStream()
-    connection = Connection(
-        3, stream, chatty_router([]), request_ids=itertools.count(), on_closed=on_closed
-    )
+    connection = Connection(3, stream, chatty_router([]), request_ids=itertools.count(), on_closed=on_closed)
     with caplog.at_level(logging.ERROR), trio.fail_after(5):
         await connection.run()
     assert closed == [3]
@@ -218,10 +216,13 @@ async def test_the_dispatcher_answers_a_server_request_timeout_without_calling_i
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sent: list[Any] = []
+    answered = trio.Event()
 
     class Recording(StallingStream):
         async def send_message(self, data: bytes) -> None:
             sent.append(envelope.parse(data))
+            if isinstance(sent[-1], envelope.Response):
+                answered.set()
             await trio.lowlevel.checkpoint()
 
         async def send_messages(self, batch: Sequence[bytes]) -> None:
@@ -239,8 +240,7 @@ async def test_the_dispatcher_answers_a_server_request_timeout_without_calling_i
         async with trio.open_nursery() as nursery:
             nursery.start_soon(connection.run)
             with trio.fail_after(5):
-                while not any(isinstance(m, envelope.Response) for m in sent):
-                    await trio.sleep(0.01)
+                await answered.wait()
             connection.close()
     [reply] = [m for m in sent if isinstance(m, envelope.Response)]
     assert reply.error["code"] == -32603

@@ -4,11 +4,11 @@ gives a well-formed error, a logged drop or a clean close, never a crash."""
 from __future__ import annotations
 
 import importlib
-import json
 import itertools
+import json
 import tempfile
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -37,7 +37,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 ids = st.integers(min_value=-(2**64), max_value=2**64) | st.text(max_size=8) | st.none() | st.booleans()
@@ -50,7 +52,11 @@ def test_any_bytes_are_classified_never_raised(data: bytes) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["id", "method", "params", "result", "error", "jsonrpc"]), json_values | ids))
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "method", "params", "result", "error", "jsonrpc"]), json_values | ids
+    )
+)
 def test_any_object_is_classified_by_the_reference_rules(message: dict[str, Any]) -> None:
     parsed = envelope.parse(json.dumps(message).encode())
     valid_id = "id" in message and envelope._valid_id(message["id"])
@@ -101,7 +107,9 @@ def params_for(spec: MethodSpec) -> st.SearchStrategy[Any]:
 @pytest.mark.parametrize("spec", SPECS, ids=[spec.name for spec in SPECS])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_params_either_convert_or_are_refused_with_invalid_request(spec: MethodSpec, data: st.DataObject) -> None:
+def test_params_either_convert_or_are_refused_with_invalid_request(
+    spec: MethodSpec, data: st.DataObject
+) -> None:
     raw = data.draw(params_for(spec))
     try:
         spec.read_params(raw)
@@ -151,13 +159,21 @@ class ScriptedStream:
 #: a private CODEX_HOME and working directory for the in-process connections below.
 HOME = Path(tempfile.mkdtemp(prefix="codex-trio-properties-"))
 
-INITIALIZE = orjson.dumps({"id": 9, "method": "initialize", "params": {"clientInfo": {"name": "p", "version": "1"}}})
+INITIALIZE = orjson.dumps(
+    {"id": 9, "method": "initialize", "params": {"clientInfo": {"name": "p", "version": "1"}}}
+)
 
-frames = st.binary(max_size=60) | st.just(INITIALIZE) | st.builds(
-    lambda request_id, method, params: json.dumps({"id": request_id, "method": method, "params": params}).encode(),
-    st.integers(min_value=0, max_value=5),
-    st.sampled_from(["initialize", "fs/getMetadata", "thread/read", "no/such", "config/read"]),
-    json_values,
+frames = (
+    st.binary(max_size=60)
+    | st.just(INITIALIZE)
+    | st.builds(
+        lambda request_id, method, params: json.dumps(
+            {"id": request_id, "method": method, "params": params}
+        ).encode(),
+        st.integers(min_value=0, max_value=5),
+        st.sampled_from(["initialize", "fs/getMetadata", "thread/read", "no/such", "config/read"]),
+        json_values,
+    )
 )
 
 
