@@ -97,7 +97,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from codex_trio.protocol.errors import invalid_request
+from codex_trio.protocol.errors import RpcError, invalid_request
 from codex_trio.store import GitInfo, GitInfoPatch, ThreadRecord
 from codex_trio.store import rollout as rollout
 from codex_trio.store.local import LocalThreadStore
@@ -330,7 +330,8 @@ class ThreadManager:
         thread.unload_scope = scope
         try:
             self.services.start_detached(self._unload_later, thread, scope, name=f"unload {thread.id}")
-        except Exception:
+        except RpcError as exc:  # the drain started in between: shutdown unloads it anyway
+            log.debug("thread %s: not scheduling its unload: %s", thread.id, exc.message)
             thread.unload_scope = None
 
     async def _unload_later(self, thread: LoadedThread, scope: trio.CancelScope) -> None:

@@ -220,9 +220,11 @@ class AccountApi:
         except InvalidToken as exc:
             raise internal_error(f"failed to set external auth: {exc}") from None
         config = await self._config()
-        ctx.connection.nursery.start_soon(
+        # Its outcome is broadcast to every connection, so the server owns it, not this request.
+        self._services.start_detached(
             self._discover, config.chatgpt_base_url, params.access_token, params.chatgpt_account_id,
             params.chatgpt_plan_type or identity.plan_type or "unknown", identity,
+            name="account workspace discovery",
         )
         return {"type": "chatgptAuthTokens"}
 
@@ -230,11 +232,18 @@ class AccountApi:
         self, base_url: str, token: str, account_id: str, plan_type: str, identity: TokenIdentity
     ) -> None:
         try:
-            routing, name = await trio.to_thread.run_sync(
-                discover_workspace, base_url, token, account_id, limiter=self._limiter, abandon_on_cancel=True
-            )
-        except DiscoveryError as exc:
-            self._broadcast("account/login/completed", AccountLoginCompleted(None, False, str(exc)))
+            with trio.fail_after(DISCOVERY_TIMEOUT + 1):
+                routing, name = await trio.to_thread.run_sync(
+                    discover_workspace,
+                    base_url,
+                    token,
+                    account_id,
+                    limiter=self._limiter,
+                    abandon_on_cancel=True,
+                )
+        except (DiscoveryError, trio.TooSlowError) as exc:
+            reason = str(exc) or f"workspace discovery timed out after {DISCOVERY_TIMEOUT:g}s"
+            self._broadcast("account/login/completed", AccountLoginCompleted(None, False, reason))
             return
         self._external = ExternalTokens(token, account_id, plan_type, identity, routing, name)
         self._broadcast("account/login/completed", AccountLoginCompleted(None, True))

@@ -223,7 +223,7 @@ class ThreadMcp:
         finally:
             self._waiting -= 1
             if self._waiting == 0 and self.thread.status == WAITING and self._status_before is not None:
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), trio.move_on_after(RESOLVE_TIMEOUT):
                     await self.thread.set_status(self._status_before)
 
     # ------------------------------------------------------------------ calls
@@ -306,8 +306,10 @@ class McpRegistry:
                 return current
             if current is not None:
                 current.stop()
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), trio.move_on_after(RESOLVE_TIMEOUT) as waited:
                     await current.done.wait()
+                if waited.cancelled_caught:
+                    log.warning("thread %s: MCP servers still stopping", thread.id)
             configs = await self._configs(thread)
             mcp = ThreadMcp(self, thread, configs, self.generation)
             if not mcp.has_servers or thread.unloaded.is_set():
