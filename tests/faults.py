@@ -30,6 +30,7 @@ import trio_websocket
 
 from codex_trio.testing import server_env
 from codex_trio.transport.stdio import LineStream
+from tests.responses_server import ResponsesServer, Stall, Text
 from tests.ws_client import WsClientStream, client_frame, raw_upgrade, request_head
 
 SEED_ENV = "CODEX_TRIO_FAULT_SEED"
@@ -38,7 +39,7 @@ MARK_ENV = "CODEX_TRIO_FAULT_MARK"
 #: the seed of this pytest run (fixed for the whole session, printed in the header).
 SEED = int(os.environ.get(SEED_ENV) or random.SystemRandom().randrange(2**31))
 #: faults injected per transport in one run.
-FAULTS = int(os.environ.get(COUNT_ENV, "50"))
+FAULTS = int(os.environ.get(COUNT_ENV, "100"))
 #: seconds within which the watchdog's request must be answered after each fault.
 WATCHDOG_LIMIT = float(os.environ.get("CODEX_TRIO_FAULT_WATCHDOG_SECONDS", "1"))
 #: the server's shutdown budget (ServerSettings.shutdown_timeout) plus what exiting takes.
@@ -231,12 +232,13 @@ class ServerProcess:
 
 @asynccontextmanager
 async def run_server(
-    tmp_path: Path, args: Sequence[str], *, stdio: bool = False
+    tmp_path: Path, args: Sequence[str], *, stdio: bool = False, config: str = ""
 ) -> AsyncIterator[ServerProcess]:
     """Start the server; its stderr goes to a file (nobody has to keep reading it)."""
     home, workspace = tmp_path / "home", tmp_path / "workspace"
     home.mkdir()
     workspace.mkdir()
+    (home / "config.toml").write_text(config)
     for index in range(200):
         (workspace / f"file-{index:03}.txt").write_text("x" * index)
     stderr_path = tmp_path / "server.stderr"
@@ -304,6 +306,20 @@ class Target:
     server: ServerProcess
     rng: random.Random
     mark: str
+    #: the scripted model the server's turns talk to (None: no turn faults).
+    model: ResponsesServer | None = None
+    #: model streams left hanging by faults; released before the end checks.
+    stalls: list[Stall] = attrs.Factory(list)
+
+    def release_stalls(self) -> None:
+        for stall in self.stalls:
+            stall.release.set()
+
+    def stall_next_turn(self) -> None:
+        assert self.model is not None
+        stall = Stall()
+        self.stalls.append(stall)
+        self.model.enqueue(stall)
 
     @property
     def port(self) -> int:
@@ -530,6 +546,35 @@ async def huge_number(t: Target) -> None:
         check("result" in answer, f"huge number: {answer}")
 
 
+async def start_turn(t: Target, client: RpcClient) -> str:
+    """A thread and a running turn (the model streams or hangs mid-stream); the turn's id."""
+    answer = await client.call(
+        "thread/start",
+        {"cwd": str(t.server.workspace), "sandbox": "danger-full-access", "approvalPolicy": "never"},
+    )
+    check("result" in answer, f"thread/start: {answer}")
+    thread_id = answer["result"]["thread"]["id"]
+    assert t.model is not None
+    if t.rng.random() < 0.5:
+        t.stall_next_turn()
+    else:
+        t.model.enqueue(Text("a reply streamed in pieces", pieces=t.rng.randrange(1, 20)))
+    prompt = [{"type": "text", "text": "hello", "text_elements": []}]
+    answer = await client.call("turn/start", {"threadId": thread_id, "input": prompt})
+    check("result" in answer, f"turn/start: {answer}")
+    return str(answer["result"]["turn"]["id"])
+
+
+async def turn_then_drop(t: Target) -> None:
+    """A client starts a turn and vanishes while it streams (the turn is the server's)."""
+    if t.model is None:
+        return
+    async with ws_client(t.port) as (client, _):
+        await client.initialize()
+        await start_turn(t, client)
+        await trio.sleep(t.rng.uniform(0, 0.2))
+
+
 WS_FAULTS: list[Callable[[Target], Any]] = [
     handshake_close,
     slowloris,
@@ -545,6 +590,7 @@ WS_FAULTS: list[Callable[[Target], Any]] = [
     duplicate_ids,
     burst,
     huge_number,
+    turn_then_drop,
 ]
 
 

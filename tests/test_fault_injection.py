@@ -37,9 +37,11 @@ from tests.faults import (
     run_server,
     settle,
     small_buffer_socket,
+    start_turn,
     stdio_client,
     ws_client,
 )
+from tests.responses_server import ResponsesServer
 
 #: what a misbehaving client may see of its own connection failing; never a test failure.
 CLIENT_SIDE_ERRORS = (
@@ -91,12 +93,15 @@ async def signal_and_wait(server: ServerProcess, rng: random.Random, mark: str) 
 
 
 @pytest.mark.deadline(300)
-async def test_a_websocket_server_survives_misbehaving_clients(tmp_path: Path) -> None:
+async def test_a_websocket_server_survives_misbehaving_clients(tmp_path: Path, nursery: trio.Nursery) -> None:
     rng = random.Random(SEED)
     mark = f"ws-{SEED}-{os.getpid()}"
-    async with run_server(tmp_path, ["--listen", "ws://127.0.0.1:0"]) as server:
+    model = ResponsesServer()
+    await nursery.start(model.run)
+    config = model.config_toml()
+    async with run_server(tmp_path, ["--listen", "ws://127.0.0.1:0"], config=config) as server:
         assert server.port is not None
-        target = Target(server, rng, mark)
+        target = Target(server, rng, mark, model)
         async with ws_client(server.port) as (watchdog, _):
             await watchdog.initialize("watchdog")
             # Load what the faults use, so the baseline already counts those families' fds.
@@ -118,6 +123,10 @@ async def test_a_websocket_server_survives_misbehaving_clients(tmp_path: Path) -
                     f"server exited during fault {index} ({fault.__name__}):\n{server.stderr()[-4000:]}",
                 )
                 await watchdog_answers(watchdog, f"fault {index} ({fault.__name__})")
+            turns = done.count("turn_then_drop")
+            check(len(model.posts) >= turns, f"{turns} turns started, the model saw {len(model.posts)}")
+            # Turns whose clients left run on; let the hanging model streams finish them.
+            target.release_stalls()
             await end_checks(server, mark, baseline_fds, baseline_rss, done)
             check(not watchdog.exactly_one_reply_each(), f"watchdog: {watchdog.exactly_one_reply_each()}")
             # Shutdown under load: a flooding command on a client that never reads, and a
@@ -129,7 +138,9 @@ async def test_a_websocket_server_survives_misbehaving_clients(tmp_path: Path) -
                     + frame({"id": 1, "method": "command/exec", "params": target.command(target.flood())})
                 )
                 await watchdog.send("command/exec", target.command("sleep 300 & sleep 300", stream=False))
+                await start_turn(target, watchdog)
                 await signal_and_wait(server, rng, mark)
+            target.release_stalls()
 
 
 @pytest.mark.deadline(300)
