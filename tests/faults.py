@@ -172,11 +172,13 @@ async def ws_client(port: int, *, read: bool = True) -> AsyncIterator[tuple[RpcC
         nursery.cancel_scope.cancel()
 
 
-async def small_buffer_socket(port: int) -> trio.SocketStream:
-    """A TCP connection with a tiny receive buffer, upgraded by hand: replies back up fast."""
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+async def small_buffer_socket(port: int, *, unix_path: str | None = None) -> trio.SocketStream:
+    """A TCP (or unix) connection with a tiny receive buffer, upgraded by hand: replies back
+    up fast."""
+    family = trio.socket.AF_UNIX if unix_path is not None else trio.socket.AF_INET
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", port))
+    await sock.connect(unix_path if unix_path is not None else ("127.0.0.1", port))
     stream = trio.SocketStream(sock)
     await stream.send_all(request_head())
     received = b""
@@ -253,8 +255,14 @@ async def run_server(
             start_new_session=True,
         )
     server = ServerProcess(process, home, workspace, stderr_path)
+    unix = next((arg.removeprefix("unix://") for arg in args if arg.startswith("unix://")), None)
     try:
-        if not stdio:
+        if unix is not None:
+            with trio.fail_after(30):
+                while not await trio.Path(unix).exists():
+                    check(server.alive(), f"server did not start: {server.stderr()}")
+                    await trio.sleep(0.05)
+        elif not stdio:
             with trio.fail_after(30):
                 while "listening on: ws://127.0.0.1:" not in server.stderr():
                     check(server.alive(), f"server did not start: {server.stderr()}")

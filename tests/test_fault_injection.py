@@ -206,3 +206,42 @@ async def test_sigterm_during_an_output_flood_to_a_client_that_does_not_read(
         for stream in stalled:
             await stream.aclose()
     assert elapsed < EXIT_LIMIT
+
+
+@pytest.mark.parametrize("transport", ["ws", "unix"])
+async def test_pipelined_requests_and_an_abrupt_close_leave_the_server_serving(
+    tmp_path: Path, transport: str
+) -> None:
+    """Issue 11 finding 1, as reported: a client with a small receive buffer pipelines a few
+    hundred requests without reading and closes; the server used to exit 1 every time."""
+    socket_path = tmp_path / "ctl.sock"
+    listen = "ws://127.0.0.1:0" if transport == "ws" else f"unix://{socket_path}"
+    async with run_server(tmp_path, ["--listen", listen]) as server:
+        port = server.port or 0
+        unix_path = str(socket_path) if transport == "unix" else None
+        for round_ in range(3):
+            stream = await small_buffer_socket(port, unix_path=unix_path)
+            async with stream:
+                data = b"" if round_ == 0 else initialize_frames()
+                request = {"method": "fs/readDirectory", "params": {"path": str(server.workspace)}}
+                data += b"".join(frame({"id": index, **request}) for index in range(400))
+                with trio.move_on_after(1.0):
+                    await stream.send_all(data)
+                    await trio.sleep_forever()
+            await trio.sleep(0.2)
+            check(server.alive(), f"server exited:\n{server.stderr()[-4000:]}")
+        if unix_path is None:
+            async with ws_client(port) as (client, _):
+                await client.initialize()
+                answer = await client.call("fs/getMetadata", {"path": "/"})
+        else:
+            stream = await small_buffer_socket(0, unix_path=unix_path)
+            async with stream:
+                await stream.send_all(initialize_frames())
+                received = b""
+                with trio.fail_after(10):
+                    while b'"id":"init"' not in received:
+                        received += await stream.receive_some(65536)
+                answer = {"result": received}
+        check("result" in answer, f"after the faults: {answer}")
+        check("Traceback" not in server.stderr(), server.stderr()[-4000:])
