@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: seconds all families together may take to release their resources at the end of `run`.
 FAMILY_CLOSE_TIMEOUT = 2.0
+#: seconds each connection may spend flushing once the drain disconnects it: a client that
+#: reads takes milliseconds, one that does not must not hold the exit for long.
+SHUTDOWN_FLUSH_TIMEOUT = 0.5
 #: seconds the families get to release their resources even when the shutdown budget is spent
 #: (closing database handles is quick and must not be skipped).
 FAMILY_CLOSE_FLOOR = 0.25
@@ -204,6 +207,7 @@ class AppServer:
         #: trio time by which shutdown must be over (set when the drain starts).
         self._shutdown_deadline = math.inf
         self._root_scope = trio.CancelScope()
+        self._forced = False
         self._listeners_scope = trio.CancelScope()
         self._connection_ids = itertools.count()
         self._server_request_ids = itertools.count()
@@ -258,9 +262,12 @@ class AppServer:
                         await self._shutdown.wait()
                         self._start_budget()
                         await self._drain_detached(detached)
+                    flush_by = min(trio.current_time() + SHUTDOWN_FLUSH_TIMEOUT, self._shutdown_deadline)
                     for connection in self.broadcaster.connections:
-                        connection.close(deadline=self._shutdown_deadline)
+                        connection.close(deadline=flush_by)
         finally:
+            if self._root_scope.cancelled_caught and not self._forced:
+                log.warning("shutdown budget (%gs) spent; cancelled the rest", self.settings.shutdown_timeout)
             await self._close_families()
             self.stopped.set()
             log.debug("server stopped")
@@ -310,6 +317,7 @@ class AppServer:
     def force_shutdown(self) -> None:
         """Stop now: everything is cancelled; cleanup code still kills child processes."""
         self._shutdown.set()
+        self._forced = True
         self._root_scope.cancel()
 
     async def _start_listeners(self, nursery: trio.Nursery) -> None:

@@ -456,3 +456,30 @@ async def test_accepted_sockets_send_without_nagle_delay(ws_server: AppServer) -
             socket_stream = stream._stream._stream
             assert isinstance(socket_stream, trio.SocketStream)
             assert socket_stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def frame_readers() -> list[trio.lowlevel.Task]:
+    found, stack = [], [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task.name.endswith(("_run_frames", "_reader_task")):
+            found.append(task)
+        stack.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return found
+
+
+async def test_a_client_that_pipelines_and_leaves_leaves_no_frame_reader_behind(ws_server: AppServer) -> None:
+    """Issue 11: a frame reader parked handing a message to a connection that has gone must
+    end with it (it used to stay until the server stopped: one task per such client)."""
+    with trio.fail_after(TIMEOUT):
+        stream, _ = await raw_upgrade(port_of(ws_server))
+        await trio.testing.wait_all_tasks_blocked()
+        [connection] = ws_server.broadcaster.connections
+        request = {"method": "fs/getMetadata", "params": {"path": "/"}}
+        frames = b"".join(client_frame(orjson.dumps({"id": index, **request})) for index in range(300))
+        async with stream:
+            with trio.move_on_after(0.5):
+                await stream.send_all(frames)
+        await connection.closed.wait()
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        assert frame_readers() == []

@@ -199,11 +199,16 @@ class WebSocketMessageStream:
     """A `MessageStream` over an open websocket: one message per text frame."""
 
     def __init__(
-        self, ws: trio_websocket.WebSocketConnection, stream: ReplayStream, transport_name: str
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        stream: ReplayStream,
+        transport_name: str,
+        frames_scope: trio.CancelScope | None = None,
     ) -> None:
         self.transport_name = transport_name
         self._ws = ws
         self._stream = stream
+        self._frames_scope = frames_scope
 
     async def receive_message(self) -> bytes:
         """The next text message; binary messages are dropped like the reference does."""
@@ -234,8 +239,14 @@ class WebSocketMessageStream:
         await self._stream.send_all(b"".join(text_frame(data) for data in batch))
 
     async def aclose(self) -> None:
-        """Close the socket, without a Close frame (as the reference on drain and drop)."""
-        await self._stream.aclose()
+        """Close the socket, without a Close frame (as the reference on drain and drop), and
+        end the frame reader: it may be parked handing a message to a queue nobody reads any
+        more, where closing the socket alone never reaches it."""
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._frames_scope is not None:
+                self._frames_scope.cancel()
 
 
 @attrs.frozen
@@ -376,15 +387,16 @@ class WebSocketAcceptor:
         wrapped = ReplayStream(stream, replay, replay[http_head.head_end(replay) :])
         try:
             with trio.fail_after(RESPONSE_TIMEOUT):
-                request: trio_websocket.WebSocketRequest = await self._frames.start(_run_frames, wrapped)
+                request, frames_scope = await self._frames.start(_run_frames, wrapped)
                 ws = await request.accept(extra_headers=list(self._accept_headers))
         except BaseException:
             await trio.aclose_forcefully(wrapped)
             raise
         try:
-            self._adopt(WebSocketMessageStream(ws, wrapped, self._transport_name), "reject")
+            self._adopt(WebSocketMessageStream(ws, wrapped, self._transport_name, frames_scope), "reject")
         except Exception as exc:  # the server started draining during the handshake
             log.info("not adopting a websocket connection: %s", exc)
+            frames_scope.cancel()
             await trio.aclose_forcefully(wrapped)
             return True
         log.info("websocket client connected (%s)", self._transport_name)
@@ -394,12 +406,15 @@ class WebSocketAcceptor:
 async def _run_frames(
     stream: trio.abc.Stream,
     *,
-    task_status: trio.TaskStatus[trio_websocket.WebSocketRequest] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[tuple[trio_websocket.WebSocketRequest, trio.CancelScope]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
 ) -> None:
     """Own one connection's trio-websocket frame reader, for as long as the connection lives.
 
     A failure here ends this connection only: it is logged and the socket is closed, which the
-    connection's reader sees as the end of the stream.
+    connection's reader sees as the end of the stream. The connection's stream cancels the
+    scope handed out with the request when it closes.
     """
     started = False
     try:
@@ -412,7 +427,7 @@ async def _run_frames(
                 receive_buffer_size=RECEIVE_CHUNK,
             )
             started = True
-            task_status.started(request)
+            task_status.started((request, nursery.cancel_scope))
     except Exception as exc:
         if not started:
             raise trio_websocket.HandshakeError(repr(exc)) from exc
