@@ -230,13 +230,16 @@ async def test_a_parent_other_users_could_write_to_is_refused_as_the_reference_d
         os.chown(shared, owner, -1)
     planted = shared / "ctl.sock"
     planted.symlink_to(tmp_path / "attacker.sock")
-    with trio.fail_after(TIMEOUT), pytest.RaisesGroup(
-        pytest.RaisesExc(
-            ControlSocketError,
-            match="^socket parent must be owned by the user or root and prevent other users from "
-            "replacing socket entries$",
+    with (
+        trio.fail_after(TIMEOUT),
+        pytest.RaisesGroup(
+            pytest.RaisesExc(
+                ControlSocketError,
+                match="^socket parent must be owned by the user or root and prevent other users from "
+                "replacing socket entries$",
+            ),
+            flatten_subgroups=True,
         ),
-        flatten_subgroups=True,
     ):
         async with open_app_server(unix_settings(server_settings, planted)):
             pass
