@@ -14,8 +14,9 @@ import trio
 import trio.testing
 
 from codex_trio.connection import OUTBOUND_CAPACITY, Connection, ServerRequestTimeout
-from codex_trio.dispatch import RequestContext, Router, route
+from codex_trio.dispatch import Router
 from codex_trio.protocol import envelope
+from codex_trio.routing import RequestContext, route
 
 #: notifications each request sends before its reply: enough requests fill the queue.
 CHUNKS = 4
