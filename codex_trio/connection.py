@@ -49,6 +49,8 @@ SLOW_CONSUMER_GRACE = 10.0
 FLUSH_TIMEOUT = 2.0
 #: seconds the families may take to release what they hold for a closed connection.
 CLOSED_CALLBACK_TIMEOUT = 5.0
+#: seconds each cleanup step of a closed connection gets even past its close deadline.
+CLEANUP_FLOOR = 0.1
 #: bytes the writer gathers from the queue into one transport write.
 WRITE_BATCH_BYTES = 256 * 1024
 #: default deadline for server->client requests (approvals are answered by a person).
@@ -179,19 +181,22 @@ class Connection:
             self._fail_pending()
             self._out_send.close()
             self.closed.set()
-            with trio.CancelScope(shield=True) as cleanup:
-                cleanup.deadline = min(trio.current_time() + FLUSH_TIMEOUT, self._close_deadline)
+            with trio.CancelScope(shield=True, deadline=self._cleanup_deadline(FLUSH_TIMEOUT)):
                 await self.stream.aclose()
             log.debug("connection %d closed", self.id)
             if self._on_closed is not None:
-                with trio.CancelScope(shield=True) as cleanup:
-                    cleanup.deadline = min(
-                        trio.current_time() + CLOSED_CALLBACK_TIMEOUT, self._close_deadline
-                    )
+                with trio.CancelScope(shield=True, deadline=self._cleanup_deadline(CLOSED_CALLBACK_TIMEOUT)):
                     try:
                         await self._on_closed(self)
                     except Exception:
                         log.exception("connection %d: closing its resources failed", self.id)
+
+    def _cleanup_deadline(self, limit: float) -> float:
+        """When a shielded cleanup step must end: within `limit`, and within the close
+        deadline except for a short floor (closing a socket or dropping a connection's
+        state is quick and must not be skipped because the flush used the time up)."""
+        now = trio.current_time()
+        return min(now + limit, max(self._close_deadline, now + CLEANUP_FLOOR))
 
     def close(self, *, deadline: float = math.inf) -> None:
         """Disconnect: cancel this connection's work; queued output is still flushed.

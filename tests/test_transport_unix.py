@@ -32,6 +32,16 @@ def files_of(server: AppServer) -> ControlSocket:
     return server.listening
 
 
+async def serve_and_initialize(server_settings: ServerSettings, path: Path) -> None:
+    """Serve on `path` and initialize a client through it."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_app_server(unix_settings(server_settings, path)),
+            connect(unix_path=connectable_path(path), resource="/rpc") as client,
+        ):
+            await client.rpc.initialize()
+
+
 def assert_private_socket_layout(path: Path, files: ControlSocket) -> None:
     assert path.is_symlink()
     real = Path(os.path.realpath(path))
@@ -122,12 +132,7 @@ async def test_a_stale_socket_is_replaced(
             stale.bind(os.fspath(path))  # bound, never listening: connect is refused
     else:
         path.symlink_to(tmp_path / "gone")
-    with trio.fail_after(TIMEOUT):
-        async with (
-            open_app_server(unix_settings(server_settings, path)),
-            connect(unix_path=connectable_path(path), resource="/rpc") as client,
-        ):
-            await client.rpc.initialize()
+    await serve_and_initialize(server_settings, path)
 
 
 async def test_a_live_server_on_the_path_is_an_error(
@@ -252,13 +257,7 @@ async def test_a_sticky_shared_parent_is_accepted(
     shared = tmp_path / "sticky"
     shared.mkdir()
     shared.chmod(0o1777)
-    path = shared / "ctl.sock"
-    with trio.fail_after(TIMEOUT):
-        async with (
-            open_app_server(unix_settings(server_settings, path)),
-            connect(unix_path=connectable_path(path), resource="/rpc") as client,
-        ):
-            await client.rpc.initialize()
+    await serve_and_initialize(server_settings, shared / "ctl.sock")
 
 
 async def test_every_missing_parent_is_created_private(
