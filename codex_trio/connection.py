@@ -312,11 +312,37 @@ class Connection:
             self.close()
             await trio.lowlevel.checkpoint()
 
+    async def send_many(self, messages: list[bytes]) -> None:
+        """Queue messages back to back, without yielding in between while there is room.
+
+        The writer then finds them together and sends them in one write: a reply and the
+        notifications that follow it (`initialize` and `remoteControl/status/changed`) reach
+        the client in one segment, so a client with Nagle's algorithm on never waits for a
+        delayed ACK before its next request.
+        """
+        for index, data in enumerate(messages):
+            try:
+                self._out_send.send_nowait(data)
+            except trio.WouldBlock:
+                for rest in messages[index:]:
+                    await self.send(rest)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.close()
+                break
+        await trio.lowlevel.checkpoint()
+
+    def notification(self, method: str, params: Any) -> bytes | None:
+        """A notification for this connection, encoded; None if the client opted out of it."""
+        if method in self.session.opted_out:
+            return None
+        return envelope.encode_notification(method, params)
+
     async def notify(self, method: str, params: Any) -> None:
         """Send a notification meant for this connection (skipped if the client opted out)."""
-        if method in self.session.opted_out:
-            return
-        await self.send(envelope.encode_notification(method, params))
+        encoded = self.notification(method, params)
+        if encoded is not None:
+            await self.send(encoded)
 
     def broadcast_nowait(self, method: str, encoded: bytes) -> None:
         """Queue a broadcast without waiting; a client that stays full is dropped.

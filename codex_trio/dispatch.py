@@ -134,13 +134,12 @@ class Router:
                 log.exception("%s failed", request.method)
                 error = RpcError(INTERNAL_ERROR, f"internal error: {exc}")
             encoded = envelope.encode_error(request.id, error.code, error.message, error.data)
+        following = (connection.notification(method, params) for method, params in ctx.after_response)
         try:
-            await connection.send(encoded)
+            await connection.send_many([encoded, *(data for data in following if data is not None)])
         finally:
             for callback in ctx.on_sent:
                 callback()
-        for method, params in ctx.after_response:
-            await connection.notify(method, params)
 
     async def _call(self, ctx: RequestContext, request: envelope.Request) -> Any:
         r = self._routes.get(request.method)

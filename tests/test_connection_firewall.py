@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import pytest
 import trio
 import trio.testing
@@ -17,6 +18,9 @@ from codex_trio.connection import OUTBOUND_CAPACITY, Connection, ServerRequestTi
 from codex_trio.dispatch import Router
 from codex_trio.protocol import envelope
 from codex_trio.routing import RequestContext, route
+from codex_trio.server import AppServer
+from codex_trio.settings import ServerSettings
+from codex_trio.transport.listen import NoListen
 
 #: notifications each request sends before its reply: enough requests fill the queue.
 CHUNKS = 4
@@ -247,3 +251,35 @@ async def test_the_dispatcher_answers_a_server_request_timeout_without_calling_i
     assert reply.error["code"] == -32603
     assert "did not answer item/tool/requestUserInput" in reply.error["message"]
     assert not any(record.exc_info for record in caplog.records)
+
+
+async def test_a_reply_and_the_notifications_that_follow_it_leave_in_one_write(tmp_path: Any) -> None:
+    """Issue 17: `initialize`'s reply and `remoteControl/status/changed` are queued back to back
+    and written together, as one transport write."""
+    writes: list[list[bytes]] = []
+    written = trio.Event()
+
+    class Recording(StallingStream):
+        async def send_message(self, data: bytes) -> None:
+            await self.send_messages([data])
+
+        async def send_messages(self, batch: Sequence[bytes]) -> None:
+            writes.append(list(batch))
+            written.set()
+            await trio.lowlevel.checkpoint()
+
+    settings = ServerSettings(codex_home=tmp_path, cwd=tmp_path, listen=NoListen())
+    stream = Recording()
+    connection = Connection(0, stream, AppServer(settings).router, request_ids=itertools.count())
+    initialize = {"clientInfo": {"name": "t", "version": "1"}}
+    stream.inbound.send_nowait(envelope.encode_request(1, "initialize", initialize))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.run)
+        with trio.fail_after(5):
+            await written.wait()
+        connection.close()
+    first = [orjson.loads(data) for data in writes[0]]
+    assert [message.get("id", message.get("method")) for message in first] == [
+        1,
+        "remoteControl/status/changed",
+    ]

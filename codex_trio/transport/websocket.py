@@ -24,6 +24,7 @@ import errno
 import ipaddress
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -55,6 +56,8 @@ HEAD_TIMEOUT = 30.0
 #: seconds to answer a plain HTTP request before giving up on the client.
 RESPONSE_TIMEOUT = 10.0
 
+#: Linux's TCP_QUICKACK (None where the platform has no such option).
+TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 #: accept() errors meaning "out of descriptors or memory": wait and retry, as trio's own loop.
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 #: seconds to wait after such an error before accepting again.
@@ -142,6 +145,7 @@ class ReplayStream(trio.abc.Stream):
         self._guard.feed(frames)
         self._sending = False
         self._turn = trio.lowlevel.ParkingLot()
+        self._quickack = True
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._replay:
@@ -149,6 +153,8 @@ class ReplayStream(trio.abc.Stream):
             replayed, self._replay = self._replay[:size], self._replay[size:]
             return replayed
         data = await self._stream.receive_some(max_bytes)
+        if data:
+            self._ack_now()
         try:
             self._guard.feed(data)
         except FrameTooLarge as exc:
@@ -156,6 +162,20 @@ class ReplayStream(trio.abc.Stream):
             await trio.aclose_forcefully(self._stream)
             raise trio.BrokenResourceError(str(exc)) from None
         return data
+
+    def _ack_now(self) -> None:
+        """Acknowledge what was just read at once instead of after the delayed-ACK timer.
+
+        A client message that needs no reply (`initialized`, a response to an approval)
+        would otherwise stay unacknowledged for ~40 ms, and a client with Nagle's algorithm
+        on holds its next request until then. Linux clears the flag on its own, so it is set
+        after every read; elsewhere there is no such option and nothing is done.
+        """
+        if TCP_QUICKACK is not None and self._quickack and isinstance(self._stream, trio.SocketStream):
+            try:
+                self._stream.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+            except OSError:
+                self._quickack = False  # not TCP (a unix socket): nothing to acknowledge
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write one frame; frames from concurrent callers are written one after the other.
