@@ -104,6 +104,18 @@ def _build_config(server: AppServer) -> list[Any]:
     return [ConfigApi(server), CatalogApi(server), LegacyApi(server)]
 
 
+def _build_plugins(server: AppServer) -> list[Any]:
+    from codex_trio.api.plugins import PluginsApi
+
+    return [PluginsApi(server)]
+
+
+def _build_device_keys(server: AppServer) -> list[Any]:
+    from codex_trio.api.device_keys import DeviceKeysApi
+
+    return [DeviceKeysApi(server)]
+
+
 def _build_agent(server: AppServer) -> list[Any]:
     """Threads, accounts, MCP and turns know each other, so they come as one group."""
     from codex_trio.api.account import AccountApi
@@ -114,7 +126,7 @@ def _build_agent(server: AppServer) -> list[Any]:
     threads = ThreadsApi(server)
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
-    turns = TurnsApi(server, threads.manager, account.credentials, tool_providers=[mcp.tools])
+    turns = TurnsApi(server, threads.manager, account.model_login, tool_providers=[mcp.tools])
     return [account, threads, turns, mcp]
 
 
@@ -150,8 +162,6 @@ FAMILY_GROUPS = (
             "experimentalFeature/list",
             "skills/list",
             "hooks/list",
-            "plugin/installed",
-            "plugin/list",
             "collaborationMode/list",
             "gitDiffToRemote",
             "fuzzyFileSearch",
@@ -162,12 +172,32 @@ FAMILY_GROUPS = (
         _build_config,
     ),
     FamilyGroup(
+        ("codex_trio.api.plugins",),
+        (
+            "plugin/list",
+            "plugin/installed",
+            "plugin/read",
+            "plugin/install",
+            "plugin/uninstall",
+            "marketplace/add",
+            "marketplace/remove",
+            "marketplace/upgrade",
+        ),
+        _build_plugins,
+    ),
+    FamilyGroup(
+        ("codex_trio.api.device_keys",),
+        ("device/key/create", "device/key/public", "device/key/sign"),
+        _build_device_keys,
+    ),
+    FamilyGroup(
         ("codex_trio.api.account", "codex_trio.api.threads", "codex_trio.api.turns", "codex_trio.api.mcp"),
         (
             "account/read",
             "account/login/start",
             "account/login/cancel",
             "account/logout",
+            "account/rateLimits/read",
             "getAuthStatus",
             "account/bedrock/checkGovCloudRequirements",
             "thread/start",
