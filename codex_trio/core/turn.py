@@ -498,7 +498,11 @@ class RunningTurn:
         finally:
             self.finishing = True
             with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_TIMEOUT):
-                await self._finish(runtime, outcome if outcome is not None else _Interrupted())
+                final = outcome if outcome is not None else _Interrupted()
+                if isinstance(final, _Interrupted) and runtime.sessions is not None:
+                    # The commands this turn started die with it, before turn/completed.
+                    await runtime.sessions.stop_owned(self.id)
+                await self._finish(runtime, final)
             self.done.set()
 
     async def _main(self, runtime: ThreadRuntime) -> Outcome:
@@ -885,7 +889,7 @@ class RunningTurn:
             )
 
         try:
-            session = await sessions.start(args, cwd)
+            session = await sessions.start(args, cwd, owner=self.id)
         except ExecToolError as exc:
             failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
             await self._item_completed(failed)
@@ -893,6 +897,24 @@ class RunningTurn:
         session.listen(stream)
         try:
             result = await wait_for(session, args.yield_time_ms)
+        except BaseException:
+            # Interrupt, unload or shutdown: the command dies with its turn and its item
+            # fails as the reference reports a killed command (exit code -1).
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + FINALIZE_TIMEOUT):
+                await sessions.stop(session)
+                killed = attrs.evolve(
+                    item,
+                    status="failed",
+                    source="unifiedExecStartup",
+                    process_id=str(session.pid) if session.pid is not None else None,
+                    aggregated_output="".join(output_parts) or None,
+                    exit_code=-1,
+                    duration_ms=int((time.monotonic() - began) * 1000),
+                    completed_at_ms=now_ms(),
+                )
+                await self._item_completed(killed)
+                await self.thread.append_rollout([self._item_line(killed)])
+            raise
         finally:
             session.listen(None)
         duration = int((time.monotonic() - began) * 1000)
