@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import trio
 from codex_trio.client import ClientConnection
 from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
-from codex_trio.testing import LeakCheck
+from codex_trio.testing import LeakCheck, StdioServer
 from tests.responses_server import ResponsesServer, Shell, Stall, Text
 from tests.test_turns import Message, collect, completed, find, method_is, start_thread, start_turn
 
@@ -213,6 +214,22 @@ async def test_shutdown_kills_running_commands_and_kept_sessions(
             pids = [*await tree_pids(kept), *await tree_pids(running)]
             assert all(alive(p) for p in pids)
         assert await all_gone(pids)
+
+
+async def test_sigterm_to_a_server_process_kills_the_commands_of_its_turns(
+    configured: Path, stdio_server: StdioServer, model: ResponsesServer, tmp_path: Path
+) -> None:
+    rpc, workspace = stdio_server.client, tmp_path / "workspace"
+    with trio.fail_after(TEST_TIMEOUT):
+        await rpc.initialize("pytest")
+        thread_id = await start_thread(rpc, workspace)
+        model.enqueue(Shell(TREE, extra={"yield_time_ms": 30000}), Text("unused"))
+        await start_turn(rpc, thread_id, "run it")
+        await collect(rpc, started_output)
+        pids = await tree_pids(workspace)
+        stdio_server.process.send_signal(signal.SIGTERM)
+        assert await stdio_server.wait() == 0
+        assert await all_gone(pids), "no command outlives the server process"
 
 
 # ---------------------------------------------------------------------------- approvals
