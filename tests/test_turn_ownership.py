@@ -14,6 +14,7 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -93,6 +94,21 @@ def started_output(message: Message) -> bool:
     return "started" in message["params"]["delta"]
 
 
+async def start_tree(
+    rpc: ClientConnection, model: ResponsesServer, workspace: Path, *then: Any, keep: bool = False
+) -> tuple[str, str, Shell, list[int]]:
+    """A thread whose turn runs TREE: waited on by its call, or (`keep`) left as a session.
+
+    Returns the thread and turn ids, the call, and the pids once the command runs."""
+    call = Shell(TREE, extra={"yield_time_ms": 250 if keep else 30000})
+    thread_id = await start_thread(rpc, workspace)
+    model.enqueue(call, *then)
+    turn_id = await start_turn(rpc, thread_id, "run it")
+    if not keep:
+        await collect(rpc, started_output)
+    return thread_id, turn_id, call, await tree_pids(workspace)
+
+
 def killed_item(events: list[Message], call_id: str) -> dict[str, object]:
     items = [m["params"]["item"] for m in find(events, "item/completed", "commandExecution")]
     (item,) = [i for i in items if i["id"] == call_id]
@@ -103,13 +119,8 @@ def killed_item(events: list[Message], call_id: str) -> dict[str, object]:
 async def test_interrupt_kills_the_running_command_tree_and_fails_its_item(
     rpc: ClientConnection, model: ResponsesServer, workspace: Path
 ) -> None:
-    call = Shell(TREE, extra={"yield_time_ms": 30000})
     with trio.fail_after(TEST_TIMEOUT):
-        thread_id = await start_thread(rpc, workspace)
-        model.enqueue(call, Text("unused"))
-        turn_id = await start_turn(rpc, thread_id, "run it")
-        await collect(rpc, started_output)
-        pids = await tree_pids(workspace)
+        thread_id, turn_id, call, pids = await start_tree(rpc, model, workspace, Text("unused"))
         assert all(alive(p) for p in pids)
         await rpc.call("turn/interrupt", {"threadId": thread_id, "turnId": turn_id})
         events = await collect(rpc, completed(turn_id))
@@ -130,10 +141,7 @@ async def test_a_session_an_interrupted_turn_left_running_dies_with_that_turn(
 ) -> None:
     stall = Stall()
     with trio.fail_after(TEST_TIMEOUT):
-        thread_id = await start_thread(rpc, workspace)
-        model.enqueue(Shell(TREE, extra={"yield_time_ms": 250}), stall)
-        turn_id = await start_turn(rpc, thread_id, "start it in the background")
-        pids = await tree_pids(workspace)
+        thread_id, turn_id, _, pids = await start_tree(rpc, model, workspace, stall, keep=True)
         await stall.streaming.wait()
         assert all(alive(p) for p in pids), "the session outlives its exec_command call"
         await rpc.call("turn/interrupt", {"threadId": thread_id, "turnId": turn_id})
@@ -146,10 +154,9 @@ async def test_a_session_left_by_a_completed_turn_belongs_to_the_thread_until_ar
 ) -> None:
     stall = Stall()
     with trio.fail_after(TEST_TIMEOUT):
-        thread_id = await start_thread(rpc, workspace)
-        model.enqueue(Shell(TREE, extra={"yield_time_ms": 250}), Text("left it running"), stall)
-        first = await start_turn(rpc, thread_id, "start it in the background")
-        pids = await tree_pids(workspace)
+        thread_id, first, _, pids = await start_tree(
+            rpc, model, workspace, Text("left it running"), stall, keep=True
+        )
         await collect(rpc, completed(first))
         second = await start_turn(rpc, thread_id, "something else")
         await stall.streaming.wait()
@@ -163,13 +170,8 @@ async def test_a_session_left_by_a_completed_turn_belongs_to_the_thread_until_ar
 async def test_archiving_a_thread_kills_its_running_command(
     rpc: ClientConnection, model: ResponsesServer, workspace: Path
 ) -> None:
-    call = Shell(TREE, extra={"yield_time_ms": 30000})
     with trio.fail_after(TEST_TIMEOUT):
-        thread_id = await start_thread(rpc, workspace)
-        model.enqueue(call, Text("unused"))
-        turn_id = await start_turn(rpc, thread_id, "run it")
-        await collect(rpc, started_output)
-        pids = await tree_pids(workspace)
+        thread_id, turn_id, call, pids = await start_tree(rpc, model, workspace, Text("unused"))
         await rpc.call("thread/archive", {"threadId": thread_id})
         events = await collect(rpc, completed(turn_id))
         assert await all_gone(pids)
@@ -181,10 +183,7 @@ async def test_unloading_a_thread_kills_the_sessions_it_kept(
     rpc: ClientConnection, model: ResponsesServer, workspace: Path
 ) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        thread_id = await start_thread(rpc, workspace)
-        model.enqueue(Shell(TREE, extra={"yield_time_ms": 250}), Text("left it running"))
-        turn_id = await start_turn(rpc, thread_id, "start it in the background")
-        pids = await tree_pids(workspace)
+        thread_id, turn_id, _, pids = await start_tree(rpc, model, workspace, Text("left"), keep=True)
         await collect(rpc, completed(turn_id))
         assert all(alive(p) for p in pids)
         await rpc.call("thread/unsubscribe", {"threadId": thread_id})
@@ -203,15 +202,10 @@ async def test_shutdown_kills_running_commands_and_kept_sessions(
         async with open_app_server(server_settings) as server:
             rpc = await server.connect()
             await rpc.initialize("pytest")
-            background = await start_thread(rpc, kept)
-            model.enqueue(Shell(TREE, extra={"yield_time_ms": 250}), Text("left it running"))
-            first = await start_turn(rpc, background, "start it in the background")
+            _, first, _, kept_pids = await start_tree(rpc, model, kept, Text("left"), keep=True)
             await collect(rpc, completed(first))
-            busy = await start_thread(rpc, running)
-            model.enqueue(Shell(TREE, extra={"yield_time_ms": 30000}), Text("unused"))
-            await start_turn(rpc, busy, "run it")
-            await collect(rpc, started_output)
-            pids = [*await tree_pids(kept), *await tree_pids(running)]
+            *_, running_pids = await start_tree(rpc, model, running, Text("unused"))
+            pids = kept_pids + running_pids
             assert all(alive(p) for p in pids)
         assert await all_gone(pids)
 
@@ -222,11 +216,7 @@ async def test_sigterm_to_a_server_process_kills_the_commands_of_its_turns(
     rpc, workspace = stdio_server.client, tmp_path / "workspace"
     with trio.fail_after(TEST_TIMEOUT):
         await rpc.initialize("pytest")
-        thread_id = await start_thread(rpc, workspace)
-        model.enqueue(Shell(TREE, extra={"yield_time_ms": 30000}), Text("unused"))
-        await start_turn(rpc, thread_id, "run it")
-        await collect(rpc, started_output)
-        pids = await tree_pids(workspace)
+        *_, pids = await start_tree(rpc, model, workspace, Text("unused"))
         stdio_server.process.send_signal(signal.SIGTERM)
         assert await stdio_server.wait() == 0
         assert await all_gone(pids), "no command outlives the server process"
