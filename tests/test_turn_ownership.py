@@ -109,6 +109,12 @@ async def start_tree(
     return thread_id, turn_id, call, await tree_pids(workspace)
 
 
+async def connected(app_server: AppServer, name: str) -> ClientConnection:
+    client = await app_server.connect()
+    await client.initialize(name)
+    return client
+
+
 def killed_item(events: list[Message], call_id: str) -> dict[str, object]:
     items = [m["params"]["item"] for m in find(events, "item/completed", "commandExecution")]
     (item,) = [i for i in items if i["id"] == call_id]
@@ -228,16 +234,14 @@ async def test_a_pending_approval_outlives_its_client_and_is_asked_again_on_resu
 ) -> None:
     call = Shell("touch made.txt")
     with trio.fail_after(TEST_TIMEOUT):
-        first = await app_server.connect()
-        await first.initialize("first")
+        first = await connected(app_server, "first")
         thread_id = await start_thread(first, workspace, approval="untrusted")
         model.enqueue(call, Text("done"))
         turn_id = await start_turn(first, thread_id, "make it")
         asked = (await collect(first, method_is("item/commandExecution/requestApproval")))[-1]
         await first.aclose()
 
-        second = await app_server.connect()
-        await second.initialize("second")
+        second = await connected(app_server, "second")
         read = await second.call("thread/read", {"threadId": thread_id})
         assert read["thread"]["status"] == {"type": "active", "activeFlags": ["waitingOnApproval"]}
         response = await second.request("thread/resume", {"threadId": thread_id, "excludeTurns": True})
@@ -258,10 +262,8 @@ async def test_a_connection_cannot_answer_a_request_it_was_not_sent(
     app_server: AppServer, configured: Path, model: ResponsesServer, workspace: Path
 ) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        owner = await app_server.connect()
-        await owner.initialize("owner")
-        intruder = await app_server.connect()
-        await intruder.initialize("intruder")
+        owner = await connected(app_server, "owner")
+        intruder = await connected(app_server, "intruder")
         thread_id = await start_thread(owner, workspace, approval="untrusted")
         model.enqueue(Shell("touch made.txt"), Text("declined"))
         turn_id = await start_turn(owner, thread_id, "make it")
@@ -284,10 +286,8 @@ async def test_both_subscribers_are_asked_the_first_answer_wins_and_both_learn_i
     app_server: AppServer, configured: Path, model: ResponsesServer, workspace: Path
 ) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        one = await app_server.connect()
-        await one.initialize("one")
-        two = await app_server.connect()
-        await two.initialize("two")
+        one = await connected(app_server, "one")
+        two = await connected(app_server, "two")
         thread_id = await start_thread(one, workspace, approval="untrusted")
         await two.call("thread/resume", {"threadId": thread_id, "excludeTurns": True})
         model.enqueue(Shell("touch made.txt"), Text("done"))
