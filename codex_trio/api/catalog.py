@@ -3,14 +3,14 @@ and collaboration modes (MCP server status is the MCP family's, `codex_trio.api.
 
 Content is honest: the models come from config plus a small built-in catalog
 (`codex_trio.config.models`), feature flags from the effective config, skills from
-`SKILL.md` files on disk; hooks and plugins are empty because this server runs none.
-Pages use the reference's decimal offset cursors.
+`SKILL.md` files on disk (`codex_trio.skills`, with the skills of installed plugins from
+`codex_trio.plugins.store`);
+hooks are empty because this server runs none. Plugins are the plugin family's
+(`codex_trio.api.plugins`). Pages use the reference's decimal offset cursors.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -18,47 +18,28 @@ import trio
 from codex_trio.config.defaults import KNOWN_FEATURES
 from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.config.models import BUILTIN_MODELS, DEFAULT_MODEL, configured_model_entry
-from codex_trio.dispatch import RequestContext, Route, route
+from codex_trio.plugins.store import installed_plugin_skills
 from codex_trio.protocol.catalog import (
     CollaborationModeListParams,
     ExperimentalFeatureListParams,
     HooksListParams,
     ModelListParams,
-    PluginInstalledParams,
-    PluginListParams,
     SkillsListParams,
 )
 from codex_trio.protocol.errors import invalid_request
+from codex_trio.protocol.paging import page
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
+from codex_trio.skills import scan_skills
 
 #: worker threads for config reads and skill scans.
 CATALOG_THREADS = 2
-#: page size when the client gives none (everything the catalog holds fits).
-DEFAULT_PAGE = 1000
-#: skills listed per root at most; a skills folder is small, this only bounds a stray one.
-MAX_SKILLS_PER_ROOT = 200
-#: how deep below a skills root a SKILL.md is looked for.
-SKILL_DEPTH = 3
 
 #: `collaborationMode/list`: the reference's two presets.
 COLLABORATION_MODES: tuple[dict[str, Any], ...] = (
     {"name": "Plan", "mode": "plan", "model": None, "reasoning_effort": "medium"},
     {"name": "Default", "mode": "default", "model": None, "reasoning_effort": None},
 )
-
-
-def page(items: list[Any], cursor: str | None, limit: int | None, noun: str) -> tuple[list[Any], str | None]:
-    """Offset pagination with the reference's errors (`invalid cursor: x`, cursor past the end)."""
-    start = 0
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise invalid_request(f"invalid cursor: {cursor}")
-        start = int(cursor)
-        if start > len(items):
-            raise invalid_request(f"cursor {start} exceeds total {noun} {len(items)}")
-    size = DEFAULT_PAGE if limit is None else max(1, limit)
-    end = min(start + size, len(items))
-    return items[start:end], (str(end) if end < len(items) else None)
 
 
 def model_entries(config: EffectiveConfig, include_hidden: bool) -> list[dict[str, Any]]:
@@ -71,60 +52,6 @@ def model_entries(config: EffectiveConfig, include_hidden: bool) -> list[dict[st
     return entries
 
 
-def _frontmatter(text: str) -> dict[str, str]:
-    """`key: value` lines of a leading `---` block (the SKILL.md header); quotes stripped."""
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "---":
-        return {}
-    fields: dict[str, str] = {}
-    for line in lines[1:]:
-        if line.strip() == "---":
-            break
-        key, sep, value = line.partition(":")
-        if sep and key and not key.startswith((" ", "\t")):
-            fields[key.strip()] = value.strip().strip("\"'")
-    return fields
-
-
-def scan_skills(root: Path, scope: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """SKILL.md files under `root` (blocking): skills and the files that did not parse."""
-    skills: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
-    if not root.is_dir():
-        return skills, errors
-    base_depth = len(root.parts)
-    for dirpath, dirnames, filenames in os.walk(root):
-        if len(Path(dirpath).parts) - base_depth >= SKILL_DEPTH:
-            dirnames.clear()
-        dirnames.sort()
-        if "SKILL.md" not in filenames:
-            continue
-        path = Path(dirpath) / "SKILL.md"
-        try:
-            meta = _frontmatter(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append({"path": str(path), "message": str(exc)})
-            continue
-        if not meta.get("name") or not meta.get("description"):
-            errors.append({"path": str(path), "message": "missing `name` or `description` in front matter"})
-            continue
-        skill_scope = "system" if ".system" in Path(dirpath).relative_to(root).parts else scope
-        skills.append({
-            "name": meta["name"],
-            "description": meta["description"],
-            "shortDescription": meta.get("short_description"),
-            "interface": None,
-            "dependencies": None,
-            "path": str(path),
-            "scope": skill_scope,
-            "enabled": True,
-            "pluginId": None,
-        })
-        if len(skills) >= MAX_SKILLS_PER_ROOT:
-            break
-    return skills, errors
-
-
 class CatalogApi:
     """The catalog family: read-only views over config and disk."""
 
@@ -133,13 +60,12 @@ class CatalogApi:
         self._limiter = trio.CapacityLimiter(CATALOG_THREADS)
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("model/list", ModelListParams, self.model_list),
             route("experimentalFeature/list", ExperimentalFeatureListParams, self.feature_list),
             route("skills/list", SkillsListParams, self.skills_list),
             route("hooks/list", HooksListParams, self.hooks_list),
-            route("plugin/installed", PluginInstalledParams, self.plugin_installed),
-            route("plugin/list", PluginListParams, self.plugin_list),
             route(
                 "collaborationMode/list",
                 CollaborationModeListParams,
@@ -155,6 +81,7 @@ class CatalogApi:
         return list(cwds) if cwds else [str(self._settings.cwd)]
 
     async def model_list(self, ctx: RequestContext, params: ModelListParams) -> dict[str, Any]:
+        """`model/list`: configured and built-in models, paged."""
         config = await self._config()
         provider = params.model_provider
         if provider is not None and provider not in config.model_providers:
@@ -170,6 +97,7 @@ class CatalogApi:
     async def feature_list(
         self, ctx: RequestContext, params: ExperimentalFeatureListParams
     ) -> dict[str, Any]:
+        """`experimentalFeature/list`: feature flags with their effective values, paged."""
         config = await self._config()
         entries = [
             {**f, "enabled": config.feature(f["name"], bool(f["defaultEnabled"]))} for f in KNOWN_FEATURES
@@ -178,10 +106,16 @@ class CatalogApi:
         return {"data": data, "nextCursor": next_cursor}
 
     async def skills_list(self, ctx: RequestContext, params: SkillsListParams) -> dict[str, Any]:
+        """`skills/list`: SKILL.md files under each cwd's skill roots."""
         user_root = self._settings.codex_home / "skills"
         user_skills, user_errors = await trio.to_thread.run_sync(
             scan_skills, user_root, "user", limiter=self._limiter
         )
+        config = await self._config()
+        plugin_skills, plugin_errors = await trio.to_thread.run_sync(
+            installed_plugin_skills, self._settings.codex_home, config.raw, limiter=self._limiter
+        )
+        user_skills, user_errors = plugin_skills + user_skills, plugin_errors + user_errors
         data = []
         for cwd in self._cwds(params.cwds):
             repo_root = (self._settings.cwd / cwd).absolute() / ".codex" / "skills"
@@ -195,16 +129,12 @@ class CatalogApi:
 
     async def hooks_list(self, ctx: RequestContext, params: HooksListParams) -> dict[str, Any]:
         # No hook engine runs here, so no cwd has hooks.
+        """`hooks/list`: this server runs no hooks."""
         cwds = self._cwds(params.cwds)
         return {"data": [{"cwd": cwd, "hooks": [], "warnings": [], "errors": []} for cwd in cwds]}
-
-    async def plugin_installed(self, ctx: RequestContext, params: PluginInstalledParams) -> dict[str, Any]:
-        return {"marketplaces": [], "marketplaceLoadErrors": []}
-
-    async def plugin_list(self, ctx: RequestContext, params: PluginListParams) -> dict[str, Any]:
-        return {"marketplaces": [], "marketplaceLoadErrors": [], "featuredPluginIds": []}
 
     async def collaboration_modes(
         self, ctx: RequestContext, params: CollaborationModeListParams
     ) -> dict[str, Any]:
+        """`collaborationMode/list`: the reference's two presets."""
         return {"data": [dict(mode) for mode in COLLABORATION_MODES]}

@@ -36,6 +36,7 @@ from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.envelope import RequestId
 from codex_trio.protocol.errors import RpcError
 from codex_trio.protocol.items import ApprovalAnswer, parse_approval_answer
+from codex_trio.protocol.thread import ACTIVE, WAITING_ON_APPROVAL
 from codex_trio.threads import LoadedThread
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,6 @@ def proposed_amendment(cmd: str, argv: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- asking
-WAITING = {"type": "active", "activeFlags": ["waitingOnApproval"]}
-ACTIVE = {"type": "active", "activeFlags": []}
 
 
 async def ask(
@@ -269,7 +268,7 @@ async def ask_subscribers(
     """
     request = ThreadRequest(thread, broadcaster, method, params, null_is_gone=null_is_gone)
     if set_waiting:
-        await thread.set_status(WAITING)
+        await thread.set_status(WAITING_ON_APPROVAL)
     try:
         return await request.run(deadline)
     finally:
