@@ -389,6 +389,10 @@ class Connection:
             self._backlog_flusher = False
 
     # ------------------------------------------------------------------ server -> client requests
+    def new_request_id(self) -> int:
+        """An id from the server-wide counter, for a request asked of several connections."""
+        return next(self._request_ids)
+
     async def request(
         self,
         method: str,
@@ -396,14 +400,18 @@ class Connection:
         *,
         timeout: float = SERVER_REQUEST_TIMEOUT,
         on_id: Callable[[RequestId], None] | None = None,
+        request_id: RequestId | None = None,
     ) -> Any:
         """Ask the client something and wait for its answer, with a deadline.
 
-        `on_id` learns the request's id before it is sent (for `serverRequest/resolved`).
-        Raises RpcError with the client's error, ServerRequestTimeout at the deadline, and
-        ConnectionClosed if the connection goes away first.
+        `on_id` learns the request's id before it is sent (for `serverRequest/resolved`);
+        `request_id` re-sends a request another connection was already asked under that id.
+        Only this connection's own pending table routes answers, so a connection can answer
+        only what it was sent. Raises RpcError with the client's error, ServerRequestTimeout at
+        the deadline, and ConnectionClosed if the connection goes away first.
         """
-        request_id = next(self._request_ids)
+        if request_id is None:
+            request_id = next(self._request_ids)
         if on_id is not None:
             on_id(request_id)
         pending = _PendingRequest()

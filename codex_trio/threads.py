@@ -35,6 +35,9 @@ thread, as in the reference):
   `-c` flags and the request's `config` overrides; use it for `model_providers`, etc.),
   `base_instructions: str | None`, `developer_instructions: str | None`.
 * `subscribers: set[int]` — connection ids that receive the thread's turn/item events.
+* `open_requests: list[OpenRequest]` — server->client requests (approvals, elicitations) still
+  waiting for an answer. They belong to the thread, not to the connection that was asked:
+  `thread/resume` offers each to the connection that subscribes (`offer_open_requests`).
 * `status: dict` — the wire ThreadStatus (``{"type": "idle"}``, ``{"type": "active",
   "activeFlags": [...]}``, ``{"type": "systemError"}``).
 * `turn_state: Any` — a free slot owned by the turns engine (e.g. the running turn, its cancel
@@ -91,7 +94,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
@@ -103,6 +106,7 @@ from codex_trio.store import GitInfo, GitInfoPatch, ThreadRecord, rollout
 from codex_trio.store.local import LocalThreadStore
 
 if TYPE_CHECKING:
+    from codex_trio.connection import Connection
     from codex_trio.services import Services
 
 log = logging.getLogger(__name__)
@@ -147,6 +151,14 @@ def uuid_error(raw: str) -> str:
     return f"invalid length: expected length 32 for simple format, found {len(body)}"
 
 
+class OpenRequest(Protocol):
+    """A server->client request a thread is waiting on (see `codex_trio.core.approvals`)."""
+
+    def offer(self, connection: Connection) -> None:
+        """Send the request to `connection` too, unless it was already asked."""
+        ...
+
+
 @attrs.define(eq=False)
 class LoadedThread:
     """A thread in memory: settings, subscribers, status and ordered rollout writes.
@@ -174,6 +186,7 @@ class LoadedThread:
     subscribers: set[int] = attrs.Factory(set)
     status: dict[str, Any] = attrs.Factory(lambda: dict(IDLE))
     turn_state: Any = None
+    open_requests: list[OpenRequest] = attrs.Factory(list)
     unloaded: trio.Event = attrs.Factory(trio.Event)
     #: the ordering lane: one writer at a time, in arrival order (trio's FIFO lock is fair).
     lane: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
@@ -222,6 +235,14 @@ class LoadedThread:
             if self.ephemeral or not self.record.materialized:
                 return list(self.memory_lines)
             return await self.manager.store.read_lines(self.record)
+
+    def offer_open_requests(self, connection_id: int) -> None:
+        """Ask a (re-)subscribed connection every question this thread still waits on."""
+        connection = self.manager.services.broadcaster.get(connection_id)
+        if connection is None or connection_id not in self.subscribers:
+            return
+        for request in list(self.open_requests):
+            request.offer(connection)
 
     def mark_user_content(self, preview: str) -> None:
         """The thread has a user message: it is listed from now on (indexed at the next append)."""

@@ -12,6 +12,7 @@ import logging
 import os
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -475,6 +476,8 @@ class ThreadsApi:
             self.manager.subscribe(thread, ctx.connection.id)
             if not params.exclude_turns:
                 self._deprecation(ctx)
+            # Approvals the thread still waits on are asked again, after this response.
+            ctx.call_after_response(partial(thread.offer_open_requests, ctx.connection.id))
             return self._resume_response(thread, turns, None if params.exclude_turns else turns)
         record = await self.store.get(thread_id)
         if record is None or record.archived:
@@ -494,6 +497,7 @@ class ThreadsApi:
             self.services.broadcaster.broadcast("thread/goal/cleared", {"threadId": thread_id})
         else:
             self.manager.subscribe(thread, ctx.connection.id)
+            ctx.call_after_response(partial(thread.offer_open_requests, ctx.connection.id))
         turns = history.build_turns(lines)
         if not params.exclude_turns:
             self._deprecation(ctx)

@@ -29,6 +29,7 @@ from codex_trio.core.exec_tool import (
     MAX_POLL_YIELD_MS,
     MAX_YIELD_MS,
     MIN_YIELD_MS,
+    STOP_TIMEOUT,
     ExecSessions,
     ExecToolError,
     command_actions,
@@ -149,14 +150,16 @@ class BuiltinTools:
         else:
             await item_events.started(thread, turn.turn_id, item)
         began = time.monotonic()
+        output_parts: list[str] = []
 
         async def stream(text: str) -> None:
+            output_parts.append(text)
             await thread.notify_subscribers(
                 "item/commandExecution/outputDelta", ItemDelta(thread.id, turn.turn_id, call.call_id, text)
             )
 
         try:
-            session = await self.sessions.start(args, cwd)
+            session = await self.sessions.start(args, cwd, owner=turn.turn_id)
         except ExecToolError as exc:
             failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
             await item_events.completed(thread, turn.turn_id, failed)
@@ -164,6 +167,23 @@ class BuiltinTools:
         session.listen(stream)
         try:
             result = await wait_for(session, args.yield_time_ms)
+        except BaseException:
+            # Interrupt, unload or shutdown: the command dies with its turn and its item
+            # fails as the reference reports a killed command (exit code -1).
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 2 * STOP_TIMEOUT):
+                await self.sessions.stop(session)
+                killed = attrs.evolve(
+                    item,
+                    status="failed",
+                    source="unifiedExecStartup",
+                    process_id=str(session.pid) if session.pid is not None else None,
+                    aggregated_output="".join(output_parts) or None,
+                    exit_code=-1,
+                    duration_ms=int((time.monotonic() - began) * 1000),
+                    completed_at_ms=now_ms(),
+                )
+                await item_events.finished(thread, turn.turn_id, killed)
+            raise
         finally:
             session.listen(None)
         duration = int((time.monotonic() - began) * 1000)

@@ -4,8 +4,13 @@ A command runs as a *session* (`ExecSession`): a task in the thread runtime's nu
 spawns the child through `codex_trio.process` (new process group, killed with everything it
 started when the session's scope is cancelled) and keeps its output. `exec_command` waits
 up to `yield_time_ms` for the command to finish; a command still running then stays alive
-as a session the model continues with `write_stdin`. Sessions end with their process, or
-when the thread runtime that owns them stops (thread unloaded, server shutdown).
+as a session the model continues with `write_stdin`.
+
+Ownership: a session belongs to the turn that started it (`owner`) until that turn ends.
+An interrupted turn stops its sessions (`stop_owned`) before it reports `turn/completed`;
+a turn that ends otherwise leaves them to the thread, for later turns' `write_stdin`.
+Every session dies when the thread runtime that runs them stops (thread unloaded or
+archived, server shutdown): the runtime's nursery is cancelled and each process group killed.
 
 Output kept per session is bounded (`MAX_SESSION_BUFFER`); output handed to the model is
 cut to its token budget, head and tail kept.
@@ -55,6 +60,8 @@ BYTES_PER_TOKEN = 4
 MAX_SESSIONS = 64
 #: seconds output may keep arriving after the command exited (a background child holds the pipe).
 EXIT_DRAIN_TIMEOUT = 0.5
+#: seconds a stopped session may take to be killed, reaped and drained.
+STOP_TIMEOUT = 5.0
 
 #: environment for commands run by the model: no pagers or colours waiting on a terminal.
 COMMAND_ENV = {"PAGER": "cat", "GIT_PAGER": "cat", "NO_COLOR": "1"}
@@ -172,10 +179,12 @@ OutputListener = Callable[[str], Awaitable[None]]
 class ExecSession:
     """One running command: its child, its buffered output, its end."""
 
-    def __init__(self, session_id: int, args: ExecArgs, cwd: Path) -> None:
+    def __init__(self, session_id: int, args: ExecArgs, cwd: Path, owner: str | None = None) -> None:
         self.id = session_id
         self.args = args
         self.cwd = cwd
+        #: the turn that started it; an interrupt of that turn stops it.
+        self.owner = owner
         self.started = time.monotonic()
         self.pid: int | None = None
         self.exit_code: int | None = None
@@ -302,12 +311,12 @@ class ExecSessions:
     def running(self) -> int:
         return sum(1 for s in self._sessions.values() if s.running)
 
-    async def start(self, args: ExecArgs, cwd: Path) -> ExecSession:
+    async def start(self, args: ExecArgs, cwd: Path, *, owner: str | None = None) -> ExecSession:
         """Spawn the command in a session task; returns once it started (or failed to)."""
         self._reap()
         if len(self._sessions) >= MAX_SESSIONS:
             raise ExecToolError(f"too many running sessions ({MAX_SESSIONS}); stop some with write_stdin")
-        session = ExecSession(next(self._ids), args, cwd)
+        session = ExecSession(next(self._ids), args, cwd, owner)
         env = {**os.environ, **COMMAND_ENV}
         if not args.tty:
             env.setdefault("TERM", "dumb")
@@ -339,6 +348,22 @@ class ExecSessions:
     def stop_all(self) -> None:
         for session in self._sessions.values():
             session.stop.cancel()
+
+    async def stop(self, session: ExecSession) -> None:
+        """Kill the session's process group and wait (bounded) until it is reaped."""
+        session.stop.cancel()
+        with trio.move_on_after(STOP_TIMEOUT) as waited:
+            await session.done.wait()
+        if waited.cancelled_caught:
+            log.warning("exec session %d did not stop within %.0fs", session.id, STOP_TIMEOUT)
+
+    async def stop_owned(self, owner: str) -> None:
+        """Stop every session the turn `owner` started that is still running."""
+        owned = [s for s in self._sessions.values() if s.owner == owner and s.running]
+        for session in owned:
+            session.stop.cancel()
+        for session in owned:
+            await self.stop(session)
 
     def _reap(self) -> None:
         for sid in [sid for sid, s in self._sessions.items() if not s.running]:

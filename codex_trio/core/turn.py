@@ -340,7 +340,11 @@ class RunningTurn:
         finally:
             self.finishing = True
             with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_TIMEOUT):
-                await self._finish(runtime, outcome if outcome is not None else _Interrupted())
+                final = outcome if outcome is not None else _Interrupted()
+                if isinstance(final, _Interrupted) and runtime.sessions is not None:
+                    # The commands this turn started die with it, before turn/completed.
+                    await runtime.sessions.stop_owned(self.id)
+                await self._finish(runtime, final)
             self.done.set()
 
     async def _main(self, runtime: ThreadRuntime) -> Outcome:
