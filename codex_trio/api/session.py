@@ -12,6 +12,7 @@ from codex_trio._version import PROTOCOL_VERSION
 from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.initialize import InitializeParams, InitializeResponse, RemoteControlStatusChanged
+from codex_trio.sandbox import check_support
 
 
 def installation_id(codex_home: Path) -> str:
@@ -32,8 +33,9 @@ def installation_id(codex_home: Path) -> str:
 class SessionApi:
     """Owns the handshake; the originator is process-global, as in the reference."""
 
-    def __init__(self, codex_home: Path) -> None:
+    def __init__(self, codex_home: Path, bwrap: str = "bwrap") -> None:
         self._codex_home = codex_home
+        self._bwrap = bwrap
         self._originator: str | None = None
         self._installation_id: str | None = None
         self._platform = f"({platform.system()} {platform.release()}; {platform.machine()})"
@@ -55,6 +57,9 @@ class SessionApi:
             session.experimental_api = capabilities.experimental_api
             session.opted_out = frozenset(capabilities.opt_out_notification_methods or ())
         terminal = os.environ.get("TERM", "unknown")
+        support = await check_support(self._bwrap)
+        if support.problem is not None:
+            ctx.notify_after_response("configWarning", {"summary": support.problem, "details": None})
         ctx.notify_after_response(
             "remoteControl/status/changed",
             unstructure(RemoteControlStatusChanged("disabled", socket.gethostname(), self._installation_id)),

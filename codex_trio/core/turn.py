@@ -35,7 +35,9 @@ import attrs
 import orjson
 import trio
 
+from codex_trio import sandbox as sandbox_mod
 from codex_trio.config.effective import ProviderConfig
+from codex_trio.config.shell_env import ShellEnvironmentPolicy
 from codex_trio.core import approvals as approvals_mod
 from codex_trio.core import model_client
 from codex_trio.core.apply_patch import FilePlan, PatchError, apply_plan, git_diff, parse_patch, plan_patch
@@ -47,6 +49,9 @@ from codex_trio.core.exec_tool import (
     MAX_POLL_YIELD_MS,
     MAX_YIELD_MS,
     MIN_YIELD_MS,
+    ExecArgs,
+    ExecResult,
+    ExecSession,
     ExecSessions,
     ExecToolError,
     command_actions,
@@ -92,6 +97,7 @@ from codex_trio.protocol.items import (
     UserMessageItem,
 )
 from codex_trio.protocol.turns import Turn, TurnError, UserInput
+from codex_trio.sandbox import Confinement, looks_like_denial
 from codex_trio.store import rollout
 from codex_trio.threads import LoadedThread
 
@@ -163,6 +169,8 @@ class TurnSettings:
     user_agent: str = "codex_trio"
     #: the account's login, for providers that use OpenAI auth.
     login: Login | None = None
+    #: the variables of the server's environment that commands see.
+    shell_environment: ShellEnvironmentPolicy = attrs.field(factory=ShellEnvironmentPolicy)
 
 
 # ---------------------------------------------------------------------------- outcomes
@@ -826,75 +834,58 @@ class RunningTurn:
             call.call_id, display, str(cwd), command_actions(args.cmd), started_at_ms=now_ms()
         )
         argv = args.argv()
+        approval_policy = self.settings.approval_policy
+        confinement, problem = await self._confinement()
+        if problem is not None and approvals_mod.policy_name(approval_policy) == "never":
+            # Nobody may be asked and the policy cannot be enforced: refuse, loudly.
+            await self._item_started(item)
+            failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
+            await self._item_completed(failed)
+            await self.thread.append_rollout([self._item_line(failed)])
+            return f"exec_command failed: sandbox unavailable: {problem}"
+        session_allowed = runtime.approvals.allows_command(argv, display)
         needs = approvals_mod.command_needs_approval(
-            self.settings.approval_policy,
+            approval_policy,
             self.settings.sandbox_policy,
             args.cmd,
             argv,
             display,
             escalated=args.escalated,
             approvals=runtime.approvals,
+            sandboxed=confinement is not None,
         )
         if needs:
             await self.thread.set_status(approvals_mod.WAITING)
             await self._item_started(item)
-            amendment = args.prefix_rule or approvals_mod.proposed_amendment(args.cmd, argv)
-            params = CommandApprovalParams(
-                self.thread.id,
-                self.id,
-                call.call_id,
-                item.started_at_ms or now_ms(),
-                display,
-                str(cwd),
-                item.command_actions,
-                amendment,
-                ["accept", {"acceptWithExecpolicyAmendment": {"execpolicy_amendment": amendment}}, "cancel"],
-                reason=args.justification,
-            ).to_wire()
-            answer = await approvals_mod.ask(
-                self.thread,
-                self.services.broadcaster,
-                "item/commandExecution/requestApproval",
-                params,
-                set_waiting=False,
-            )
-            await self.thread.set_status(ACTIVE)
-            if answer.decision in ("decline", "cancel"):
-                declined = attrs.evolve(item, status="declined", completed_at_ms=now_ms())
-                await self._item_completed(declined)
-                await self.thread.append_rollout([self._item_line(declined)])
-                if answer.decision == "cancel":
-                    raise TurnInterrupted()
-                return "exec_command failed: the user rejected this command"
-            if answer.decision == "acceptForSession":
-                runtime.approvals.commands.add(display)
-            if answer.amendment:
-                runtime.approvals.prefixes.append(tuple(answer.amendment))
+            answer = await self._ask_command(runtime, item, args, argv, cwd, args.justification)
+            if answer is not None:
+                return answer
         else:
             await self._item_started(item)
-        sessions = runtime.sessions
-        assert sessions is not None, "tools run inside the thread runtime"
+        if args.escalated and (needs or session_allowed):
+            confinement = None  # the person allowed it to run outside the sandbox
         began = time.monotonic()
-        output_parts: list[str] = []
-
-        async def stream(text: str) -> None:
-            output_parts.append(text)
-            await self._notify(
-                "item/commandExecution/outputDelta",
-                {"threadId": self.thread.id, "turnId": self.id, "itemId": call.call_id, "delta": text},
-            )
-
-        try:
-            session = await sessions.start(args, cwd)
-        except ExecToolError as exc:
+        session, result = await self._run_command(runtime, call, args, cwd, confinement)
+        if session is None:
             failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
             await self._item_completed(failed)
-            return f"exec_command failed: {exc}"
-        session.listen(stream)
-        try:
-            result = await wait_for(session, args.yield_time_ms)
-        finally:
-            session.listen(None)
+            return f"exec_command failed: {result.error}"
+        if (
+            confinement is not None
+            and result.error is None
+            and approvals_mod.offers_unsandboxed_retry(approval_policy)
+            and looks_like_denial(result.exit_code, result.output.decode("utf-8", "replace"))
+        ):
+            await self.thread.set_status(approvals_mod.WAITING)
+            retry = await self._ask_command(
+                runtime, item, args, argv, cwd, "command failed; retry without sandbox?", retry=True
+            )
+            if retry is None:
+                session, result = await self._run_command(runtime, call, args, cwd, None)
+                if session is None:
+                    failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
+                    await self._item_completed(failed)
+                    return f"exec_command failed: {result.error}"
         duration = int((time.monotonic() - began) * 1000)
         status: CommandStatus = "completed"
         if result.error is not None or result.exit_code not in (None, 0):
@@ -914,6 +905,101 @@ class RunningTurn:
         await self._item_completed(done)
         await self.thread.append_rollout([self._item_line(done)])
         return result.text_for_model(args.max_output_tokens)
+
+    async def _confinement(self) -> tuple[Confinement | None, str | None]:
+        """The sandbox for this turn's commands, or why a confining policy cannot be enforced."""
+        policy = sandbox_mod.policy_of(self.settings.sandbox_policy)
+        if not sandbox_mod.confines(policy):
+            return None, None
+        settings = self.services.settings
+        support = await sandbox_mod.check_support(settings.bwrap)
+        try:
+            return sandbox_mod.confinement_for(policy, support, sandbox_mod.hidden_paths(settings)), None
+        except sandbox_mod.SandboxUnavailable as exc:
+            return None, str(exc)
+
+    async def _ask_command(
+        self,
+        runtime: ThreadRuntime,
+        item: CommandExecutionItem,
+        args: ExecArgs,
+        argv: list[str],
+        cwd: Path,
+        reason: str | None,
+        *,
+        retry: bool = False,
+    ) -> str | None:
+        """Ask to run the command (or, with `retry`, to run it again unconfined).
+
+        None when allowed; otherwise the text for the model (a declined first ask completes
+        the item as declined; a declined retry leaves the failed result to the caller by
+        returning ""). A cancel completes the item as declined and interrupts the turn.
+        """
+        amendment = args.prefix_rule or approvals_mod.proposed_amendment(args.cmd, argv)
+        params = CommandApprovalParams(
+            self.thread.id,
+            self.id,
+            item.id,
+            item.started_at_ms or now_ms(),
+            item.command,
+            str(cwd),
+            item.command_actions,
+            amendment,
+            ["accept", {"acceptWithExecpolicyAmendment": {"execpolicy_amendment": amendment}}, "cancel"],
+            reason=reason,
+        ).to_wire()
+        answer = await approvals_mod.ask(
+            self.thread,
+            self.services.broadcaster,
+            "item/commandExecution/requestApproval",
+            params,
+            set_waiting=False,
+        )
+        await self.thread.set_status(ACTIVE)
+        if answer.decision == "cancel" or (answer.decision == "decline" and not retry):
+            declined = attrs.evolve(item, status="declined", completed_at_ms=now_ms())
+            await self._item_completed(declined)
+            await self.thread.append_rollout([self._item_line(declined)])
+            if answer.decision == "cancel":
+                raise TurnInterrupted()
+            return "exec_command failed: the user rejected this command"
+        if answer.decision == "decline":
+            return ""
+        if answer.decision == "acceptForSession":
+            runtime.approvals.commands.add(item.command)
+        if answer.amendment:
+            runtime.approvals.prefixes.append(tuple(answer.amendment))
+        return None
+
+    async def _run_command(
+        self,
+        runtime: ThreadRuntime,
+        call: _Call,
+        args: ExecArgs,
+        cwd: Path,
+        confinement: Confinement | None,
+    ) -> tuple[ExecSession | None, ExecResult]:
+        """Start the command as a session and wait up to its yield time; output is streamed."""
+        sessions = runtime.sessions
+        assert sessions is not None, "tools run inside the thread runtime"
+
+        async def stream(text: str) -> None:
+            await self._notify(
+                "item/commandExecution/outputDelta",
+                {"threadId": self.thread.id, "turnId": self.id, "itemId": call.call_id, "delta": text},
+            )
+
+        try:
+            session = await sessions.start(
+                args, cwd, base_env=self.settings.shell_environment.apply(), confinement=confinement
+            )
+        except ExecToolError as exc:
+            return None, ExecResult(b"", 0.0, None, None, None, error=str(exc))
+        session.listen(stream)
+        try:
+            return session, await wait_for(session, args.yield_time_ms)
+        finally:
+            session.listen(None)
 
     async def _write_stdin(self, runtime: ThreadRuntime, call: _Call) -> str:
         try:
@@ -961,6 +1047,12 @@ class RunningTurn:
         item = FileChangeItem(call.call_id, changes, started_at_ms=now_ms())
         await self._item_started(item)
         targets = [p.path for p in plans] + [p.move_to for p in plans if p.move_to is not None]
+        s = self.settings
+        if approvals_mod.patch_refused(s.approval_policy, s.sandbox_policy, targets, cwd):
+            failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
+            await self._item_completed(failed)
+            await self.thread.append_rollout([self._item_line(failed)])
+            return "patch rejected: writing outside of the project; rejected by user approval settings"
         if approvals_mod.patch_needs_approval(
             self.settings.approval_policy, self.settings.sandbox_policy, targets, cwd, runtime.approvals
         ):
