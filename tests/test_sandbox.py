@@ -637,3 +637,47 @@ async def test_apply_patch_respects_the_writable_roots(
     assert not (workspace / ".git" / "hooks").exists()
     output = model.posts[2].items_of_type("custom_tool_call_output")[-1]["output"]
     assert output == "patch rejected: writing outside of the project; rejected by user approval settings"
+
+
+async def test_the_workspace_write_table_of_config_shapes_the_thread_sandbox(
+    rpc: ClientConnection, model: ResponsesServer, workspace: Path, tmp_path: Path
+) -> None:
+    extra_root = tmp_path / "extra"
+    extra_root.mkdir()
+    table = {"writable_roots": [str(extra_root)], "exclude_slash_tmp": True, "exclude_tmpdir_env_var": True}
+    with trio.fail_after(TIMEOUT):
+        started = await rpc.call(
+            "thread/start",
+            {
+                "cwd": str(workspace),
+                "sandbox": "workspace-write",
+                "approvalPolicy": "never",
+                "config": {"sandbox_workspace_write": table},
+            },
+        )
+        assert started["sandbox"] == {
+            "type": "workspaceWrite",
+            "writableRoots": [str(extra_root)],
+            "networkAccess": False,
+            "excludeTmpdirEnvVar": True,
+            "excludeSlashTmp": True,
+        }
+        model.enqueue(Shell(f"echo r > {extra_root}/r.txt; echo o > {tmp_path}/o.txt"), Text("done"))
+        turn_id = await start_turn(rpc, str(started["thread"]["id"]), "write")
+        await collect(rpc, completed(turn_id))
+    assert (extra_root / "r.txt").read_text() == "r\n"
+    assert not (tmp_path / "o.txt").exists()
+
+
+def test_the_ws_auth_secret_files_are_kept_from_sandboxed_commands(tmp_path: Path) -> None:
+    from codex_trio.cli import build_parser, settings_from_args
+
+    token = tmp_path / "token"
+    token.write_text("capability")
+    args = build_parser().parse_args(
+        ["--listen", "ws://127.0.0.1:0", "--ws-auth", "capability-token", "--ws-token-file", str(token)]
+    )
+    settings = settings_from_args(args)
+    assert settings.secret_files == (token,)
+    assert token in sandbox.hidden_paths(settings)
+    assert settings.codex_home / "auth.json" in sandbox.hidden_paths(settings)
