@@ -29,19 +29,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (
-    ServerSpec,
-    add_server_options,
-    fmt_ratio,
-    initialize,
-    log,
-    percentile,
-    publish,
-    ratio,
-    report_header,
-    running_server,
-    server_specs,
-)
+from report import fmt_ratio, log, percentile, publish, ratio, report_header
+from servers import ServerSpec, add_server_options, server_specs
+from stdio_client import initialize, running_server
 
 POLICIES = {
     "dangerFullAccess": {"type": "dangerFullAccess"},

@@ -26,11 +26,11 @@ from codex_trio.config.shell_env import shell_environment_policy
 from codex_trio.core.model_client import Login
 from codex_trio.core.tools import ToolProvider
 from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnSettings
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import WireError, expected_variants
 from codex_trio.protocol.errors import invalid_request, server_shutting_down
 from codex_trio.protocol.sandbox import structure_sandbox_policy
 from codex_trio.protocol.turns import TurnInterruptParams, TurnStartParams, TurnSteerParams
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.threads import LoadedThread, ThreadManager
 
@@ -59,18 +59,19 @@ class TurnsApi:
         self,
         services: Services,
         manager: ThreadManager,
-        credentials: Callable[[], Awaitable[tuple[str, str] | None]] | None = None,
+        login: Callable[[], Awaitable[Login | None]] | None = None,
         tool_providers: Sequence[ToolProvider] = (),
     ) -> None:
-        """`credentials` is the account family's `(mode, secret)` of the current login;
-        `tool_providers` offer tools beyond the built-in ones (see `codex_trio.core.tools`)."""
+        """`login` is the account family's current login (external tokens come with their
+        refresh); `tool_providers` offer tools beyond the built-in ones (see `codex_trio.core.tools`)."""
         self.services = services
         self.manager = manager
-        self._credentials = credentials
+        self._account_login = login
         self.tool_providers = list(tool_providers)
         self._platform = f"({platform.system()} {platform.release()}; {platform.machine()})"
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("turn/start", TurnStartParams, self.turn_start),
             route("turn/steer", TurnSteerParams, self.turn_steer),
@@ -78,6 +79,7 @@ class TurnsApi:
         ]
 
     async def turn_start(self, ctx: RequestContext, params: TurnStartParams) -> dict[str, Any]:
+        """`turn/start`: run a turn on a loaded thread; while one runs, the input steers it instead."""
         if self.services.draining:
             raise server_shutting_down()
         thread = await self.manager.get_loaded(params.thread_id)
@@ -111,6 +113,7 @@ class TurnsApi:
         return {"turn": turn.wire()}
 
     async def turn_steer(self, ctx: RequestContext, params: TurnSteerParams) -> dict[str, Any]:
+        """`turn/steer`: add input to the running turn."""
         thread = await self.manager.get_loaded(params.thread_id)
         runtime = thread.turn_state if isinstance(thread.turn_state, ThreadRuntime) else None
         turn = runtime.active_turn if runtime is not None else None
@@ -126,6 +129,7 @@ class TurnsApi:
         return {"turnId": turn.id}
 
     async def turn_interrupt(self, ctx: RequestContext, params: TurnInterruptParams) -> dict[str, Any]:
+        """`turn/interrupt`: cancel the running turn; it ends as interrupted."""
         thread = await self.manager.get_loaded(params.thread_id)
         runtime = thread.turn_state if isinstance(thread.turn_state, ThreadRuntime) else None
         turn = runtime.active_turn if runtime is not None else None
@@ -140,14 +144,10 @@ class TurnsApi:
     # ------------------------------------------------------------------ settings
     async def _login(self) -> Login | None:
         """The account's current login (in-memory tokens first, then auth.json)."""
+        if self._account_login is not None:
+            return await self._account_login()
         stored = await trio.to_thread.run_sync(read_auth, self.services.settings.codex_home)
         account_id = stored.identity.account_id if stored is not None else None
-        if self._credentials is not None:
-            current = await self._credentials()
-            if current is None:
-                return None
-            mode, secret = current
-            return Login(mode, secret, account_id if mode != "apikey" else None)
         if stored is None:
             return None
         token = stored.api_key if stored.mode == "apikey" else stored.access_token
