@@ -681,3 +681,36 @@ def test_the_ws_auth_secret_files_are_kept_from_sandboxed_commands(tmp_path: Pat
     assert settings.secret_files == (token,)
     assert token in sandbox.hidden_paths(settings)
     assert settings.codex_home / "auth.json" in sandbox.hidden_paths(settings)
+
+
+async def test_without_bubblewrap_turns_ask_before_commands_and_never_refuses(
+    server_settings: ServerSettings, model: ResponsesServer, tmp_path: Path
+) -> None:
+    settings = ServerSettings(
+        codex_home=server_settings.codex_home,
+        listen=NoListen(),
+        cwd=server_settings.cwd,
+        bwrap=str(tmp_path / "no-such-bwrap"),
+    )
+    (settings.codex_home / "config.toml").write_text(model.config_toml())
+    workspace = settings.cwd
+    async with open_app_server(settings) as server:
+        rpc = await server.connect()
+        with trio.fail_after(TIMEOUT):
+            await rpc.initialize("pytest")
+            asking = await turn_thread(rpc, workspace, "workspace-write", "on-request")
+            model.enqueue(Shell("echo x > asked.txt"), Text("done"))
+            turn_id = await start_turn(rpc, asking, "write")
+            request = (await collect(rpc, method_is("item/commandExecution/requestApproval")))[-1]
+            await rpc.respond(request["id"], {"decision": "accept"})
+            await collect(rpc, completed(turn_id))
+            refusing = await turn_thread(rpc, workspace, "workspace-write", "never")
+            model.enqueue(Shell("echo x > refused.txt"), Text("done"))
+            turn_id = await start_turn(rpc, refusing, "write")
+            events = await collect(rpc, completed(turn_id))
+        await rpc.aclose()
+    assert (workspace / "asked.txt").exists()  # a person allowed it to run unconfined
+    assert not (workspace / "refused.txt").exists()
+    assert not find(events, "item/commandExecution/requestApproval")
+    output = model.posts[-1].items_of_type("function_call_output")[-1]["output"]
+    assert output.startswith("exec_command failed: sandbox unavailable: Codex could not find bubblewrap")
