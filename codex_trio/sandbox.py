@@ -38,6 +38,7 @@ import attrs
 import trio
 
 from codex_trio.process import Child, SpawnSpec, spawn
+from codex_trio.protocol.converter import WireError
 from codex_trio.protocol.sandbox import (
     DangerFullAccess,
     ReadOnly,
@@ -121,7 +122,11 @@ def policy_of(value: SandboxPolicy | Mapping[str, Any] | None) -> SandboxPolicy:
     if value is None:
         return ReadOnly()
     if isinstance(value, Mapping):
-        policy = structure_sandbox_policy(dict(value))
+        try:
+            policy = structure_sandbox_policy(dict(value))
+        except WireError as exc:  # validated on the way in; never fall back to less confinement
+            log.warning("unreadable sandbox policy %r (%s); using read-only", dict(value), exc)
+            return ReadOnly()
         return ReadOnly() if policy is None else policy
     return value
 

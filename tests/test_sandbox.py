@@ -26,7 +26,7 @@ from codex_trio import sandbox
 from codex_trio.client import ClientConnection
 from codex_trio.config.shell_env import ShellEnvironmentPolicy, shell_environment_policy
 from codex_trio.protocol.errors import INTERNAL_ERROR, RpcError
-from codex_trio.protocol.sandbox import ReadOnly, WorkspaceWrite
+from codex_trio.protocol.sandbox import DangerFullAccess, ReadOnly, WorkspaceWrite
 from codex_trio.server import open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.listen import NoListen
@@ -714,3 +714,14 @@ async def test_without_bubblewrap_turns_ask_before_commands_and_never_refuses(
     assert not find(events, "item/commandExecution/requestApproval")
     output = model.posts[-1].items_of_type("function_call_output")[-1]["output"]
     assert output.startswith("exec_command failed: sandbox unavailable: Codex could not find bubblewrap")
+
+
+def test_policies_are_read_from_every_form_and_never_loosened() -> None:
+    assert sandbox.policy_of(None) == ReadOnly()
+    assert sandbox.policy_of({"type": "workspaceWrite", "networkAccess": True}) == WorkspaceWrite(
+        network_access=True
+    )
+    assert sandbox.policy_of({"type": "workspace-write"}) == ReadOnly()  # unreadable: the strictest
+    assert sandbox.policy_from_config({"sandbox_mode": "workspace-write"}) == WorkspaceWrite()
+    assert sandbox.policy_from_config({}) == ReadOnly()
+    assert sandbox.policy_from_profile(":danger-full-access") == DangerFullAccess()
