@@ -137,6 +137,11 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         enable_features=tuple(args.enable),
         disable_features=tuple(args.disable),
         ws_auth=ws_auth,
+        secret_files=tuple(
+            Path(path).absolute()
+            for path in (args.ws_token_file, args.ws_shared_secret_file)
+            if path is not None
+        ),
     )
 
 

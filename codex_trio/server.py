@@ -255,7 +255,7 @@ class AppServer:
 
     def _build_routes(self) -> None:
         """The method table: the handshake now, every other family on first use."""
-        self._session_api = SessionApi(self.settings.codex_home)
+        self._session_api = SessionApi(self.settings.codex_home, self.settings.bwrap)
         self._add_families([self._session_api])
         for group in FAMILY_GROUPS:
             self.router.add_lazy(group.methods, functools.partial(self._load_group, group))

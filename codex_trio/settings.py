@@ -45,3 +45,8 @@ class ServerSettings:
     #: session-owned, thread-scoped config layers (see `codex_trio.config.sources`); embedders
     #: set one so clients cannot override e.g. the provider; None adds nothing.
     thread_config_loader: ThreadConfigLoader | None = None
+    #: the bubblewrap program that confines sandboxed commands (a name looked up in PATH).
+    bwrap: str = "bwrap"
+    #: files sandboxed commands must not read (the `--ws-*` secret files), beside CODEX_HOME's
+    #: credential files.
+    secret_files: tuple[Path, ...] = ()

@@ -320,7 +320,9 @@ class ThreadsApi:
             reasoning_effort=settings.reasoning_effort,
             approval_policy=settings.approval_policy,
             approvals_reviewer=settings.approvals_reviewer,
-            sandbox_policy=sandbox_policy(settings.sandbox_mode),
+            sandbox_policy=sandbox_policy(
+                settings.sandbox_mode, settings.config.get("sandbox_workspace_write")
+            ),
             sandbox_mode=settings.sandbox_mode,
             config=settings.config,
             base_instructions=params.base_instructions,

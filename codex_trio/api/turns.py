@@ -22,6 +22,7 @@ import trio
 from codex_trio._version import VERSION
 from codex_trio.config.auth import read_auth
 from codex_trio.config.effective import ProviderConfig, builtin_providers, provider_from_table
+from codex_trio.config.shell_env import shell_environment_policy
 from codex_trio.core.model_client import Login
 from codex_trio.core.tools import ToolProvider
 from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnSettings
@@ -202,6 +203,7 @@ class TurnsApi:
             context_window=context_window if isinstance(context_window, int) else None,
             originator=client,
             user_agent=user_agent,
+            shell_environment=shell_environment_policy(config),
         )
 
 

@@ -11,10 +11,13 @@ the deadline, or the turn cancelled (interrupt, unload, shutdown) — every aske
 subscriber gets `serverRequest/resolved` and the thread leaves `waitingOnApproval` before `ask`
 returns or raises, so no request is left hanging.
 
-This server has no OS sandbox: a command runs with the server's rights whatever the sandbox
-policy says. So where the reference would run a command inside its sandbox without asking
-(`on-request` with a read-only or workspace-write policy), this server asks instead, unless
-the command is known to be read-only.
+Commands run in the bubblewrap sandbox of their policy (codex_trio.sandbox), so the decisions
+follow the reference: under `on-request` a plain command runs confined without asking and
+`require_escalated` asks (and runs unconfined once approved); under `on-failure` and
+`untrusted` a confined command that fails because of the sandbox is offered for an unconfined
+retry. Where bubblewrap is unusable, a confining policy falls back to asking before any
+command that is not known to be read-only (and `never` refuses such commands), so nothing
+runs unconfined under a confining policy without a person's consent.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 import attrs
 import trio
 
+from codex_trio import sandbox
 from codex_trio.connection import Connection, ConnectionClosed
 from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.envelope import RequestId
@@ -161,7 +165,9 @@ def command_needs_approval(
     *,
     escalated: bool,
     approvals: SessionApprovals,
+    sandboxed: bool = False,
 ) -> bool:
+    """`sandboxed`: the command would run confined (a confining policy, bubblewrap usable)."""
     policy = policy_name(approval_policy)
     if policy == "never" or approvals.allows_command(argv, display):
         return False
@@ -171,10 +177,25 @@ def command_needs_approval(
         return True
     if escalated:
         return True
-    if sandbox_policy.get("type") in ("dangerFullAccess", "externalSandbox"):
+    if sandboxed or sandbox_policy.get("type") in ("dangerFullAccess", "externalSandbox"):
         return False
-    # No OS sandbox here: ask rather than run a possibly writing command unconfined.
+    # A confining policy without a usable sandbox: ask rather than run it unconfined.
     return not is_known_safe(cmd)
+
+
+def offers_unsandboxed_retry(approval_policy: Any) -> bool:
+    """Whether a command the sandbox stopped is offered for an unconfined retry."""
+    return policy_name(approval_policy) in ("on-failure", "untrusted")
+
+
+def patch_refused(
+    approval_policy: Any, sandbox_policy: Mapping[str, Any], paths: Iterable[Path], cwd: Path
+) -> bool:
+    """Under `never`, a patch that writes where the sandbox would not allow is refused."""
+    if policy_name(approval_policy) != "never":
+        return False
+    policy = sandbox.policy_of(sandbox_policy)
+    return not all(sandbox.can_write(p, policy, cwd) for p in paths)
 
 
 def patch_needs_approval(
@@ -190,21 +211,8 @@ def patch_needs_approval(
         return False
     if policy == "untrusted":
         return True
-    kind = sandbox_policy.get("type")
-    if kind in ("dangerFullAccess", "externalSandbox"):
-        return False
-    if kind == "workspaceWrite":
-        roots = [cwd, *(Path(r) for r in sandbox_policy.get("writableRoots", []) or [])]
-        return not all(any(_inside(p, root) for root in roots) for p in targets)
-    return True
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
+    confined = sandbox.policy_of(sandbox_policy)
+    return not all(sandbox.can_write(p, confined, cwd) for p in targets)
 
 
 def proposed_amendment(cmd: str, argv: list[str]) -> list[str]:

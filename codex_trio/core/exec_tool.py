@@ -39,8 +39,8 @@ from codex_trio.process import (
     SpawnSpec,
     StreamName,
     run_to_exit,
-    spawn,
 )
+from codex_trio.sandbox import Confinement, spawn_confined
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +179,21 @@ OutputListener = Callable[[str], Awaitable[None]]
 class ExecSession:
     """One running command: its child, its buffered output, its end."""
 
-    def __init__(self, session_id: int, args: ExecArgs, cwd: Path, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        session_id: int,
+        args: ExecArgs,
+        cwd: Path,
+        owner: str | None = None,
+        confinement: Confinement | None = None,
+    ) -> None:
         self.id = session_id
         self.args = args
         self.cwd = cwd
         #: the turn that started it; an interrupt of that turn stops it.
         self.owner = owner
+        #: the sandbox the command runs in; None runs it with the server's rights.
+        self.confinement = confinement
         self.started = time.monotonic()
         self.pid: int | None = None
         self.exit_code: int | None = None
@@ -244,7 +253,7 @@ class ExecSession:
             tty=DEFAULT_TERMINAL_SIZE if self.args.tty else None,
         )
         try:
-            async with spawn(spec) as child:
+            async with spawn_confined(spec, self.confinement) as child:
                 self.pid = child.pid
                 self._child = child
                 task_status.started()
@@ -311,13 +320,25 @@ class ExecSessions:
     def running(self) -> int:
         return sum(1 for s in self._sessions.values() if s.running)
 
-    async def start(self, args: ExecArgs, cwd: Path, *, owner: str | None = None) -> ExecSession:
-        """Spawn the command in a session task; returns once it started (or failed to)."""
+    async def start(
+        self,
+        args: ExecArgs,
+        cwd: Path,
+        *,
+        owner: str | None = None,
+        base_env: Mapping[str, str] | None = None,
+        confinement: Confinement | None = None,
+    ) -> ExecSession:
+        """Spawn the command in a session task; returns once it started (or failed to).
+
+        `owner` is the turn that started it; `base_env` the environment after the shell
+        environment policy (default: the server's); `confinement` the sandbox to run in.
+        """
         self._reap()
         if len(self._sessions) >= MAX_SESSIONS:
             raise ExecToolError(f"too many running sessions ({MAX_SESSIONS}); stop some with write_stdin")
-        session = ExecSession(next(self._ids), args, cwd, owner)
-        env = {**os.environ, **COMMAND_ENV}
+        session = ExecSession(next(self._ids), args, cwd, owner, confinement)
+        env = {**(os.environ if base_env is None else base_env), **COMMAND_ENV}
         if not args.tty:
             env.setdefault("TERM", "dumb")
         self._sessions[session.id] = session

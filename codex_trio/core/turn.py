@@ -36,6 +36,7 @@ import orjson
 import trio
 
 from codex_trio.config.effective import ProviderConfig
+from codex_trio.config.shell_env import ShellEnvironmentPolicy
 from codex_trio.core import history as conversation
 from codex_trio.core import item_events, model_client
 from codex_trio.core.approvals import SessionApprovals
@@ -120,6 +121,8 @@ class TurnSettings:
     user_agent: str = "codex_trio"
     #: the account's login, for providers that use OpenAI auth.
     login: Login | None = None
+    #: the variables of the server's environment that commands see.
+    shell_environment: ShellEnvironmentPolicy = attrs.field(factory=ShellEnvironmentPolicy)
 
 
 # ---------------------------------------------------------------------------- outcomes
@@ -363,6 +366,8 @@ class RunningTurn:
             approvals=runtime.approvals,
             broadcaster=self.services.broadcaster,
             family=model_family(self.settings.model),
+            settings=self.services.settings,
+            shell_environment=self.settings.shell_environment,
         )
         self._providers = (builtin, *self.tool_providers)
         tool_turn = self._tool_turn()
