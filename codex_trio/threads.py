@@ -97,10 +97,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from codex_trio.protocol.errors import invalid_request
-from codex_trio.store import GitInfo, GitInfoPatch, ThreadRecord
+from codex_trio.protocol.errors import RpcError, invalid_request
+from codex_trio.store import GitInfo, GitInfoPatch, LeaseHeld, ThreadRecord, ThreadStore
 from codex_trio.store import rollout as rollout
-from codex_trio.store.local import LocalThreadStore
 
 if TYPE_CHECKING:
     from codex_trio.services import Services
@@ -203,6 +202,8 @@ class LoadedThread:
     #: forked threads copy these lines after their session_meta when first written.
     pending_lines: list[dict[str, Any]] = attrs.Factory(list)
     forked_from_ordinal: int | None = None
+    #: this server holds the thread's store lease (it may append); see `ThreadManager.claim`.
+    leased: bool = False
 
     @property
     def id(self) -> str:
@@ -250,7 +251,7 @@ class LoadedThread:
 class ThreadManager:
     """The registry of loaded threads, their subscriptions, lanes and unload timers."""
 
-    def __init__(self, services: Services, store: LocalThreadStore) -> None:
+    def __init__(self, services: Services, store: ThreadStore) -> None:
         self.services = services
         self.store = store
         self._loaded: dict[str, LoadedThread] = {}
@@ -296,6 +297,64 @@ class ThreadManager:
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._idle_lanes.pop(thread_id, None)
+
+    # ------------------------------------------------------------------ leases
+    async def try_lease(self, thread: LoadedThread) -> None:
+        """Take the thread's lease if nobody else holds it (a thread loaded without it is read-only)."""
+        if thread.ephemeral or thread.leased:
+            return
+        try:
+            await self.store.acquire_lease(thread.id)
+        except LeaseHeld:
+            return
+        thread.leased = True
+
+    async def claim(self, thread: LoadedThread) -> None:
+        """Make sure this server may run turns on the thread: take its lease, or refuse.
+
+        A thread resumed while another server held it was loaded without the lease; once the
+        lease is ours, its row and next ordinal are re-read, since the other server may have
+        appended meanwhile.
+        """
+        if thread.ephemeral or thread.leased:
+            return
+        async with thread.lane:
+            if thread.leased:
+                return
+            try:
+                await self.store.acquire_lease(thread.id)
+            except LeaseHeld as held:
+                raise lease_held_error(held) from None
+            thread.leased = True
+            if thread.record.materialized:
+                stored = await self.store.get(thread.id)
+                if stored is not None:
+                    thread.record = stored
+                    lines = await self.store.read_lines(stored)
+                    thread.next_ordinal = rollout.next_ordinal(lines)
+
+    async def release(self, thread: LoadedThread) -> None:
+        """Give the thread's lease back (unload, archive, delete)."""
+        if thread.leased:
+            thread.leased = False
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.store.release_lease(thread.id)
+                except Exception:
+                    # The lease then simply expires.
+                    log.warning("releasing the lease of %s failed", thread.id, exc_info=True)
+
+    async def keep_leases(self) -> None:
+        """The heartbeat: renew this server's leases until cancelled (a store without leases returns)."""
+        interval = self.store.lease_interval
+        if interval is None:
+            return
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.store.renew_leases()
+            except Exception:
+                log.warning("renewing thread leases failed", exc_info=True)
 
     # ------------------------------------------------------------------ registration
     def register(self, thread: LoadedThread) -> None:
@@ -355,6 +414,7 @@ class ThreadManager:
         del self._loaded[thread.id]
         thread.unload_scope = None
         thread.unloaded.set()
+        await self.release(thread)
         await thread.set_status(dict(NOT_LOADED))
         if closed:
             self.services.broadcaster.broadcast("thread/closed", {"threadId": thread.id})
@@ -413,9 +473,8 @@ class ThreadManager:
             thread.memory_lines.extend(full)
             thread.record = updated
             return
-        state = await self.store.append(thread.record, full, durable=durable)
+        await self.store.append(updated, full, durable=durable)
         thread.record = updated
-        await self.store.update_record(updated, state)
 
     async def capture_git(self, thread: LoadedThread) -> None:
         """Start-up work: record the repository's commit, branch and origin (if a git repo)."""
@@ -429,6 +488,16 @@ class ThreadManager:
                     thread.record = await self.store.update_git(thread.id, patch)
             elif thread.record.git.empty:
                 thread.record = attrs.evolve(thread.record, git=info)
+
+
+def lease_held_error(held: LeaseHeld) -> RpcError:
+    """-32600 for a turn on a thread another server has loaded, naming who and for how long."""
+    return RpcError(
+        -32600,
+        f"thread {held.thread_id} is loaded on another server ({held.owner}); "
+        f"its lease expires in {held.expires_in_s:.0f}s unless that server renews it",
+        {"reason": "threadLeasedByAnotherServer", "owner": held.owner},
+    )
 
 
 def _fold_metadata(record: ThreadRecord, lines: list[dict[str, Any]]) -> ThreadRecord:

@@ -80,6 +80,8 @@ class TurnsApi:
         if self.services.draining:
             raise server_shutting_down()
         thread = await self.manager.get_loaded(params.thread_id)
+        # Several servers may share the store: only the lease holder runs turns on a thread.
+        await self.manager.claim(thread)
         runtime = ThreadRuntime.of(thread, self.services)
         active = runtime.active_turn
         if active is not None:
