@@ -781,11 +781,11 @@ class ThreadsApi:
         else:
             raise untagged
         git = record.git
-        assert record.rollout_path is not None
         return GetConversationSummaryResponse(
             ConversationSummary(
                 conversation_id=record.id,
-                path=record.rollout_path,
+                # A thread in a database (not moved from a CODEX_HOME) has no rollout file.
+                path=record.rollout_path or "",
                 preview=record.preview,
                 timestamp=rollout.iso_ms(record.created_at_ms),
                 updated_at=rollout.iso_ms(record.updated_at_ms),
