@@ -355,6 +355,11 @@ class ThreadsApi:
     async def _record(self, thread_id: str) -> tuple[ThreadRecord | None, LoadedThread | None]:
         loaded = self.manager.loaded(thread_id)
         if loaded is not None:
+            if self.store.lease_interval is not None and loaded.record.materialized:
+                # A shared store: another server may have renamed it or patched its git info.
+                stored = await self.store.get(thread_id)
+                if stored is not None:
+                    loaded.record = attrs.evolve(loaded.record, name=stored.name, git=stored.git)
             return loaded.record, loaded
         await self._ready()
         return await self.store.get(thread_id), None
