@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pg_cluster import Cluster, ClusterUnavailable, running_cluster  # noqa: E402
+from pg_cluster import Cluster, ClusterUnavailable, running_cluster
 
 
 def _in_ci() -> bool:

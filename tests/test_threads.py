@@ -65,7 +65,9 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def settings(codex_home: Path, tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> ServerSettings:
+def settings(
+    codex_home: Path, tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> ServerSettings:
     config = CONFIG
     if store_kind == "postgres":
         url = request.getfixturevalue("pg_url")
