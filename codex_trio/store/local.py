@@ -165,6 +165,11 @@ class LocalThreadStore:
             return indexed
         return _record_from_scan(path, scanned)
 
+    async def all_records(self) -> list[ThreadRecord]:
+        """Every thread under CODEX_HOME, after a full reconcile with the files (for migrations)."""
+        await self.repair(full=True)
+        return await self._db(self.rows.all_records)
+
     async def list(self, query: ListQuery) -> ListPage:
         """A page of threads; the index reconciles what the page needs first."""
         try:

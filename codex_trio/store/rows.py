@@ -237,6 +237,11 @@ class ThreadRows:
         self.db.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
 
     # ------------------------------------------------------------------ listing
+    def all_records(self) -> list[ThreadRecord]:
+        """Every row, oldest first (archived, empty and sub-agent threads too)."""
+        rows = self.db.execute(f"SELECT {COLUMNS} FROM threads ORDER BY created_at_ms, id").fetchall()
+        return [row_to_record(r) for r in rows]
+
     def page(self, query: ListQuery) -> ListPage:
         """One page of `query` from the rows as they are (the caller reconciles first)."""
         return make_page(query, self.rows(query, query.limit + 1))
