@@ -46,7 +46,11 @@ def meta_of(thread_id: str) -> dict[str, Any]:
 
 
 def user_turn(ordinal: int, text: str) -> list[dict[str, Any]]:
-    item = {"type": "userMessage", "id": "u", "content": [{"type": "text", "text": text, "text_elements": []}]}
+    item = {
+        "type": "userMessage",
+        "id": "u",
+        "content": [{"type": "text", "text": text, "text_elements": []}],
+    }
     lines = [rollout.task_started("t", 1), rollout.item_completed("x", "t", item, BASE_MS, BASE_MS)]
     return [rollout.full_line(ordinal + n, line, BASE_MS) for n, line in enumerate(lines)]
 
@@ -130,7 +134,9 @@ async def test_migration_copies_a_codex_home_idempotently_and_resumably(
         for n in range(3):
             thread_id = str(uuid.uuid4())
             path = local.new_rollout_path(BASE_MS + n * 1000, thread_id)
-            record = await local.materialize(record_of(thread_id, BASE_MS + n * 1000, path), meta_of(thread_id))
+            record = await local.materialize(
+                record_of(thread_id, BASE_MS + n * 1000, path), meta_of(thread_id)
+            )
             updated = attrs.evolve(record, preview=f"q{n}", has_user_event=True)
             await local.append(updated, user_turn(1, f"q{n}"), durable=True)
             ids.append(thread_id)
@@ -163,7 +169,12 @@ async def test_migration_copies_a_codex_home_idempotently_and_resumably(
         await store.aclose()
 
         with_password = pg_url.replace("codex@", "codex:s3cret@")
-        assert await trio.to_thread.run_sync(migrate.main, ["--to", with_password, "--codex-home", str(tmp_path)]) == 0
+        assert (
+            await trio.to_thread.run_sync(
+                migrate.main, ["--to", with_password, "--codex-home", str(tmp_path)]
+            )
+            == 0
+        )
         out = capsys.readouterr().out
         assert "3 threads" in out and "s3cret" not in out and "codex:***@" in out
 
