@@ -163,7 +163,8 @@ def main() -> None:
         config = CONFIG + f'thread_unload_delay_secs = 0\n[thread_store]\nkind = "postgres"\nurl = "{url}"\n'
         postgres = trio.run(measure, config, args)
     print(
-        f"{args.threads} threads, {args.appends} appends, {args.reads} reads, concurrency {args.concurrency}\n"
+        f"{args.threads} threads, {args.appends} appends, {args.reads} reads, "
+        f"concurrency {args.concurrency}\n"
     )
     print("| measure | local (JSONL + SQLite) | PostgreSQL | PostgreSQL / local |")
     print("|---|---:|---:|---:|")
