@@ -473,7 +473,12 @@ class ThreadManager:
             thread.memory_lines.extend(full)
             thread.record = updated
             return
-        await self.store.append(updated, full, durable=durable)
+        try:
+            await self.store.append(updated, full, durable=durable)
+        except LeaseHeld:
+            # Another server took the thread over: the next `turn/start` here is refused.
+            thread.leased = False
+            raise
         thread.record = updated
 
     async def capture_git(self, thread: LoadedThread) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import psycopg
 import pytest
 import trio
 import trio.lowlevel
@@ -25,7 +26,7 @@ from codex_trio.client import ClientConnection
 from codex_trio.protocol.errors import RpcError
 from codex_trio.testing import server_env
 from codex_trio.transport.stdio import LineStream
-from tests.responses_server import ResponsesServer
+from tests.responses_server import ResponsesServer, Stall
 
 TEST_TIMEOUT = 60
 #: short leases, so a killed server's thread frees up quickly.
@@ -208,3 +209,36 @@ async def test_concurrent_metadata_updates_from_both_servers_lose_no_field(
             for client in (a.client, b.client):
                 read = await client.call("thread/read", {"threadId": thread_id})
                 assert read["thread"]["gitInfo"] == expected
+
+
+async def test_a_server_that_loses_its_lease_mid_turn_fails_the_turn_and_keeps_serving(
+    tmp_path: Path, config: str, model: ResponsesServer, pg_url: str
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with spawn(tmp_path, "a", config) as a:
+            thread_id = await started_with_turn(a, "first")
+            stall = Stall()
+            model.enqueue(stall)
+            result = await a.client.call("turn/start", {"threadId": thread_id, "input": text("second")})
+            await stall.streaming.wait()
+            # Another server took the thread over (A was partitioned past its lease, say).
+            await trio.to_thread.run_sync(steal_lease, pg_url, thread_id)
+            stall.release.set()
+            done = await a.client.wait_for(
+                "turn/completed", lambda p: p["turn"]["id"] == result["turn"]["id"]
+            )
+            assert done["params"]["turn"]["status"] == "failed"
+            assert "leased by another server (thief)" in done["params"]["turn"]["error"]["message"]
+            read = await a.client.call("thread/read", {"threadId": thread_id, "includeTurns": True})
+            assert len(read["thread"]["turns"]) == 2 and read["thread"]["turns"][1]["status"] != "completed"
+            error = await refused_turn(a.client, thread_id)
+            assert error.data == {"reason": "threadLeasedByAnotherServer", "owner": "thief"}
+
+
+def steal_lease(url: str, thread_id: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE codex_thread_leases SET owner = 'thief', expires_at = now() + interval '1 hour' "
+            "WHERE thread_id = %s",
+            (thread_id,),
+        )

@@ -498,7 +498,12 @@ class RunningTurn:
         finally:
             self.finishing = True
             with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_TIMEOUT):
-                await self._finish(runtime, outcome if outcome is not None else _Interrupted())
+                try:
+                    await self._finish(runtime, outcome if outcome is not None else _Interrupted())
+                except Exception as exc:
+                    # The store refused the turn's end (disk full, a lost lease): say so, never crash.
+                    log.exception("turn %s: writing its end failed", self.id)
+                    await self._finish_unwritten(exc)
             self.done.set()
 
     async def _main(self, runtime: ThreadRuntime) -> Outcome:
@@ -1055,6 +1060,18 @@ class RunningTurn:
                 {"error": self.error.to_wire(), "willRetry": False, "threadId": thread_id, "turnId": self.id},
             )
             await self._notify("turn/completed", {"threadId": thread_id, "turn": self._turn()})
+
+    async def _finish_unwritten(self, exc: Exception) -> None:
+        """The turn's end could not be stored: it failed, and the client is told why."""
+        self.status = "failed"
+        self.error = TurnError(f"the thread's history could not be saved: {exc}", "other", None)
+        thread_id = self.thread.id
+        await self.thread.set_status(SYSTEM_ERROR)
+        await self._notify(
+            "error",
+            {"error": self.error.to_wire(), "willRetry": False, "threadId": thread_id, "turnId": self.id},
+        )
+        await self._notify("turn/completed", {"threadId": thread_id, "turn": self._turn()})
 
 
 def _from_group(group: BaseExceptionGroup[Any]) -> Outcome | None:

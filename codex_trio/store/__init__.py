@@ -35,7 +35,7 @@ class LeaseHeld(StoreError):
     """Another server has this thread loaded: it alone may append to it until its lease ends."""
 
     def __init__(self, thread_id: str, owner: str, expires_in_s: float) -> None:
-        super().__init__(thread_id)
+        super().__init__(f"thread {thread_id} is leased by another server ({owner})")
         self.thread_id = thread_id
         self.owner = owner
         self.expires_in_s = expires_in_s
