@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import attrs
 import psycopg
 import pytest
 import trio
@@ -24,19 +21,12 @@ import trio.lowlevel
 
 from codex_trio.client import ClientConnection
 from codex_trio.protocol.errors import RpcError
-from codex_trio.testing import server_env
-from codex_trio.transport.stdio import LineStream
+from codex_trio.testing import StdioServer, spawn_stdio_server
 from tests.responses_server import ResponsesServer, Stall
 
 TEST_TIMEOUT = 60
 #: short leases, so a killed server's thread frees up quickly.
 LEASE_TTL = 2
-
-
-@attrs.define
-class Server:
-    process: trio.Process
-    client: ClientConnection
 
 
 @pytest.fixture
@@ -57,37 +47,18 @@ def config(model: ResponsesServer, pg_url: str) -> str:
 
 
 @asynccontextmanager
-async def spawn(tmp_path: Path, name: str, config: str) -> AsyncIterator[Server]:
-    """A server process with its own CODEX_HOME (only the database is shared)."""
+async def spawn(tmp_path: Path, name: str, config: str) -> AsyncIterator[StdioServer]:
+    """A server process with its own CODEX_HOME (only the database is shared), initialized."""
     home = tmp_path / name
     workspace = home / "workspace"
     workspace.mkdir(parents=True)
     (home / "config.toml").write_text(config)
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "codex_trio"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=workspace,
-        env=server_env(home),
-        start_new_session=True,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    client = ClientConnection(LineStream(process.stdout, process.stdin))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.run)
         try:
-            await client.initialize(name)
-            yield Server(process, client)
+            async with spawn_stdio_server(home, workspace, nursery) as server:
+                await server.client.initialize(name)
+                yield server
         finally:
-            with trio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-                    with trio.move_on_after(10):
-                        await process.wait()
-                if process.returncode is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    await process.wait()
-                await client.aclose()
             nursery.cancel_scope.cancel()
 
 
@@ -109,7 +80,7 @@ async def refused_turn(client: ClientConnection, thread_id: str) -> RpcError:
     return caught.value
 
 
-async def started_with_turn(server: Server, prompt: str) -> str:
+async def started_with_turn(server: StdioServer, prompt: str) -> str:
     thread_id = str((await server.client.call("thread/start", {}))["thread"]["id"])
     await run_turn(server.client, thread_id, prompt)
     return thread_id

@@ -27,15 +27,17 @@ def check_limit(value: int | None) -> int | None:
     return value
 
 
+def _decode(cursor: str, thread_id: str, scope: str) -> history.HistoryCursor:
+    try:
+        return history.decode_cursor(cursor, thread_id, scope)
+    except history.BadCursor:
+        raise invalid_request(f"invalid cursor: {cursor}") from None
+
+
 def turns_page(turns: list[history.BuiltTurn], thread_id: str, params: ThreadTurnsListParams) -> PageResponse:
     """One `thread/turns/list` page (newest first unless asked otherwise)."""
     limit = check_limit(params.limit)
-    cursor = None
-    if params.cursor is not None:
-        try:
-            cursor = history.decode_cursor(params.cursor, thread_id, history.TURNS_SCOPE)
-        except history.BadCursor:
-            raise invalid_request(f"invalid cursor: {params.cursor}") from None
+    cursor = None if params.cursor is None else _decode(params.cursor, thread_id, history.TURNS_SCOPE)
     page = history.paginate(
         turns,
         lambda t: t.ordinal,
@@ -59,10 +61,7 @@ def items_page(turns: list[history.BuiltTurn], thread_id: str, params: ThreadIte
     items = [i for t in turns for i in t.items]
     cursor = None
     if isinstance(params.cursor, str):
-        try:
-            cursor = history.decode_cursor(params.cursor, thread_id, history.ITEMS_SCOPE)
-        except history.BadCursor:
-            raise invalid_request(f"invalid cursor: {params.cursor}") from None
+        cursor = _decode(params.cursor, thread_id, history.ITEMS_SCOPE)
     elif isinstance(params.cursor, dict):
         item_id = params.cursor.get("itemId")
         anchor = next((i for i in items if i.item.get("id") == item_id), None)

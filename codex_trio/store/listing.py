@@ -147,6 +147,47 @@ COLUMNS = (
 )
 
 
+#: the columns a thread's row is written with, in `row_values` order.
+WRITE_COLUMNS = (
+    "id, rollout_path, created_at_ms, updated_at_ms, source, source_kind, model_provider, model, "
+    "reasoning_effort, cwd, cli_version, originator, preview, has_user_event, first_turn_id, name, "
+    "archived, archived_at_ms, git_sha, git_branch, git_origin_url, forked_from_id, history_mode, "
+    "thread_source, agent_nickname, agent_role"
+)
+
+
+def row_values(record: ThreadRecord) -> tuple[Any, ...]:
+    """A record as the values of `WRITE_COLUMNS`."""
+    return (
+        record.id,
+        record.rollout_path,
+        record.created_at_ms,
+        record.updated_at_ms,
+        source_text(record.source),
+        source_kind(record.source),
+        record.model_provider,
+        record.model,
+        record.reasoning_effort,
+        record.cwd,
+        record.cli_version,
+        record.originator,
+        record.preview,
+        record.has_user_event,
+        record.first_turn_id,
+        record.name,
+        record.archived,
+        record.archived_at_ms,
+        record.git.sha,
+        record.git.branch,
+        record.git.origin_url,
+        record.forked_from_id,
+        record.history_mode,
+        record.thread_source,
+        record.agent_nickname,
+        record.agent_role,
+    )
+
+
 def row_to_record(row: Mapping[str, Any]) -> ThreadRecord:
     """A record from a row of `COLUMNS` (a sqlite3.Row or a psycopg dict row)."""
     source = row["source"]

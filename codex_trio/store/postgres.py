@@ -50,11 +50,11 @@ from codex_trio.store import (
 from codex_trio.store.listing import (
     COLUMNS,
     SORT_COLUMNS,
+    WRITE_COLUMNS,
     SqlDialect,
     make_page,
     row_to_record,
-    source_kind,
-    source_text,
+    row_values,
     where_clause,
 )
 from codex_trio.store.rollout import full_line, now_ms
@@ -131,13 +131,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-_INSERT_THREAD = """
-INSERT INTO codex_threads (id, rollout_path, created_at_ms, updated_at_ms, source, source_kind,
-    model_provider, model, reasoning_effort, cwd, cli_version, originator, preview, has_user_event,
-    first_turn_id, name, archived, archived_at_ms, git_sha, git_branch, git_origin_url, forked_from_id,
-    history_mode, thread_source, agent_nickname, agent_role)
-VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
-"""
+_PLACEHOLDERS = ", ".join(["%s"] * len(WRITE_COLUMNS.split(",")))
+_INSERT_THREAD = f"INSERT INTO codex_threads ({WRITE_COLUMNS}) VALUES ({_PLACEHOLDERS})"
 
 _ACQUIRE = """
 INSERT INTO codex_thread_leases (thread_id, owner, expires_at)
@@ -171,37 +166,6 @@ def migrate(conn: psycopg.Connection[Any]) -> list[int]:
             conn.execute("INSERT INTO codex_schema_migrations (version) VALUES (%s)", (version,))
             applied.append(version)
     return applied
-
-
-def _thread_args(record: ThreadRecord) -> tuple[Any, ...]:
-    return (
-        record.id,
-        record.rollout_path,
-        record.created_at_ms,
-        record.updated_at_ms,
-        source_text(record.source),
-        source_kind(record.source),
-        record.model_provider,
-        record.model,
-        record.reasoning_effort,
-        record.cwd,
-        record.cli_version,
-        record.originator,
-        record.preview,
-        record.has_user_event,
-        record.first_turn_id,
-        record.name,
-        record.archived,
-        record.archived_at_ms,
-        record.git.sha,
-        record.git.branch,
-        record.git.origin_url,
-        record.forked_from_id,
-        record.history_mode,
-        record.thread_source,
-        record.agent_nickname,
-        record.agent_role,
-    )
 
 
 @attrs.define
@@ -366,7 +330,7 @@ class PostgresThreadStore:
     def _materialize(self, conn: psycopg.Connection[Any], record: ThreadRecord, seq: int, line: str) -> None:
         with conn.transaction():
             self._take(conn, record.id)
-            conn.execute(_INSERT_THREAD + " ON CONFLICT (id) DO NOTHING", _thread_args(record))
+            conn.execute(_INSERT_THREAD + " ON CONFLICT (id) DO NOTHING", row_values(record))
             conn.execute(
                 "INSERT INTO codex_thread_items (thread_id, seq, line) VALUES (%s, %s, %s)",
                 (record.id, seq, line),
@@ -547,7 +511,7 @@ class PostgresThreadStore:
         conn: psycopg.Connection[Any], record: ThreadRecord, rows: Sequence[tuple[str, int, str]]
     ) -> int:
         with conn.transaction():
-            conn.execute(_INSERT_THREAD + " ON CONFLICT (id) DO NOTHING", _thread_args(record))
+            conn.execute(_INSERT_THREAD + " ON CONFLICT (id) DO NOTHING", row_values(record))
             have = conn.execute(
                 "SELECT count(*) FROM codex_thread_items WHERE thread_id = %s", (record.id,)
             ).fetchone()

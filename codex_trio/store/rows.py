@@ -21,9 +21,11 @@ from codex_trio.store import GitInfo, GitInfoPatch, ListPage, ListQuery, ThreadR
 from codex_trio.store.listing import (
     COLUMNS,
     SORT_COLUMNS,
+    WRITE_COLUMNS,
     SqlDialect,
     make_page,
     row_to_record,
+    row_values,
     source_kind,
     source_text,
     where_clause,
@@ -120,12 +122,8 @@ class ThreadRows:
     def upsert(self, record: ThreadRecord, file_size: int, file_mtime_ns: int) -> None:
         """Insert or replace what this server knows about a thread it writes (authoritative)."""
         self.db.execute(
-            """
-            INSERT INTO threads (id, rollout_path, created_at_ms, updated_at_ms, source, source_kind,
-                model_provider, model, reasoning_effort, cwd, cli_version, originator, preview,
-                has_user_event, first_turn_id, name, archived, archived_at_ms, git_sha, git_branch,
-                git_origin_url, forked_from_id, history_mode, thread_source, agent_nickname, agent_role,
-                file_size, file_mtime_ns)
+            f"""
+            INSERT INTO threads ({WRITE_COLUMNS}, file_size, file_mtime_ns)
             VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
             ON CONFLICT(id) DO UPDATE SET
                 rollout_path=excluded.rollout_path,
@@ -140,36 +138,7 @@ class ThreadRows:
                 file_size=excluded.file_size,
                 file_mtime_ns=excluded.file_mtime_ns
             """,
-            (
-                record.id,
-                record.rollout_path,
-                record.created_at_ms,
-                record.updated_at_ms,
-                source_text(record.source),
-                source_kind(record.source),
-                record.model_provider,
-                record.model,
-                record.reasoning_effort,
-                record.cwd,
-                record.cli_version,
-                record.originator,
-                record.preview,
-                int(record.has_user_event),
-                record.first_turn_id,
-                record.name,
-                int(record.archived),
-                record.archived_at_ms,
-                record.git.sha,
-                record.git.branch,
-                record.git.origin_url,
-                record.forked_from_id,
-                record.history_mode,
-                record.thread_source,
-                record.agent_nickname,
-                record.agent_role,
-                file_size,
-                file_mtime_ns,
-            ),
+            (*row_values(record), file_size, file_mtime_ns),
         )
 
     def get(self, thread_id: str) -> ThreadRecord | None:
