@@ -21,7 +21,6 @@ from pathlib import Path
 import attrs
 import trio
 
-from codex_trio.config.thread_store import redacted_url
 from codex_trio.settings import default_codex_home
 from codex_trio.store import StoreError
 from codex_trio.store.local import LocalThreadStore
@@ -64,6 +63,8 @@ async def migrate_threads(codex_home: Path, url: str, *, pool_size: int = 2) -> 
 
 
 def main(argv: Sequence[str]) -> int:
+    from codex_trio.store.postgres import redacted_url
+
     parser = argparse.ArgumentParser(
         prog="codex-trio migrate-threads", description="Copy a CODEX_HOME's threads into PostgreSQL."
     )

@@ -12,17 +12,12 @@ import pytest
 import trio
 
 from codex_trio import migrate
-from codex_trio.config.thread_store import (
-    ThreadStoreConfig,
-    ThreadStoreConfigError,
-    redacted_url,
-    thread_store_config,
-)
+from codex_trio.config.thread_store import ThreadStoreConfig, ThreadStoreConfigError, thread_store_config
 from codex_trio.server import open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.store import LeaseHeld, ListQuery, ThreadRecord, rollout
 from codex_trio.store.local import LocalThreadStore
-from codex_trio.store.postgres import SCHEMA_VERSION, PostgresThreadStore
+from codex_trio.store.postgres import SCHEMA_VERSION, PostgresThreadStore, redacted_url
 from codex_trio.transport.listen import NoListen
 
 BASE_MS = 1_795_600_000_000

@@ -111,7 +111,12 @@ def _postgres_store(config: ThreadStoreConfig) -> ThreadStore:
             "install codex-trio[postgres]"
         ) from None
     assert config.url is not None
-    return PostgresThreadStore(config.url, lease_ttl=config.lease_ttl_secs, pool_size=config.pool_size)
+    options: dict[str, Any] = {}
+    if config.lease_ttl_secs is not None:
+        options["lease_ttl"] = config.lease_ttl_secs
+    if config.pool_size is not None:
+        options["pool_size"] = config.pool_size
+    return PostgresThreadStore(config.url, **options)
 
 
 class ThreadsApi:

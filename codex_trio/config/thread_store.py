@@ -8,19 +8,16 @@ lease_ttl_secs = 30                                 # a crashed server's threads
 pool_size = 4                                       # connections (and worker threads) at most
 ```
 
-Pure: parsing and validation only. A URL is never logged whole: `redacted_url` hides its password.
+Pure: parsing and validation only (the store's own defaults apply to keys left out).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
-
-DEFAULT_LEASE_TTL = 30.0
-DEFAULT_POOL_SIZE = 4
 
 
 class ThreadStoreConfigError(ValueError):
@@ -31,8 +28,9 @@ class ThreadStoreConfigError(ValueError):
 class ThreadStoreConfig:
     kind: Literal["local", "postgres"] = "local"
     url: str | None = attrs.field(default=None, repr=False)
-    lease_ttl_secs: float = DEFAULT_LEASE_TTL
-    pool_size: int = DEFAULT_POOL_SIZE
+    #: None: the store's default (30 s, 4 connections).
+    lease_ttl_secs: float | None = None
+    pool_size: int | None = None
 
 
 def thread_store_config(raw: Mapping[str, Any]) -> ThreadStoreConfig:
@@ -54,19 +52,10 @@ def thread_store_config(raw: Mapping[str, Any]) -> ThreadStoreConfig:
         raise ThreadStoreConfigError(
             "thread_store.url: expected postgresql://user[:password]@host:port/dbname"
         )
-    ttl = table.get("lease_ttl_secs", DEFAULT_LEASE_TTL)
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+    ttl = table.get("lease_ttl_secs")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
         raise ThreadStoreConfigError("thread_store.lease_ttl_secs: expected a positive number of seconds")
-    pool = table.get("pool_size", DEFAULT_POOL_SIZE)
-    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+    pool = table.get("pool_size")
+    if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int) or pool < 1):
         raise ThreadStoreConfigError("thread_store.pool_size: expected a positive integer")
-    return ThreadStoreConfig("postgres", url, float(ttl), pool)
-
-
-def redacted_url(url: str) -> str:
-    """The URL with any password replaced by `***` (for logs and errors)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return ThreadStoreConfig("postgres", url, None if ttl is None else float(ttl), pool)

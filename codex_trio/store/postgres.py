@@ -28,6 +28,7 @@ import secrets
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import orjson
@@ -35,7 +36,6 @@ import psycopg
 import trio
 from psycopg.rows import dict_row
 
-from codex_trio.config.thread_store import DEFAULT_LEASE_TTL, DEFAULT_POOL_SIZE, redacted_url
 from codex_trio.store import (
     GitInfo,
     GitInfoPatch,
@@ -62,6 +62,10 @@ from codex_trio.store.rollout import full_line, now_ms
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: seconds a lease lasts without a heartbeat; connections (= worker threads) at most.
+DEFAULT_LEASE_TTL = 30.0
+DEFAULT_POOL_SIZE = 4
 
 POSTGRES = SqlDialect(
     placeholder="%s", contains=lambda haystack, needle: f"strpos({haystack}, {needle}) > 0", true=True
@@ -141,6 +145,15 @@ ON CONFLICT (thread_id) DO UPDATE SET owner = excluded.owner, expires_at = exclu
 WHERE codex_thread_leases.owner = excluded.owner OR codex_thread_leases.expires_at < now()
 RETURNING owner
 """
+
+
+def redacted_url(url: str) -> str:
+    """The URL with any password replaced by `***`: what logs and errors show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def migrate(conn: psycopg.Connection[Any]) -> list[int]:
