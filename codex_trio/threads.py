@@ -309,18 +309,19 @@ class ThreadManager:
             return
         thread.leased = True
 
-    async def claim(self, thread: LoadedThread) -> None:
+    async def claim(self, thread: LoadedThread) -> bool:
         """Make sure this server may run turns on the thread: take its lease, or refuse.
 
         A thread resumed while another server held it was loaded without the lease; once the
         lease is ours, its row and next ordinal are re-read, since the other server may have
-        appended meanwhile.
+        appended meanwhile. True when that happened (anything cached from the rollout, such
+        as the model's history, is stale).
         """
         if thread.ephemeral or thread.leased:
-            return
+            return False
         async with thread.lane:
             if thread.leased:
-                return
+                return False
             try:
                 await self.store.acquire_lease(thread.id)
             except LeaseHeld as held:
@@ -332,6 +333,7 @@ class ThreadManager:
                     thread.record = stored
                     lines = await self.store.read_lines(stored)
                     thread.next_ordinal = rollout.next_ordinal(lines)
+            return True
 
     async def release(self, thread: LoadedThread) -> None:
         """Give the thread's lease back (unload, archive, delete)."""

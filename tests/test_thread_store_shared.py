@@ -109,6 +109,8 @@ async def test_a_thread_moves_to_another_server_once_the_first_releases_it(
             await a.client.call("thread/unsubscribe", {"threadId": thread_id})
             await a.client.wait_for("thread/closed")
             await run_turn(b.client, thread_id, "hello from B")
+            # B's model saw the whole conversation, rebuilt from the shared store.
+            assert model.posts[-1].texts("user")[-2:] == ["hello from A", "hello from B"]
             read = await a.client.call("thread/read", {"threadId": thread_id, "includeTurns": True})
             turns = read["thread"]["turns"]
             assert [t["items"][0]["content"][0]["text"] for t in turns] == ["hello from A", "hello from B"]
