@@ -20,6 +20,10 @@ Getting at threads
   `manager.on_loaded` hooks run for every thread that becomes loaded (start, resume, fork).
 * Drain: check `services.draining` yourself in `turn/start` and raise
   `protocol.errors.server_shutting_down()`; `thread/start` does so here.
+* Leases: with a store shared by several servers (PostgreSQL) only the holder of a thread's
+  lease appends to it. `turn/start` calls `await manager.claim(thread)` first: it takes the
+  lease or raises -32600 (`data.reason = "threadLeasedByAnotherServer"`); True means the
+  thread was re-read from the store (drop anything cached from its rollout).
 
 A LoadedThread
 --------------
