@@ -40,10 +40,10 @@ from pg_cluster import running_cluster  # noqa: E402
 
 from codex_trio.api.threads import ThreadsApi  # noqa: E402
 from codex_trio.client import ClientConnection  # noqa: E402
+from codex_trio.ids import now_ms, uuid7  # noqa: E402
 from codex_trio.server import AppServer, open_app_server  # noqa: E402
 from codex_trio.settings import ServerSettings  # noqa: E402
 from codex_trio.store import rollout  # noqa: E402
-from codex_trio.threads import new_thread_id  # noqa: E402
 from codex_trio.transport.listen import NoListen  # noqa: E402
 
 CONFIG = """\
@@ -57,9 +57,9 @@ base_url = "http://127.0.0.1:9/v1"
 
 
 def turn_lines(thread_id: str, text: str) -> list[dict[str, Any]]:
-    turn = new_thread_id()
-    now = rollout.now_ms()
-    user = {"type": "userMessage", "id": new_thread_id(), "content": [{"type": "text", "text": text}]}
+    turn = uuid7()
+    now = now_ms()
+    user = {"type": "userMessage", "id": uuid7(), "content": [{"type": "text", "text": text}]}
     return [
         rollout.task_started(turn, now // 1000),
         rollout.response_item(

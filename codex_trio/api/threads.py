@@ -20,7 +20,7 @@ from codex_trio.api.thread_history import check_limit, fork_cut, items_page, res
 from codex_trio.api.thread_settings import SettingsResolver, ThreadSettings, absolute, bad_params
 from codex_trio.config.thread_store import ThreadStoreConfig, ThreadStoreConfigError, thread_store_config
 from codex_trio.connection import Connection
-from codex_trio.dispatch import RequestContext, Route, route
+from codex_trio.ids import now_ms, uuid7
 from codex_trio.protocol.converter import describe, unstructure
 from codex_trio.protocol.errors import (
     INVALID_PARAMS,
@@ -30,6 +30,8 @@ from codex_trio.protocol.errors import (
 )
 from codex_trio.protocol.thread import (
     ABSENT,
+    IDLE,
+    NOT_LOADED,
     ConversationSummary,
     Environment,
     GetConversationSummaryParams,
@@ -58,6 +60,7 @@ from codex_trio.protocol.thread import (
     ThreadUnsubscribeResponse,
     sandbox_policy,
 )
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.store import (
     KEEP,
@@ -75,12 +78,9 @@ from codex_trio.store import (
 from codex_trio.store.local import LocalThreadStore
 from codex_trio.threads import (
     DEFAULT_UNLOAD_DELAY,
-    IDLE,
-    NOT_LOADED,
     LoadedThread,
     ThreadManager,
     lease_held_error,
-    new_thread_id,
     parse_thread_id,
 )
 
@@ -209,8 +209,8 @@ class ThreadsApi:
 
         A fork keeps its source's preview, name and user-event flag and points back at it.
         """
-        thread_id = new_thread_id()
-        now = rollout.now_ms()
+        thread_id = uuid7()
+        now = now_ms()
         record = ThreadRecord(
             id=thread_id,
             rollout_path=None if ephemeral else self.store.new_rollout_path(now, thread_id),

@@ -5,7 +5,8 @@ it with the reference's files (rollout JSONL under `CODEX_HOME/sessions/YYYY/MM/
 ones under `archived_sessions/`) plus a SQLite index (`rows`, kept in step by `index`);
 `codex_trio.store.postgres` with PostgreSQL tables shared by several servers. `rollout` builds
 and reads rollout lines, `history` rebuilds turns from them, `listing` builds list queries;
-all three are pure. Nothing here imports an API module or the thread manager.
+all three are pure. Nothing here imports an API module or the thread manager: imports are
+`protocol` and the leaves (`ids`) only.
 """
 
 from __future__ import annotations

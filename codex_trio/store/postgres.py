@@ -36,6 +36,7 @@ import psycopg
 import trio
 from psycopg.rows import dict_row
 
+from codex_trio.ids import now_ms
 from codex_trio.store import (
     GitInfo,
     GitInfoPatch,
@@ -57,7 +58,7 @@ from codex_trio.store.listing import (
     row_values,
     where_clause,
 )
-from codex_trio.store.rollout import full_line, now_ms
+from codex_trio.store.rollout import full_line
 
 log = logging.getLogger(__name__)
 
