@@ -78,7 +78,8 @@ def running_cluster(*, fsync: bool = False) -> Iterator[Cluster]:
     keep PostgreSQL's defaults.
     """
     bindir = _bindir()
-    root = tempfile.mkdtemp(prefix="codex-trio-pg-")
+    # Under root the cluster's user must reach the folder: /tmp, whatever TMPDIR says.
+    root = tempfile.mkdtemp(prefix="codex-trio-pg-", dir="/tmp" if os.geteuid() == 0 else None)
     prefix: list[str] = []
     if os.geteuid() == 0:
         try:
@@ -93,7 +94,10 @@ def running_cluster(*, fsync: bool = False) -> Iterator[Cluster]:
     port = _free_port()
 
     def run(*args: str) -> None:
-        result = subprocess.run([*prefix, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        # cwd: a folder the cluster's user can enter (CI's checkout may be root-only).
+        result = subprocess.run(
+            [*prefix, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=root
+        )
         if result.returncode != 0:
             tail = ""
             try:
@@ -120,5 +124,6 @@ def running_cluster(*, fsync: bool = False) -> Iterator[Cluster]:
                 [*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
                 capture_output=True,
                 stdin=subprocess.DEVNULL,
+                cwd=root,
             )
         shutil.rmtree(root, ignore_errors=True)
