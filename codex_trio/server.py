@@ -94,6 +94,12 @@ def _build_config(server: AppServer) -> list[Any]:
     return [ConfigApi(server), CatalogApi(server), LegacyApi(server)]
 
 
+def _build_device_keys(server: AppServer) -> list[Any]:
+    from codex_trio.api.device_keys import DeviceKeysApi
+
+    return [DeviceKeysApi(server)]
+
+
 def _build_agent(server: AppServer) -> list[Any]:
     """Threads, accounts, MCP and turns know each other, so they come as one group."""
     from codex_trio.api.account import AccountApi
@@ -104,7 +110,7 @@ def _build_agent(server: AppServer) -> list[Any]:
     threads = ThreadsApi(server)
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
-    turns = TurnsApi(server, threads.manager, account.credentials, tool_providers=[mcp.tools])
+    turns = TurnsApi(server, threads.manager, account.model_login, tool_providers=[mcp.tools])
     return [account, threads, turns, mcp]
 
 
@@ -152,12 +158,18 @@ FAMILY_GROUPS = (
         _build_config,
     ),
     FamilyGroup(
+        ("codex_trio.api.device_keys",),
+        ("device/key/create", "device/key/public", "device/key/sign"),
+        _build_device_keys,
+    ),
+    FamilyGroup(
         ("codex_trio.api.account", "codex_trio.api.threads", "codex_trio.api.turns", "codex_trio.api.mcp"),
         (
             "account/read",
             "account/login/start",
             "account/login/cancel",
             "account/logout",
+            "account/rateLimits/read",
             "getAuthStatus",
             "account/bedrock/checkGovCloudRequirements",
             "thread/start",
