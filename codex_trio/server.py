@@ -94,6 +94,12 @@ def _build_config(server: AppServer) -> list[Any]:
     return [ConfigApi(server), CatalogApi(server), LegacyApi(server)]
 
 
+def _build_plugins(server: AppServer) -> list[Any]:
+    from codex_trio.api.plugins import PluginsApi
+
+    return [PluginsApi(server)]
+
+
 def _build_device_keys(server: AppServer) -> list[Any]:
     from codex_trio.api.device_keys import DeviceKeysApi
 
@@ -146,8 +152,6 @@ FAMILY_GROUPS = (
             "experimentalFeature/list",
             "skills/list",
             "hooks/list",
-            "plugin/installed",
-            "plugin/list",
             "collaborationMode/list",
             "gitDiffToRemote",
             "fuzzyFileSearch",
@@ -156,6 +160,20 @@ FAMILY_GROUPS = (
             "fuzzyFileSearch/sessionStop",
         ),
         _build_config,
+    ),
+    FamilyGroup(
+        ("codex_trio.api.plugins",),
+        (
+            "plugin/list",
+            "plugin/installed",
+            "plugin/read",
+            "plugin/install",
+            "plugin/uninstall",
+            "marketplace/add",
+            "marketplace/remove",
+            "marketplace/upgrade",
+        ),
+        _build_plugins,
     ),
     FamilyGroup(
         ("codex_trio.api.device_keys",),
