@@ -190,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from codex_trio.proxy import main as proxy_main
 
         sys.exit(proxy_main(argv[1:]))
+    if argv[:1] == ["migrate-threads"]:
+        from codex_trio.migrate import main as migrate_main
+
+        sys.exit(migrate_main(argv[1:]))
     args = build_parser().parse_args(argv)
     configure_logging()
     try:

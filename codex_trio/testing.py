@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
@@ -151,6 +152,15 @@ async def stdio_server(
 ) -> AsyncIterator[StdioServer]:
     workspace = tmp_path / "workspace"
     workspace.mkdir(exist_ok=True)
+    async with spawn_stdio_server(codex_home, workspace, nursery) as server:
+        yield server
+
+
+@asynccontextmanager
+async def spawn_stdio_server(
+    codex_home: Path, workspace: Path, nursery: trio.Nursery
+) -> AsyncIterator[StdioServer]:
+    """`python -m codex_trio` over stdio; SIGTERM (then SIGKILL to its group) when the block ends."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "codex_trio"],
         stdin=subprocess.PIPE,

@@ -21,6 +21,10 @@ Getting at threads
   `manager.on_loaded` hooks run for every thread that becomes loaded (start, resume, fork).
 * Drain: check `services.draining` yourself in `turn/start` and raise
   `protocol.errors.server_shutting_down()`; `thread/start` does so here.
+* Leases: with a store shared by several servers (PostgreSQL) only the holder of a thread's
+  lease appends to it. `turn/start` calls `await manager.claim(thread)` first: it takes the
+  lease or raises -32600 (`data.reason = "threadLeasedByAnotherServer"`); True means the
+  thread was re-read from the store (drop anything cached from its rollout).
 
 A LoadedThread
 --------------
@@ -102,8 +106,7 @@ import trio
 from codex_trio.ids import now_ms
 from codex_trio.protocol.errors import RpcError, invalid_request
 from codex_trio.protocol.thread import IDLE, NOT_LOADED
-from codex_trio.store import GitInfo, GitInfoPatch, ThreadRecord, rollout
-from codex_trio.store.local import LocalThreadStore
+from codex_trio.store import GitInfo, GitInfoPatch, LeaseHeld, ThreadRecord, ThreadStore, rollout
 
 if TYPE_CHECKING:
     from codex_trio.connection import Connection
@@ -198,6 +201,8 @@ class LoadedThread:
     #: forked threads copy these lines after their session_meta when first written.
     pending_lines: list[dict[str, Any]] = attrs.Factory(list)
     forked_from_ordinal: int | None = None
+    #: this server holds the thread's store lease (it may append); see `ThreadManager.claim`.
+    leased: bool = False
 
     @property
     def id(self) -> str:
@@ -253,7 +258,7 @@ class LoadedThread:
 class ThreadManager:
     """The registry of loaded threads, their subscriptions, lanes and unload timers."""
 
-    def __init__(self, services: Services, store: LocalThreadStore) -> None:
+    def __init__(self, services: Services, store: ThreadStore) -> None:
         self.services = services
         self.store = store
         self._loaded: dict[str, LoadedThread] = {}
@@ -299,6 +304,66 @@ class ThreadManager:
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._idle_lanes.pop(thread_id, None)
+
+    # ------------------------------------------------------------------ leases
+    async def try_lease(self, thread: LoadedThread) -> None:
+        """Take the thread's lease if nobody else holds it (a thread loaded without it is read-only)."""
+        if thread.ephemeral or thread.leased:
+            return
+        try:
+            await self.store.acquire_lease(thread.id)
+        except LeaseHeld:
+            return
+        thread.leased = True
+
+    async def claim(self, thread: LoadedThread) -> bool:
+        """Make sure this server may run turns on the thread: take its lease, or refuse.
+
+        A thread resumed while another server held it was loaded without the lease; once the
+        lease is ours, its row and next ordinal are re-read, since the other server may have
+        appended meanwhile. True when that happened (anything cached from the rollout, such
+        as the model's history, is stale).
+        """
+        if thread.ephemeral or thread.leased:
+            return False
+        async with thread.lane:
+            if thread.leased:
+                return False
+            try:
+                await self.store.acquire_lease(thread.id)
+            except LeaseHeld as held:
+                raise lease_held_error(held) from None
+            thread.leased = True
+            if thread.record.materialized:
+                stored = await self.store.get(thread.id)
+                if stored is not None:
+                    thread.record = stored
+                    lines = await self.store.read_lines(stored)
+                    thread.next_ordinal = rollout.next_ordinal(lines)
+            return True
+
+    async def release(self, thread: LoadedThread) -> None:
+        """Give the thread's lease back (unload, archive, delete)."""
+        if thread.leased:
+            thread.leased = False
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.store.release_lease(thread.id)
+                except Exception:
+                    # The lease then simply expires.
+                    log.warning("releasing the lease of %s failed", thread.id, exc_info=True)
+
+    async def keep_leases(self) -> None:
+        """The heartbeat: renew this server's leases until cancelled (a store without leases returns)."""
+        interval = self.store.lease_interval
+        if interval is None:
+            return
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.store.renew_leases()
+            except Exception:
+                log.warning("renewing thread leases failed", exc_info=True)
 
     # ------------------------------------------------------------------ registration
     def register(self, thread: LoadedThread) -> None:
@@ -359,6 +424,7 @@ class ThreadManager:
         del self._loaded[thread.id]
         thread.unload_scope = None
         thread.unloaded.set()
+        await self.release(thread)
         await thread.set_status(dict(NOT_LOADED))
         if closed:
             self.services.broadcaster.broadcast("thread/closed", {"threadId": thread.id})
@@ -417,9 +483,13 @@ class ThreadManager:
             thread.memory_lines.extend(full)
             thread.record = updated
             return
-        state = await self.store.append(thread.record, full, durable=durable)
+        try:
+            await self.store.append(updated, full, durable=durable)
+        except LeaseHeld:
+            # Another server took the thread over: the next `turn/start` here is refused.
+            thread.leased = False
+            raise
         thread.record = updated
-        await self.store.update_record(updated, state)
 
     async def capture_git(self, thread: LoadedThread) -> None:
         """Start-up work: record the repository's commit, branch and origin (if a git repo)."""
@@ -433,6 +503,16 @@ class ThreadManager:
                     thread.record = await self.store.update_git(thread.id, patch)
             elif thread.record.git.empty:
                 thread.record = attrs.evolve(thread.record, git=info)
+
+
+def lease_held_error(held: LeaseHeld) -> RpcError:
+    """-32600 for a turn on a thread another server has loaded, naming who and for how long."""
+    return RpcError(
+        -32600,
+        f"thread {held.thread_id} is loaded on another server ({held.owner}); "
+        f"its lease expires in {held.expires_in_s:.0f}s unless that server renews it",
+        {"reason": "threadLeasedByAnotherServer", "owner": held.owner},
+    )
 
 
 def _fold_metadata(record: ThreadRecord, lines: list[dict[str, Any]]) -> ThreadRecord:

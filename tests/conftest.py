@@ -1,8 +1,14 @@
-"""Every async test runs under an absolute deadline, so a hang fails fast instead of stalling CI.
+"""Project-wide test setup.
 
+Every async test runs under an absolute deadline, so a hang fails fast instead of stalling CI.
 The deadline is wall-clock time, not Trio time: tests that use `MockClock(autojump_threshold=0)`
 would otherwise jump straight to it whenever every task waits on a worker thread. A test that
 needs longer says so with `@pytest.mark.deadline(seconds)`.
+
+One throwaway PostgreSQL cluster per test session, a database per test. The cluster starts on
+first use only (tests that never touch PostgreSQL never pay for it). When PostgreSQL truly
+cannot start, the tests that need it are skipped with the reason; under CI (`CI` set to
+anything but "false"/"0") that is a failure instead.
 """
 
 from __future__ import annotations
@@ -10,12 +16,18 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pg_cluster import Cluster, ClusterUnavailable, running_cluster
 
 #: seconds an async test (its fixtures included) may run.
 DEFAULT_DEADLINE = float(os.environ.get("CODEX_TRIO_TEST_DEADLINE", "120"))
@@ -66,3 +78,28 @@ def pytest_report_header(config: pytest.Config) -> str:
     from tests.faults import SEED, SEED_ENV
 
     return f"fault-injection seed: {SEED} (replay with {SEED_ENV}={SEED})"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    try:
+        with running_cluster() as cluster:
+            yield cluster
+    except ClusterUnavailable as exc:
+        message = f"PostgreSQL could not start, PostgreSQL thread-store tests NOT RUN: {exc}"
+        if _in_ci():
+            pytest.fail(message)
+        sys.stderr.write(f"\n*** {message}\n")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """The URL of a fresh, empty database, dropped after the test."""
+    url = pg_cluster.create_database()
+    yield url
+    pg_cluster.drop_database(url)

@@ -83,7 +83,11 @@ class TurnsApi:
         if self.services.draining:
             raise server_shutting_down()
         thread = await self.manager.get_loaded(params.thread_id)
+        # Several servers may share the store: only the lease holder runs turns on a thread.
+        reloaded = await self.manager.claim(thread)
         runtime = ThreadRuntime.of(thread, self.services)
+        if reloaded and runtime.active_turn is None:
+            runtime.history = None  # another server may have run turns since: rebuild it
         active = runtime.active_turn
         if active is not None:
             # As the reference: input sent while a turn runs joins that turn.

@@ -347,7 +347,12 @@ class RunningTurn:
                 if isinstance(final, _Interrupted) and runtime.sessions is not None:
                     # The commands this turn started die with it, before turn/completed.
                     await runtime.sessions.stop_owned(self.id)
-                await self._finish(runtime, final)
+                try:
+                    await self._finish(runtime, final)
+                except Exception as exc:
+                    # The store refused the turn's end (disk full, a lost lease): say so, never crash.
+                    log.exception("turn %s: writing its end failed", self.id)
+                    await self._finish_unwritten(exc)
             self.done.set()
 
     async def _main(self, runtime: ThreadRuntime) -> Outcome:
@@ -697,6 +702,15 @@ class RunningTurn:
             await self.thread.set_status(SYSTEM_ERROR)
             await self._notify("error", ErrorNotification(self.error, False, thread_id, self.id))
             await self._notify("turn/completed", TurnNotification(thread_id, self._turn()))
+
+    async def _finish_unwritten(self, exc: Exception) -> None:
+        """The turn's end could not be stored: it failed, and the client is told why."""
+        self.status = "failed"
+        self.error = TurnError(f"the thread's history could not be saved: {exc}", "other", None)
+        thread_id = self.thread.id
+        await self.thread.set_status(SYSTEM_ERROR)
+        await self._notify("error", ErrorNotification(self.error, False, thread_id, self.id))
+        await self._notify("turn/completed", TurnNotification(thread_id, self._turn()))
 
 
 def _from_group(group: BaseExceptionGroup[Any]) -> Outcome | None:
