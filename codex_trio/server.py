@@ -27,6 +27,7 @@ import attrs
 import trio
 import trio_util
 
+from codex_trio import tracing
 from codex_trio.api.session import SessionApi
 from codex_trio.client import ClientConnection
 from codex_trio.connection import Connection, OverloadPolicy
@@ -238,6 +239,7 @@ class AppServer:
     async def run(self, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until `shutdown()` (or a forced stop); `task_status.started` once listening."""
         self.settings.codex_home.mkdir(parents=True, exist_ok=True)
+        owned_provider = self._start_tracing()
         try:
             with self._root_scope:
                 async with trio.open_nursery() as connections:
@@ -252,8 +254,35 @@ class AppServer:
                         connection.close()
         finally:
             await self._close_families()
+            await self._stop_tracing(owned_provider)
             self.stopped.set()
             log.debug("server stopped")
+
+    def _start_tracing(self) -> Any:
+        """Install the tracer provider; returns the one this server built (and must close)."""
+        provider = self.settings.tracer_provider
+        if provider is not None:
+            tracing.install(provider)
+            return None
+        config = tracing.exporter_config(self.settings.codex_home, self.settings.config_overrides)
+        if config is None:
+            return None
+        provider = tracing.build_provider(config)
+        tracing.install(provider)
+        log.info("tracing: exporting spans to %s (%s)", config["endpoint"], config["protocol"])
+        return provider
+
+    async def _stop_tracing(self, provider: Any) -> None:
+        """Flush the last spans and join the exporter thread (bounded by the export timeouts)."""
+        if self.settings.tracer_provider is None and provider is None:
+            return
+        tracing.uninstall()
+        if provider is not None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(tracing.close_provider, provider)
+                except Exception:
+                    log.exception("closing the trace exporter failed")
 
     async def _close_families(self) -> None:
         """Let each family release what it holds (database handles...) once no task uses it."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -39,3 +39,6 @@ class ServerSettings:
     #: session-owned, thread-scoped config layers (see `codex_trio.config.layers`); embedders
     #: set one so clients cannot override e.g. the provider; None adds nothing.
     thread_config_loader: ThreadConfigLoader | None = None
+    #: an OpenTelemetry `TracerProvider` to trace with instead of the one `[otel]` in
+    #: config.toml configures; it stays the caller's (the server neither flushes nor closes it).
+    tracer_provider: Any = None
