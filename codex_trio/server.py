@@ -32,6 +32,7 @@ from codex_trio.api.session import SessionApi
 from codex_trio.client import ClientConnection
 from codex_trio.connection import Connection, OverloadPolicy
 from codex_trio.dispatch import Router
+from codex_trio.log_store import LogStore
 from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.errors import server_shutting_down
 from codex_trio.settings import ServerSettings
@@ -203,6 +204,8 @@ class AppServer:
         self._connections: trio.Nursery | None = None
         self._detached: trio.Nursery | None = None
         self._families: list[Any] = []
+        #: every log record of the process goes here while the server runs (feedback bundles).
+        self.log_store = LogStore(settings.codex_home) if settings.log_store else None
         #: where the ws:// or unix:// listener listens, once `run` has started it.
         self.listening: WebSocketEndpoint | ControlSocket | None = None
         self._build_routes()
@@ -240,21 +243,28 @@ class AppServer:
         """Serve until `shutdown()` (or a forced stop); `task_status.started` once listening."""
         self.settings.codex_home.mkdir(parents=True, exist_ok=True)
         owned_provider = self._start_tracing()
+        if self.log_store is not None:
+            self.log_store.attach()
         try:
             with self._root_scope:
                 async with trio.open_nursery() as connections:
                     self._connections = connections
+                    if self.log_store is not None:
+                        connections.start_soon(self.log_store.run)
                     async with trio.open_nursery() as detached:
                         self._detached = detached
                         await self._start_listeners(connections)
                         task_status.started(self)
                         await self._shutdown.wait()
                         await self._drain_detached(detached)
+                    if self.log_store is not None:
+                        self.log_store.stop()
                     for connection in self.broadcaster.connections:
                         connection.close()
         finally:
             await self._close_families()
             await self._stop_tracing(owned_provider)
+            await self._close_log_store()
             self.stopped.set()
             log.debug("server stopped")
 
@@ -283,6 +293,18 @@ class AppServer:
                     await trio.to_thread.run_sync(tracing.close_provider, provider)
                 except Exception:
                     log.exception("closing the trace exporter failed")
+
+    async def _close_log_store(self) -> None:
+        """Write the last records (at most the bounded queue) and close the database."""
+        store = self.log_store
+        if store is None:
+            return
+        store.detach()
+        with trio.CancelScope(shield=True):
+            try:
+                await store.close()
+            except Exception:
+                log.exception("closing the log store failed")
 
     async def _close_families(self) -> None:
         """Let each family release what it holds (database handles...) once no task uses it."""

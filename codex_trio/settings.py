@@ -42,3 +42,5 @@ class ServerSettings:
     #: an OpenTelemetry `TracerProvider` to trace with instead of the one `[otel]` in
     #: config.toml configures; it stays the caller's (the server neither flushes nor closes it).
     tracer_provider: Any = None
+    #: keep every log record in the SQLite log store under CODEX_HOME (for feedback bundles).
+    log_store: bool = True

@@ -35,7 +35,7 @@ import attrs
 import orjson
 import trio
 
-from codex_trio import tracing
+from codex_trio import log_store, tracing
 from codex_trio.config.effective import ProviderConfig
 from codex_trio.core import approvals as approvals_mod
 from codex_trio.core import model_client
@@ -482,7 +482,11 @@ class RunningTurn:
         attributes = {"turn.id": self.id, "model": self.settings.model}
         if self.settings.effort:
             attributes["codex.turn.reasoning_effort"] = self.settings.effort
-        with tracing.attach(self._trace), tracing.span("session_task.turn", attributes):
+        with (
+            log_store.thread_scope(self.thread.id),
+            tracing.attach(self._trace),
+            tracing.span("session_task.turn", attributes),
+        ):
             await self._run(runtime)
 
     async def _run(self, runtime: ThreadRuntime) -> None:
