@@ -91,6 +91,7 @@ def _build_config(server: AppServer) -> list[Any]:
 def _build_agent(server: AppServer) -> list[Any]:
     """Threads, accounts, MCP and turns know each other, so they come as one group."""
     from codex_trio.api.account import AccountApi
+    from codex_trio.api.feedback import FeedbackApi
     from codex_trio.api.mcp import McpApi
     from codex_trio.api.threads import ThreadsApi
     from codex_trio.api.turns import TurnsApi
@@ -99,7 +100,8 @@ def _build_agent(server: AppServer) -> list[Any]:
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
     turns = TurnsApi(server, threads.manager, account.credentials, tool_providers=[mcp.tools])
-    return [account, threads, turns, mcp]
+    feedback = FeedbackApi(server, threads, server.log_store)
+    return [account, threads, turns, mcp, feedback]
 
 
 FAMILY_GROUPS = (
@@ -146,7 +148,13 @@ FAMILY_GROUPS = (
         _build_config,
     ),
     FamilyGroup(
-        ("codex_trio.api.account", "codex_trio.api.threads", "codex_trio.api.turns", "codex_trio.api.mcp"),
+        (
+            "codex_trio.api.account",
+            "codex_trio.api.threads",
+            "codex_trio.api.turns",
+            "codex_trio.api.mcp",
+            "codex_trio.api.feedback",
+        ),
         (
             "account/read",
             "account/login/start",
@@ -176,6 +184,8 @@ FAMILY_GROUPS = (
             "config/mcpServer/reload",
             "mcpServer/tool/call",
             "mcpServer/resource/read",
+            "feedback/save",
+            "feedback/upload",
         ),
         _build_agent,
     ),

@@ -66,7 +66,9 @@ async def test_retention_by_age_and_size(tmp_path: Path) -> None:
     await store.open()
     now = int(time.time())
     old = (now - 7200, 0, "INFO", "t", "old", "m", "f", 1, None, store.process_uuid, 100)
-    fresh = [(now, i, "INFO", "t", f"fresh {i}", "m", "f", 1, None, store.process_uuid, 1000) for i in range(20)]
+    fresh = [
+        (now, i, "INFO", "t", f"fresh {i}", "m", "f", 1, None, store.process_uuid, 1000) for i in range(20)
+    ]
     for row in [old, *fresh]:
         store.put(row)
     await store.flush()
@@ -82,7 +84,13 @@ async def test_feedback_rows_are_the_threads_and_this_runs_threadless_newest_fir
     await store.open()
     now = int(time.time())
     for i, (thread, run) in enumerate(
-        [(None, store.process_uuid), ("t1", "other"), ("t2", store.process_uuid), (None, "other"), ("t1", "x")]
+        [
+            (None, store.process_uuid),
+            ("t1", "other"),
+            ("t2", store.process_uuid),
+            (None, "other"),
+            ("t1", "x"),
+        ]
     ):
         store.put((now, i, "INFO", "t", f"r{i}", "m", "f", 1, thread, run, 10))
     picked = await store.rows_for_feedback("t1", budget=1000)

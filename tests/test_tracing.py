@@ -126,8 +126,12 @@ async def test_request_span_has_the_reference_attributes_and_the_carrier_parent(
     assert meta.attributes["rpc.request_id"] == "1"
 
 
-async def test_an_invalid_carrier_is_ignored(traced: ClientConnection, exporter: InMemorySpanExporter) -> None:
-    await call_traced(traced, "initialize", {"clientInfo": {"name": "x", "version": "1"}}, {"traceparent": "junk"})
+async def test_an_invalid_carrier_is_ignored(
+    traced: ClientConnection, exporter: InMemorySpanExporter
+) -> None:
+    await call_traced(
+        traced, "initialize", {"clientInfo": {"name": "x", "version": "1"}}, {"traceparent": "junk"}
+    )
     (init,) = named(exporter.get_finished_spans(), "initialize")
     assert init.parent is None
 
@@ -251,7 +255,8 @@ def test_without_an_exporter_opentelemetry_is_never_imported(tmp_path: Path) -> 
         "from codex_trio.settings import ServerSettings\n"
         "from codex_trio.transport.listen import NoListen\n"
         "async def main():\n"
-        f"    async with open_app_server(ServerSettings(codex_home=Path({str(tmp_path)!r}), listen=NoListen())) as s:\n"
+        f"    settings = ServerSettings(codex_home=Path({str(tmp_path)!r}), listen=NoListen())\n"
+        "    async with open_app_server(settings) as s:\n"
         "        c = await s.connect()\n"
         "        await c.initialize('x')\n"
         "        await c.call('fs/getMetadata', {'path': '/'})\n"
@@ -259,7 +264,9 @@ def test_without_an_exporter_opentelemetry_is_never_imported(tmp_path: Path) -> 
         "trio.run(main)\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[]"
 
 
