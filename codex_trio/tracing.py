@@ -16,8 +16,12 @@ so it captures the context of the `turn/start` that created it (`capture`) and r
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
+import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,12 +39,12 @@ SERVICE_NAME = "codex-app-server"
 #: `rpc.transport` values, by our transports' names.
 _TRANSPORTS = {"stdio": "stdio", "websocket": "websocket", "unix_socket": "unix", "in_process": "in-process"}
 
-_CARRIER_KEYS = ("traceparent", "tracestate")
 
 _NULL: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 
 _tracer: Tracer | None = None
-_env_parent: Context | None = None
+_requests: _RequestSpans | None = None
+_env_parent: tuple[int, int, int, str | None] | None = None
 
 
 def enabled() -> bool:
@@ -49,73 +53,174 @@ def enabled() -> bool:
 
 def install(provider: TracerProvider) -> None:
     """Trace with `provider` from now on (the server calls this when it starts)."""
-    global _tracer, _env_parent
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
+    global _tracer, _requests, _env_parent
     from codex_trio._version import VERSION
 
     _tracer = provider.get_tracer(SERVICE_NAME, VERSION)
-    traceparent = os.environ.get("TRACEPARENT")
+    _requests = _RequestSpans(provider)
     _env_parent = None
+    traceparent = os.environ.get("TRACEPARENT")
     if traceparent:
-        carrier = {"traceparent": traceparent, "tracestate": os.environ.get("TRACESTATE", "")}
-        context = TraceContextTextMapPropagator().extract(carrier)
-        _env_parent = context if _has_span(context) else None
+        _env_parent = parse_traceparent(traceparent, os.environ.get("TRACESTATE"))
         if _env_parent is None:
             log.warning("ignoring invalid TRACEPARENT %r", traceparent)
 
 
 def uninstall() -> None:
-    global _tracer, _env_parent
+    global _tracer, _requests, _env_parent
     _tracer = None
+    _requests = None
     _env_parent = None
 
 
-def _has_span(context: Context) -> bool:
-    from opentelemetry import trace
-
-    return trace.get_current_span(context).get_span_context().is_valid
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?")
 
 
-@contextlib.contextmanager
-def _request_span(
-    tracer: Tracer,
-    method: str,
-    request_id: int | str,
-    transport: str,
-    connection_id: int,
-    client: tuple[str, str],
-    carrier: Any,
-) -> Iterator[None]:
-    from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+@functools.lru_cache(maxsize=256)
+def parse_traceparent(traceparent: str, tracestate: str | None) -> tuple[int, int, int, str | None] | None:
+    """(trace id, parent span id, flags, tracestate) of a W3C `traceparent`, or None if invalid."""
+    match = _TRACEPARENT.fullmatch(traceparent.strip())
+    if match is None:
+        return None
+    version, trace_hex, span_hex, flags_hex, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if trace_id == 0 or span_id == 0:
+        return None
+    return trace_id, span_id, int(flags_hex, 16), tracestate or None
 
-    parent = _env_parent
-    if isinstance(carrier, dict) and isinstance(carrier.get("traceparent"), str):
-        fields = {k: v for k, v in carrier.items() if k in _CARRIER_KEYS and isinstance(v, str)}
-        context = TraceContextTextMapPropagator().extract(fields)
-        if _has_span(context):
-            parent = context
-        else:
-            parent = None
-            log.warning("ignoring invalid inbound request trace carrier (%s, id %r)", method, request_id)
+
+@functools.lru_cache(maxsize=1024)
+def _base_attributes(transport: str, connection_id: int, name: str, version: str) -> dict[str, Any]:
+    """The attributes every request of one connection shares (copied per request)."""
     attributes: dict[str, Any] = {
         "rpc.system": "jsonrpc",
-        "rpc.method": method,
         "rpc.transport": _TRANSPORTS.get(transport, transport),
-        "rpc.request_id": str(request_id),
         "app_server.connection_id": str(connection_id),
         "app_server.api_version": "v2",
     }
-    name, version = client
     if name:
         attributes["app_server.client_name"] = name
     if version:
         attributes["app_server.client_version"] = version
-    with tracer.start_as_current_span(
-        method, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes
-    ):
-        yield
+    return attributes
+
+
+class _RequestSpans:
+    """Request spans without the SDK's per-span machinery.
+
+    A request span is on every request's path, and the SDK's general `start_span` (sampler,
+    attribute validation, locks) costs more than the request itself. Its shape here is fixed
+    and known valid, so it is built directly: ids from the same random source the SDK uses, a
+    non-recording span current while the request runs (children started with the SDK parent
+    to it), and at the end one `ReadableSpan` handed to the provider's span processors.
+    A provider that is not the SDK's gets ordinary SDK-API spans instead.
+    """
+
+    def __init__(self, provider: TracerProvider) -> None:
+        import random
+
+        from opentelemetry import context, trace
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace.span import TraceState
+
+        from codex_trio._version import VERSION
+
+        self.processor = getattr(provider, "_active_span_processor", None)
+        self.resource = getattr(provider, "resource", None)
+        self.scope = InstrumentationScope(SERVICE_NAME, VERSION)
+        self.random_bits = random.getrandbits
+        self.attach = context.attach
+        self.detach = context.detach
+        self.set_span_in_context = trace.set_span_in_context
+        self.span_context = trace.SpanContext
+        self.trace_flags = trace.TraceFlags
+        self.sampled = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+        self.unsampled = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+        self.trace_state = TraceState
+        self.readable = ReadableSpan
+        self.server_kind = trace.SpanKind.SERVER
+        self.live_span = _live_span_class(trace.NonRecordingSpan)
+        self.remote = functools.lru_cache(maxsize=256)(self._remote)
+
+    def _remote(self, parent: tuple[int, int, int, str | None]) -> Any:
+        """The SpanContext of a parsed remote parent."""
+        trace_id, parent_id, flags, state = parent
+        return self.span_context(
+            trace_id,
+            parent_id,
+            is_remote=True,
+            trace_flags=self.trace_flags(flags),
+            trace_state=self.trace_state.from_header([state]) if state else None,
+        )
+
+
+def _live_span_class(base: type) -> type:
+    class LiveRequestSpan(base):  # type: ignore[misc]
+        """The current span while a request runs: children parent to it; attributes set on it
+        (`turn.id`) go into the span exported when the request ends."""
+
+        def __init__(self, context: Any, attributes: dict[str, Any]) -> None:
+            super().__init__(context)
+            self.attributes = attributes
+
+        def set_attribute(self, key: str, value: Any) -> None:
+            self.attributes[key] = value
+
+    return LiveRequestSpan
+
+
+class _RequestSpan:
+    __slots__ = ("_attributes", "_context", "_method", "_parent", "_spans", "_start", "_token")
+
+    def __init__(self, spans: _RequestSpans, method: str, attributes: dict[str, Any], parent: Any) -> None:
+        self._spans = spans
+        self._method = method
+        self._attributes = attributes
+        self._parent = parent
+
+    def __enter__(self) -> None:
+        spans = self._spans
+        parent = self._parent
+        if parent is None:
+            span_context = spans.span_context(
+                spans.random_bits(128), spans.random_bits(64), is_remote=False, trace_flags=spans.sampled
+            )
+        else:
+            self._parent = parent = spans.remote(parent)
+            span_context = spans.span_context(
+                parent.trace_id,
+                spans.random_bits(64),
+                is_remote=False,
+                trace_flags=spans.sampled if parent.trace_flags.sampled else spans.unsampled,
+                trace_state=parent.trace_state,
+            )
+        self._context = span_context
+        live = spans.live_span(span_context, self._attributes)
+        self._token = spans.attach(spans.set_span_in_context(live))
+        self._start = time.time_ns()
+
+    def __exit__(self, *exc: object) -> None:
+        end = time.time_ns()
+        spans = self._spans
+        spans.detach(self._token)
+        if not self._context.trace_flags.sampled or spans.processor is None:
+            return
+        spans.processor.on_end(
+            spans.readable(
+                self._method,
+                context=self._context,
+                parent=self._parent,
+                resource=spans.resource,
+                attributes=self._attributes,
+                kind=spans.server_kind,
+                start_time=self._start,
+                end_time=end,
+                instrumentation_scope=spans.scope,
+            )
+        )
 
 
 def request_span(
@@ -125,16 +230,45 @@ def request_span(
     connection_id: int,
     client: tuple[str, str],
     carrier: Any,
-) -> contextlib.AbstractContextManager[None]:
+) -> contextlib.AbstractContextManager[Any]:
     """The SERVER span of one inbound request, current while it is handled and answered.
 
-    `client` is (name, version) from `initialize` (or from the `initialize` params themselves);
-    `carrier` is the request's top-level `trace` member.
+    Parented to `carrier` (the request's top-level `trace` member) when it holds a valid
+    `traceparent`, else to `TRACEPARENT`, else a new root. `client` is (name, version) from
+    `initialize` (or from the `initialize` params themselves).
     """
-    tracer = _tracer
-    if tracer is None:
+    spans = _requests
+    if spans is None or _tracer is None:
         return _NULL
-    return _request_span(tracer, method, request_id, transport, connection_id, client, carrier)
+    parent = _env_parent
+    if isinstance(carrier, dict):
+        traceparent = carrier.get("traceparent")
+        if isinstance(traceparent, str):
+            state = carrier.get("tracestate")
+            parent = parse_traceparent(traceparent, state if isinstance(state, str) else None)
+            if parent is None:
+                log.warning("ignoring invalid inbound request trace carrier (%s, id %r)", method, request_id)
+    attributes = {
+        **_base_attributes(transport, connection_id, *client),
+        "rpc.method": method,
+        "rpc.request_id": str(request_id),
+    }
+    if spans.processor is None:
+        return _sdk_request_span(_tracer, spans, method, attributes, parent)
+    return _RequestSpan(spans, method, attributes, parent)
+
+
+@contextlib.contextmanager
+def _sdk_request_span(
+    tracer: Tracer, spans: _RequestSpans, method: str, attributes: dict[str, Any], parent: Any
+) -> Iterator[None]:
+    from opentelemetry import trace
+
+    context = None
+    if parent is not None:
+        context = trace.set_span_in_context(trace.NonRecordingSpan(spans.remote(parent)))
+    with tracer.start_as_current_span(method, context=context, kind=spans.server_kind, attributes=attributes):
+        yield
 
 
 def span(name: str, attributes: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager[Any]:
@@ -197,6 +331,8 @@ def with_trace_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
 # ---------------------------------------------------------------------------- export set-up
 #: seconds one export request may take (bounds the flush at shutdown too).
 EXPORT_TIMEOUT = 3.0
+#: the interpreter's GIL switch interval while exporting (seconds).
+SWITCH_INTERVAL = 0.0005
 #: seconds the server waits for the last spans to be exported when it stops.
 FLUSH_TIMEOUT = 3.0
 
@@ -273,10 +409,25 @@ def build_provider(config: Mapping[str, Any]) -> TracerProvider:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(**endpoint)
-    resource = Resource.create(
+
+    class HashedResource(Resource):
+        """Hashed once: the OTLP encoder looks each exported span's resource up in a dict, and
+        `Resource.__hash__` JSON-dumps the attributes every time."""
+
+        _hash: int | None = None
+
+        def __hash__(self) -> int:
+            if self._hash is None:
+                self._hash = super().__hash__()
+            return self._hash
+
+    created = Resource.create(
         {"service.name": SERVICE_NAME, "service.version": VERSION, "env": config["environment"]}
     )
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=HashedResource(created.attributes, created.schema_url))
+    # The exporter's thread encodes spans in Python; a request arriving meanwhile waits for
+    # the GIL up to the switch interval (5 ms by default): keep that wait short.
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     batch = BatchSpanProcessor(exporter, export_timeout_millis=int(EXPORT_TIMEOUT * 1000))
     provider.add_span_processor(batch)
     return provider

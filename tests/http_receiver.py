@@ -107,8 +107,12 @@ def decode_traces(content_type: str, body: bytes) -> list[ReceivedSpan]:
 class HttpReceiver:
     """Start with `await nursery.start(receiver.run)`; then `url(path)` is usable."""
 
-    def __init__(self, status: int = 200, reply: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, status: int = 200, reply: dict[str, Any] | None = None, *, decode: bool = True
+    ) -> None:
+        """`decode=False` only records bodies (a benchmark's client must not spend its time here)."""
         self.port: int | None = None
+        self.decode = decode
         self.status = status
         self.reply = reply if reply is not None else {}
         self.posts: list[Posted] = []
@@ -184,7 +188,7 @@ class HttpReceiver:
         if headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
         self.posts.append(Posted(path, headers, body))
-        if method == "POST" and path.split("?")[0].endswith("/v1/traces"):
+        if self.decode and method == "POST" and path.split("?")[0].endswith("/v1/traces"):
             self.spans.extend(decode_traces(headers.get("content-type", ""), body))
         payload = json.dumps(self.reply).encode()
         await reader.stream.send_all(
