@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import trio
 
-from tests.responses_server import _Reader
+from tests.responses_server import LoopbackHttpServer, _Reader
 
 
 @attrs.frozen
@@ -104,7 +104,7 @@ def decode_traces(content_type: str, body: bytes) -> list[ReceivedSpan]:
     return spans
 
 
-class HttpReceiver:
+class HttpReceiver(LoopbackHttpServer):
     """Start with `await nursery.start(receiver.run)`; then `url(path)` is usable."""
 
     def __init__(
@@ -139,23 +139,6 @@ class HttpReceiver:
             span = by_id[span.parent_span_id]
             chain.append(span)
         return chain
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._serve, listeners)
-
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        reader = _Reader(stream)
-        try:
-            async with stream:
-                while await self._one(reader):
-                    pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except Exception as exc:
-            self.errors.append(exc)
 
     async def _one(self, reader: _Reader) -> bool:
         head = await reader.until(b"\r\n\r\n")

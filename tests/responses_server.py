@@ -413,7 +413,34 @@ class _Reader:
         return data
 
 
-class ResponsesServer:
+class LoopbackHttpServer:
+    """HTTP/1.1 on 127.0.0.1, keep-alive: `_one` reads and answers one request (False: close)."""
+
+    port: int | None = None
+    errors: list[BaseException]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._serve, listeners)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        reader = _Reader(stream)
+        try:
+            async with stream:
+                while await self._one(reader):
+                    pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception as exc:
+            self.errors.append(exc)
+
+    async def _one(self, reader: _Reader) -> bool:
+        raise NotImplementedError
+
+
+class ResponsesServer(LoopbackHttpServer):
     """Start with `await nursery.start(server.run)`; `base_url` is then usable."""
 
     def __init__(self, model: str = "gpt-5.5") -> None:
@@ -455,23 +482,6 @@ class ResponsesServer:
             f"request_max_retries = {retries}\n"
             f"stream_max_retries = {retries}\n"
         )
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._serve, listeners)
-
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        reader = _Reader(stream)
-        try:
-            async with stream:
-                while await self._one(reader):
-                    pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except Exception as exc:
-            self.errors.append(exc)
 
     async def _one(self, reader: _Reader) -> bool:
         head = await reader.until(b"\r\n\r\n")

@@ -191,9 +191,7 @@ class FeedbackApi:
         url = table.get("upload_url") if isinstance(table, dict) else None
         return url if isinstance(url, str) and url else None
 
-    async def _bundle(
-        self, params: FeedbackSaveParams | FeedbackUploadParams
-    ) -> tuple[str, bytes, str | None]:
+    async def _bundle(self, params: FeedbackUploadParams) -> tuple[str, bytes, str | None]:
         """(thread id, ZIP bytes, prompt hash) of the report `params` describe."""
         if params.thread_id is not None:
             thread_id = parse_thread_id(params.thread_id)
@@ -226,7 +224,7 @@ class FeedbackApi:
 
     async def _attachments(
         self,
-        params: FeedbackSaveParams | FeedbackUploadParams,
+        params: FeedbackUploadParams,
         thread_id: str,
         rollout_name: str | None,
         lines: list[dict[str, Any]],

@@ -16,15 +16,9 @@ class FeedbackUploadParams:
 
 
 @attrs.frozen
-class FeedbackSaveParams:
-    classification: str
+class FeedbackSaveParams(FeedbackUploadParams):
     #: absolute, previously unused ZIP path on the server's host.
-    save_path: str
-    reason: str | None = None
-    thread_id: str | None = None
-    include_logs: bool = False
-    extra_log_files: list[str] | None = None
-    tags: dict[str, str] | None = None
+    save_path: str = attrs.field(kw_only=True)
 
 
 @attrs.frozen
