@@ -356,3 +356,25 @@ async def test_turn_spans_reach_a_real_otlp_receiver(
         assert start in receiver.ancestors(span)
     sent = {p.headers["traceparent"].split("-")[2] for p in model.posts}
     assert sent == {s.span_id for s in receiver.by_name("responses.stream_request")}
+
+
+async def test_approvals_and_thread_start_up_are_traced_under_their_requests(
+    traced: ClientConnection, exporter: InMemorySpanExporter, model: ResponsesServer, tmp_path: Path
+) -> None:
+    await traced.initialize("x")
+    params = {"cwd": str(tmp_path), "sandbox": "danger-full-access", "approvalPolicy": "untrusted"}
+    thread = await call_traced(traced, "thread/start", params, CARRIER)
+    model.enqueue(Shell("touch approved.txt"), Text("done"))
+    turn = await call_traced(
+        traced, "turn/start", {"threadId": thread["thread"]["id"], "input": [{"type": "text", "text": "go"}]}
+    )
+    request = await traced.wait_for("item/commandExecution/requestApproval")
+    await traced.respond(request["id"], {"decision": "accept"})
+    await traced.wait_for("turn/completed", lambda p: p["turn"]["id"] == turn["turn"]["id"])
+    spans = exporter.get_finished_spans()
+    (git,) = named(spans, "app_server.thread_start.git_info")  # detached start-up work
+    assert ancestors(spans, git) == ["thread/start"]
+    assert hex_id(git.context.trace_id, 16) == TRACE_ID
+    (approval,) = named(spans, "codex.approval")
+    assert ancestors(spans, approval) == ["exec_command", "session_task.turn", "turn/start"]
+    assert approval.attributes is not None and approval.attributes["approval.decision"] == "accept"
