@@ -10,7 +10,8 @@ with an OTLP/HTTP trace exporter pointing at a receiver in this process
 `fs/getMetadata {"path":"/"}` carrying a W3C `trace` member, so the only difference is
 whether the server records and exports spans. Per round: `--warmup` untimed requests, then
 `--requests` timed one at a time (write to reply). Reported: the median over rounds of each
-round's p50 (and p99), the on/off ratio per server (target: ours ≤ 1.10), and ours/reference.
+round's p50 (and p99), the on/off ratio per server as the median of the rounds' paired ratios
+(target: ours ≤ 1.10), and ours/reference.
 
 Usage::
 
@@ -152,6 +153,12 @@ async def run_all(specs: list[ServerSpec], rounds: int, requests: int, warmup: i
     return results
 
 
+def paired_ratio(r: Result) -> float | None:
+    """The median over rounds of each round's p50 on / p50 off (the pair saw the same load)."""
+    ratios = [on / off for off, on in zip(r.off.p50, r.on.p50, strict=False) if off]
+    return statistics.median(ratios) if ratios else None
+
+
 def us(value: float | None) -> str:
     return "—" if value is None else f"{value * 1e6:.0f} µs"
 
@@ -165,11 +172,11 @@ def markdown(results: list[Result], rounds: int, requests: int, warmup: int) -> 
         f"{requests} sequential `fs/getMetadata` with a `trace` carrier each (+{warmup} warmup)",
         "- tracing on: `[otel]` OTLP/HTTP (protobuf) exporter to a receiver on 127.0.0.1",
         "",
-        "| server | p50 off | p50 on | p50 on/off | p99 off | p99 on | spans exported (bytes) | target |",
+        "| server | p50 off | p50 on | p50 on/off (paired) | p99 off | p99 on | exported bytes | target |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        on_off = ratio(r.on.median("p50"), r.off.median("p50"))
+        on_off = paired_ratio(r)
         target = verdict(on_off, 1.10, False) if r is ours else "—"
         lines.append(
             f"| {r.label} | {us(r.off.median('p50'))} | {us(r.on.median('p50'))} | {fmt_ratio(on_off)} | "
