@@ -15,7 +15,7 @@ Measurements (each server in a fresh sandbox, one server at a time):
 
 The delta counter reads only the length of each ``deltaBase64`` (no JSON parse, no
 decode), so the client costs the same little for both servers. Reuses the process and
-sandbox helpers of ``harness.py``.
+sandbox helpers of ``servers.py``.
 
 Usage::
 
@@ -42,25 +42,11 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (
-    Connection,
-    LineConnection,
-    ServerSpec,
-    add_server_options,
-    fmt,
-    fmt_ratio,
-    guarded,
-    initialize,
-    log,
-    process_name,
-    process_tree,
-    publish,
-    ratio,
-    running_server,
-    server_specs,
-    verdict,
-    write_file,
-)
+from report import fmt, fmt_ratio, guarded, log, publish, ratio, verdict, write_file
+from servers import ServerSpec, add_server_options, server_specs
+from stdio_client import Connection, initialize, running_server
+
+from codex_trio.procfs import is_alive, process_name, process_tree
 
 MIB = 1024 * 1024
 FULL_ACCESS = {"type": "dangerFullAccess"}
@@ -159,18 +145,11 @@ async def buffered_once(conn: Connection, size: int) -> StreamRun:
 
 
 def live_sleepers(pids: list[int]) -> int:
-    alive = 0
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        alive += state != "Z"
-    return alive
+    return sum(is_alive(pid) for pid in pids)
 
 
 async def shutdown_once(spec: ServerSpec, sleepers: int) -> Shutdown:
-    async with running_server(spec, connection=LineConnection) as conn:
+    async with running_server(spec, connection=Connection) as conn:
         await initialize(conn)
         for index in range(sleepers):
             request = {
@@ -217,7 +196,7 @@ async def run_all(specs: list[ServerSpec], opts: Options) -> list[ServerResult]:
         for spec, result in zip(specs, results, strict=True):
 
             async def streams(spec: ServerSpec = spec, result: ServerResult = result, run: int = run) -> None:
-                async with running_server(spec, connection=LineConnection) as conn:
+                async with running_server(spec, connection=Connection) as conn:
                     await initialize(conn)
                     log(f"run {run + 1}/{opts.runs} [{spec.label}] pipe")
                     result.pipe.append(await stream_once(conn, opts.stream_size, tty=False))

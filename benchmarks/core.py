@@ -36,28 +36,20 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (
-    JSON,
-    OVERLOADED,
-    Connection,
-    ProcessRss,
-    ServerGone,
-    ServerSpec,
-    add_server_options,
+from report import (
     fmt,
     fmt_ratio,
     guarded,
-    initialize,
     log,
     percentile,
     publish,
     ratio,
     report_header,
-    running_server,
-    server_specs,
     verdict,
     write_file,
 )
+from servers import ProcessRss, ServerSpec, add_server_options, server_specs
+from stdio_client import JSON, OVERLOADED, Connection, ServerGone, initialize, running_server
 
 PHASE_TIMEOUT = 120.0
 

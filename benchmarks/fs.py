@@ -12,7 +12,7 @@ server's own working directory), on a fresh initialized server:
 Every reply is checked: the first of each phase is decoded and compared with the file, the
 others must be results of the expected length. Replies are read with a linear line splitter
 (an 8 MiB file is an 11 MiB line), so the client's cost stays small and equal for both.
-Prints a markdown table with the ratio ours / reference. Uses `harness.py`'s process helpers.
+Prints a markdown table with the ratio ours / reference. Uses the process helpers of `servers.py`.
 
 Usage::
 
@@ -39,27 +39,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (
-    INIT_LINE,
-    INIT_TIMEOUT,
-    INITIALIZED_LINE,
-    LineConnection,
-    Pending,
-    Sandbox,
-    ServerSpec,
-    add_server_options,
-    fmt,
-    fmt_ratio,
-    log,
-    percentile,
-    publish,
-    ratio,
-    report_header,
-    running_server,
-    server_specs,
-    verdict,
-    write_file,
-)
+from report import fmt, fmt_ratio, log, percentile, publish, ratio, report_header, verdict, write_file
+from servers import Sandbox, ServerSpec, add_server_options, server_specs
+from stdio_client import INIT_LINE, INIT_TIMEOUT, INITIALIZED_LINE, Connection, Pending, running_server
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -82,7 +64,7 @@ class SizePlan:
         return f"{self.size // MIB} MiB" if self.size >= MIB else f"{self.size // KIB} KiB"
 
 
-class Reader(LineConnection):
+class Reader(Connection):
     """A server's stdio link: requests by id, replies as raw lines (no JSON parse).
 
     An 8 MiB file is an 11 MiB reply line; parsing it would make the client, not the

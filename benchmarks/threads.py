@@ -15,7 +15,7 @@ very same bytes. Per server:
 5. ``thread/start {}`` latency (median and p90 of ``--starts``), on the restarted server and
    on a server with an empty CODEX_HOME.
 
-Prints a markdown table with ratios ours / reference. Uses `harness.py`'s process helpers.
+Prints a markdown table with ratios ours / reference. Uses the process helpers of `servers.py`.
 
 Usage::
 
@@ -45,18 +45,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (
-    Connection,
-    Sandbox,
-    ServerSpec,
-    add_server_options,
-    initialize,
-    log,
-    percentile,
-    running_server,
-    server_specs,
-    write_file,
-)
+from report import log, percentile, write_file
+from servers import Sandbox, ServerSpec, add_server_options, server_specs
+from stdio_client import Connection, initialize, running_server
 
 LIST_LIMIT = 25
 PHASE_TIMEOUT = 600.0

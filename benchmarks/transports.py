@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Websocket transport benchmarks for a Codex app-server, ours against a reference.
 
-Each server is started with ``--listen ws://127.0.0.1:PORT`` in a fresh sandbox (see harness.py)
+Each server is started with ``--listen ws://127.0.0.1:PORT`` in a fresh sandbox (see servers.py)
 and measured over websocket text frames, with a lean client (raw RFC 6455 frames, zero mask
 key) so the client costs little next to the server:
 
@@ -36,23 +36,11 @@ import orjson
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (
-    JSON,
-    Sandbox,
-    ServerSpec,
-    add_server_options,
-    fmt_ratio,
-    log,
-    percentile,
-    process_tree,
-    publish,
-    ratio,
-    reap,
-    server_specs,
-    spawn,
-    tree_rss,
-    verdict,
-)
+from report import fmt_ratio, log, percentile, publish, ratio, verdict
+from servers import Sandbox, ServerSpec, add_server_options, reap, server_specs, spawn, tree_rss
+from stdio_client import JSON
+
+from codex_trio.procfs import process_tree
 
 INIT_PARAMS: JSON = {"clientInfo": {"name": "bench", "version": "1"}}
 START_TIMEOUT = 30.0

@@ -30,7 +30,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness import Sandbox, ServerSpec, log, percentile_floor, reap, spawn, this_python
+from report import log, percentile_floor
+from servers import Sandbox, ServerSpec, reap, spawn, this_python
 
 from tests.responses_server import Paced, ResponsesServer
 

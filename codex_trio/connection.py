@@ -7,10 +7,15 @@ Task tree of a connection (all owned by `Connection.run`):
     │                     scope so queued messages are flushed after a disconnect
     └── work nursery      inside `disconnect` (the disconnect token); its body is the reader,
         │                 which reads, classifies and dispatches messages
-        ├── request tasks one per request, at most MAX_IN_FLIGHT at once
-        └── scoped tasks  work a request leaves to the connection (fs watches, processes)
+        ├── request tasks one per request, at most MAX_IN_FLIGHT at once; a running
+        │                 `command/exec` is one, and its handler owns (and kills) the process
+        ├── scoped tasks  work a request leaves to the connection: fs watch readers,
+        │                 fuzzy file search sessions, account discovery after a login
+        └── backlog       `_flush_backlog`, while broadcasts wait for a full queue
 
 Cancelling `disconnect` ends exactly this connection's work and nothing else.
+
+Imports `transport` and `protocol` only; the router is reached through `RequestRouter`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import attrs
 import trio
@@ -28,9 +33,6 @@ from codex_trio.protocol import envelope
 from codex_trio.protocol.envelope import Invalid, Notification, Request, RequestId, Response
 from codex_trio.protocol.errors import OVERLOADED_MESSAGE, SERVER_OVERLOADED, RpcError
 from codex_trio.transport.base import MessageStream
-
-if TYPE_CHECKING:
-    from codex_trio.dispatch import Router
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,22 @@ class Session:
     opted_out: frozenset[str] = frozenset()
 
 
+class RequestRouter(Protocol):
+    """What a connection's reader needs from the router (`dispatch.Router` is one)."""
+
+    def handles_inline(self, method: str) -> bool:
+        """True if the reader itself runs this method, so later requests see its effect."""
+        ...
+
+    async def prepare(self, method: str, session: Session) -> None:
+        """Called in the reader before a request's task starts (keeps pipelined order)."""
+        ...
+
+    async def dispatch(self, connection: Connection, request: Request) -> None:
+        """Run one request and send its response; never raises for a handler's failure."""
+        ...
+
+
 class ConnectionClosed(Exception):
     """The connection went away while a server->client request waited for its answer."""
 
@@ -81,7 +99,7 @@ class Connection:
         self,
         connection_id: int,
         stream: MessageStream,
-        router: Router,
+        router: RequestRouter,
         *,
         request_ids: itertools.count[int],
         overload: OverloadPolicy = "backpressure",

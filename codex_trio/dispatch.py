@@ -1,5 +1,7 @@
 """The dispatcher: the method table, the initialize gate and the one error boundary.
 
+Imports the routing vocabulary (`routing`), `connection` and `protocol`; only `server` imports it.
+
 Every request goes through `Router.dispatch`, which is the only place that turns an exception
 into a JSON-RPC error: `RpcError` as raised, anything else as -32603 (logged with its traceback).
 """
@@ -24,54 +26,10 @@ from codex_trio.protocol.errors import (
     RpcError,
     invalid_request,
 )
-from codex_trio.protocol.registry import MethodSpec, experimental_required, unknown_method
+from codex_trio.protocol.registry import experimental_required, unknown_method
+from codex_trio.routing import RequestContext, Route
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[["RequestContext", Any], Awaitable[Any]]
-
-
-@attrs.define(eq=False)
-class RequestContext:
-    """What a handler knows about the request it serves."""
-
-    connection: Connection
-    request_id: envelope.RequestId
-    method: str
-    _after: list[tuple[str, Any]] = attrs.Factory(list)
-    _on_sent: list[Callable[[], None]] = attrs.Factory(list)
-
-    def notify_after_response(self, method: str, params: Any) -> None:
-        """Queue a notification for this connection, sent right after the response."""
-        self._after.append((method, params))
-
-    def call_after_response(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once the response is queued (or could not be): work the handler
-        started may then emit notifications that must follow the response."""
-        self._on_sent.append(callback)
-
-
-@attrs.frozen
-class Route:
-    spec: MethodSpec
-    handler: Handler
-    #: handled by the reader itself, so later requests see its effect (initialize).
-    inline: bool = False
-    #: allowed before `initialize`.
-    before_initialize: bool = False
-
-
-def route(
-    name: str,
-    params: type[Any] | None,
-    handler: Handler,
-    *,
-    experimental: bool = False,
-    inline: bool = False,
-    before_initialize: bool = False,
-) -> Route:
-    return Route(MethodSpec(name, params, experimental), handler, inline, before_initialize)
-
 
 class _LazyGroup:
     """Methods whose routes are built on first use; concurrent first calls share one load."""
@@ -91,7 +49,10 @@ class _LazyGroup:
 
 
 class Router:
-    """Maps method names to routes and runs them behind the gates."""
+    """Maps method names to routes and runs them behind the gates.
+
+    Satisfies `connection.RequestRouter`, the part of it a connection's reader uses.
+    """
 
     def __init__(self, routes: Iterable[Route] = ()) -> None:
         self._routes: dict[str, Route] = {}
@@ -100,6 +61,7 @@ class Router:
         self.add(routes)
 
     def add(self, routes: Iterable[Route]) -> None:
+        """Register routes; a method registered twice is a programming error."""
         for r in routes:
             if r.spec.name in self._routes:
                 raise ValueError(f"method {r.spec.name} registered twice")
@@ -146,13 +108,16 @@ class Router:
 
     @property
     def methods(self) -> list[str]:
+        """Every known method, built or lazily declared (for unknown-method errors)."""
         return list(self._known)
 
     def handles_inline(self, method: str) -> bool:
+        """True for methods the reader runs itself (`initialize`)."""
         r = self._routes.get(method)
         return r is not None and r.inline
 
     async def dispatch(self, connection: Connection, request: envelope.Request) -> None:
+        """Run one request behind the gates and send exactly one response."""
         if not tracing.enabled():
             await self._dispatch(connection, request)
             return
@@ -188,9 +153,9 @@ class Router:
         try:
             await connection.send(encoded)
         finally:
-            for callback in ctx._on_sent:
+            for callback in ctx.on_sent:
                 callback()
-        for method, params in ctx._after:
+        for method, params in ctx.after_response:
             await connection.notify(method, params)
 
     async def _call(self, ctx: RequestContext, request: envelope.Request) -> Any:

@@ -2,6 +2,7 @@
 
 Fan-out loops over each connection's own queue (channel clones do not broadcast) and never
 waits on one client: see `Connection.broadcast_nowait` for the slow-consumer rule.
+Imports `connection` and `protocol` only.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Child processes owned by a Trio task: spawn on pipes or a PTY, stream, write, resize, kill.
 
-Knows nothing of JSON-RPC; `command/exec` and the turns engine both build on it. The rules:
+Knows nothing of JSON-RPC (it imports only the leaf `os_errors`); `command/exec`, the turns
+engine and MCP's stdio servers build on it. The rules:
 
 * every child is the leader of a new session and process group (pgid = pid), so one
   `killpg` reaches everything it started that did not leave the group itself;
@@ -38,7 +39,7 @@ import attrs
 import trio
 import trio.lowlevel
 
-from codex_trio.protocol.errors import os_error_text
+from codex_trio.os_errors import os_error_text
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,16 @@ Task tree of a running server (`AppServer.run`):
     run                              forced shutdown cancels `_root_scope`
     └── connections nursery          one task per connection (Connection.run) and the
         │                            listeners' accept loops (inside `_listeners_scope`)
-        └── detached nursery         work that outlives its request: thread start-up,
-                                     running turns; started with `start_detached`
+        └── detached nursery         work that outlives its request, started with
+            │                        `start_detached` (each tracked by `_track_detached`):
+            ├── thread start-up      git info of a new thread (`capture_git`)
+            ├── thread runtimes      `ThreadRuntime.run`: its turns and exec sessions
+            ├── unload timers        a thread without subscribers unloads after a delay
+            ├── MCP servers          `ThreadMcp.run` per thread, and their start-up
+            └── index backfill       the thread index catching up with old rollouts
+
+Imports the API families, `dispatch`, `connection`, `outgoing`, `client`, `transport`,
+`settings` and `protocol`; only `cli`, `testing` and the package root import it.
 
 Shutdown is a two-stage drain: stop accepting and refuse new threads and turns, give detached
 work `drain_grace` seconds, cancel it, then disconnect every connection (which cancels its
@@ -36,7 +44,7 @@ from codex_trio.log_store import LogStore
 from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.errors import server_shutting_down
 from codex_trio.settings import ServerSettings
-from codex_trio.transport.base import MessageStream
+from codex_trio.transport.base import MessageStream, ServerClosed
 from codex_trio.transport.listen import NoListen, StdioListen, UnixListen, WebSocketListen
 from codex_trio.transport.memory import memory_message_stream_pair
 from codex_trio.transport.stdio import open_stdio
@@ -100,7 +108,7 @@ def _build_agent(server: AppServer) -> list[Any]:
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
     turns = TurnsApi(server, threads.manager, account.credentials, tool_providers=[mcp.tools])
-    feedback = FeedbackApi(server, threads, server.log_store)
+    feedback = FeedbackApi(server, threads.rollout_of, server.log_store)
     return [account, threads, turns, mcp, feedback]
 
 
@@ -192,10 +200,6 @@ FAMILY_GROUPS = (
 )
 
 
-class ServerClosed(Exception):
-    """The server is draining or stopped and takes no new connections."""
-
-
 class AppServer:
     """One app-server: its connections, its API families and its detached work."""
 
@@ -222,7 +226,8 @@ class AppServer:
 
     def _build_routes(self) -> None:
         """The method table: the handshake now, every other family on first use."""
-        self._add_families([SessionApi(self.settings.codex_home)])
+        self._session_api = SessionApi(self.settings.codex_home)
+        self._add_families([self._session_api])
         for group in FAMILY_GROUPS:
             self.router.add_lazy(group.methods, functools.partial(self._load_group, group))
 
@@ -251,8 +256,10 @@ class AppServer:
     # ------------------------------------------------------------------ lifecycle
     async def run(self, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until `shutdown()` (or a forced stop); `task_status.started` once listening."""
-        self.settings.codex_home.mkdir(parents=True, exist_ok=True)
-        owned_provider = self._start_tracing()
+        home = self.settings.codex_home
+        await trio.to_thread.run_sync(functools.partial(home.mkdir, parents=True, exist_ok=True))
+        await self._session_api.load_installation_id()
+        owned_provider = await self._start_tracing()
         if self.log_store is not None:
             self.log_store.attach()
         try:
@@ -278,16 +285,24 @@ class AppServer:
             self.stopped.set()
             log.debug("server stopped")
 
-    def _start_tracing(self) -> Any:
+    async def _start_tracing(self) -> Any:
         """Install the tracer provider; returns the one this server built (and must close)."""
         provider = self.settings.tracer_provider
         if provider is not None:
             tracing.install(provider)
             return None
-        config = tracing.exporter_config(self.settings.codex_home, self.settings.config_overrides)
+        overrides: list[tuple[str, Any]] = [
+            (key, value) for key, value in self.settings.config_overrides if key.split(".")[0] == "otel"
+        ]
+        if overrides:
+            from codex_trio.config.layers import parse_override_value
+
+            overrides = [(key, parse_override_value(value)) for key, value in overrides]
+        config = await trio.to_thread.run_sync(tracing.exporter_config, self.settings.codex_home, overrides)
         if config is None:
             return None
-        provider = tracing.build_provider(config)
+        # Importing the SDK and the exporter is blocking work: off the loop.
+        provider = await trio.to_thread.run_sync(tracing.build_provider, config)
         tracing.install(provider)
         log.info("tracing: exporting spans to %s (%s)", config["endpoint"], config["protocol"])
         return provider
@@ -404,7 +419,10 @@ class AppServer:
         """Hand a freshly opened stream to the connections nursery (listeners use this)."""
         if self._connections is None or self.draining:
             raise ServerClosed("server is not accepting connections")
-        self._connections.start_soon(self.serve_connection, stream, overload)
+        try:
+            self._connections.start_soon(self.serve_connection, stream, overload)
+        except RuntimeError as exc:  # the connections nursery has already closed
+            raise ServerClosed("server is not accepting connections") from exc
 
     async def _connection_closed(self, connection: Connection) -> None:
         self.broadcaster.remove(connection)

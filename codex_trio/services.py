@@ -7,6 +7,8 @@ define these optional hooks:
 * `def drain_started(self)`: stop detached work that never ends by itself (MCP servers), so the
   drain does not wait its whole grace for it;
 * `async def aclose(self)`: called once the server has stopped, to release what it holds.
+
+Imports `outgoing` and `settings` only, so every family can depend on it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from codex_trio.settings import ServerSettings
 
 
 class Services(Protocol):
+    """What an API family may ask of the server (see the module docstring)."""
+
     settings: ServerSettings
     broadcaster: Broadcaster
 

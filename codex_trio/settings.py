@@ -1,4 +1,7 @@
-"""What the server is started with: the transport, CODEX_HOME and command-line config."""
+"""What the server is started with: the transport, CODEX_HOME and command-line config.
+
+Imports `transport` (listen targets, auth) and `config.sources` only: the config layers read it.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ import attrs
 
 from codex_trio.transport.listen import ListenTarget, StdioListen
 
-if TYPE_CHECKING:
-    from codex_trio.config.layers import ThreadConfigLoader
+if TYPE_CHECKING:  # names for annotations only: a stdio cold start loads neither module
+    from codex_trio.config.sources import ThreadConfigLoader
     from codex_trio.transport.auth import WebSocketAuth
 
 
@@ -36,7 +39,7 @@ class ServerSettings:
     drain_grace: float = 0.5
     #: `--ws-auth ...` (checked during every websocket upgrade on `ws://`); None = no auth.
     ws_auth: WebSocketAuth | None = None
-    #: session-owned, thread-scoped config layers (see `codex_trio.config.layers`); embedders
+    #: session-owned, thread-scoped config layers (see `codex_trio.config.sources`); embedders
     #: set one so clients cannot override e.g. the provider; None adds nothing.
     thread_config_loader: ThreadConfigLoader | None = None
     #: an OpenTelemetry `TracerProvider` to trace with instead of the one `[otel]` in

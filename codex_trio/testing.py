@@ -26,6 +26,7 @@ import trio
 import trio.lowlevel
 
 from codex_trio.client import ClientConnection
+from codex_trio.procfs import descendants, fd_target, open_fds
 from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.listen import NoListen
@@ -34,33 +35,6 @@ from codex_trio.transport.stdio import LineStream
 #: seconds a child process may take to disappear after its server stopped.
 REAP_TIMEOUT = 5.0
 PACKAGE_DIR = str(Path(__file__).parent)
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live descendant of `pid`, from /proc (zombies count: they are leaks too)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-    found: set[int] = set()
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
-
-
-def open_fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
 def package_tasks() -> list[trio.lowlevel.Task]:
@@ -97,12 +71,7 @@ class LeakCheck:
             problems.append(f"child processes left: {sorted(extra_children)}")
         extra_fds = open_fds() - self.fds
         if extra_fds:
-            targets = {}
-            for fd in sorted(extra_fds):
-                try:
-                    targets[fd] = os.readlink(f"/proc/self/fd/{fd}")
-                except OSError:
-                    continue
+            targets = {fd: target for fd in sorted(extra_fds) if (target := fd_target(fd)) is not None}
             if targets:
                 problems.append(f"file descriptors left: {targets}")
         tasks = [t.name for t in package_tasks()]

@@ -11,7 +11,8 @@ Getting at threads
 ------------------
 * `ThreadsApi(services)` (codex_trio/api/threads.py) creates the one `ThreadManager` of the
   server and exposes it as `ThreadsApi.manager`. The composition root passes it on:
-  ``threads = ThreadsApi(self); TurnsApi(self, threads.manager)``.
+  ``threads = ThreadsApi(server)``, then
+  ``TurnsApi(server, threads.manager, account.credentials, tool_providers=[mcp.tools])``.
 * `await manager.get_loaded(thread_id) -> LoadedThread` returns a loaded thread, or raises the
   reference's RpcError: -32600 ``invalid thread id: …`` for a malformed id and
   ``thread not found: <id>`` for an id that is not loaded (what `turn/start` answers).
@@ -85,9 +86,7 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -98,9 +97,10 @@ import attrs
 import trio
 
 from codex_trio import tracing
+from codex_trio.ids import now_ms
 from codex_trio.protocol.errors import invalid_request
-from codex_trio.store import GitInfo, GitInfoPatch, ThreadRecord
-from codex_trio.store import rollout as rollout
+from codex_trio.protocol.thread import IDLE, NOT_LOADED
+from codex_trio.store import GitInfo, GitInfoPatch, ThreadRecord, rollout
 from codex_trio.store.local import LocalThreadStore
 
 if TYPE_CHECKING:
@@ -112,29 +112,11 @@ __all__ = [
     "DEFAULT_UNLOAD_DELAY",
     "LoadedThread",
     "ThreadManager",
-    "new_thread_id",
     "parse_thread_id",
-    "rollout",
 ]
 
 #: seconds a loaded thread without subscribers stays loaded (config `thread_unload_delay_secs`).
 DEFAULT_UNLOAD_DELAY = 60.0
-
-IDLE: dict[str, Any] = {"type": "idle"}
-NOT_LOADED: dict[str, Any] = {"type": "notLoaded"}
-
-
-def new_thread_id() -> str:
-    """A UUIDv7 (time-ordered), as the reference's thread and turn ids."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(secrets.token_bytes(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
-
 
 def parse_thread_id(raw: str, *, label: str = "thread id") -> str:
     """A UUID in canonical form, or the reference's -32600 (`invalid thread id: …`)."""
@@ -384,7 +366,7 @@ class ThreadManager:
         )
         ordinal = thread.forked_from_ordinal or 0
         thread.record = await self.store.materialize(
-            attrs.evolve(record, updated_at_ms=max(record.updated_at_ms, rollout.now_ms())), meta, ordinal
+            attrs.evolve(record, updated_at_ms=max(record.updated_at_ms, now_ms())), meta, ordinal
         )
         thread.next_ordinal = ordinal + 1
         if thread.pending_lines:
@@ -403,7 +385,7 @@ class ThreadManager:
             return
         if not thread.record.materialized and not thread.ephemeral:
             await self.materialize_locked(thread)
-        at = rollout.now_ms()
+        at = now_ms()
         full = []
         for record in lines:
             full.append(rollout.full_line(thread.next_ordinal, record, at))

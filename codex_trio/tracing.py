@@ -337,8 +337,9 @@ SWITCH_INTERVAL = 0.0005
 FLUSH_TIMEOUT = 3.0
 
 
-def exporter_config(codex_home: Path, overrides: Sequence[tuple[str, str]]) -> dict[str, Any] | None:
-    """The `[otel]` table of `config.toml` with `-c otel.…` overrides, if it sets a trace exporter.
+def exporter_config(codex_home: Path, overrides: Sequence[tuple[str, Any]]) -> dict[str, Any] | None:
+    """The `[otel]` table of `config.toml` with `-c otel.…` overrides (values already parsed),
+    if it sets a trace exporter.
 
     Cheap on purpose: a config without the word `otel` is not even parsed, so a server that
     does not trace never imports a TOML parser or OpenTelemetry for it.
@@ -347,8 +348,7 @@ def exporter_config(codex_home: Path, overrides: Sequence[tuple[str, str]]) -> d
         raw = (codex_home / "config.toml").read_bytes()
     except OSError:
         raw = b""
-    otel_overrides = [(k, v) for k, v in overrides if k == "otel" or k.startswith("otel.")]
-    if b"otel" not in raw and not otel_overrides:
+    if b"otel" not in raw and not overrides:
         return None
     import tomllib
 
@@ -358,21 +358,17 @@ def exporter_config(codex_home: Path, overrides: Sequence[tuple[str, str]]) -> d
         log.warning("config.toml: cannot read [otel]: %s", exc)
         table = None
     otel: dict[str, Any] = dict(table) if isinstance(table, dict) else {}
-    if otel_overrides:
-        from codex_trio.config.layers import parse_override_value
-
-        for key, value in otel_overrides:
-            parts = key.split(".")[1:]
-            if not parts:
-                parsed = parse_override_value(value)
-                otel = dict(parsed) if isinstance(parsed, dict) else otel
-                continue
-            node = otel
-            for part in parts[:-1]:
-                child = node.get(part)
-                node[part] = child = dict(child) if isinstance(child, dict) else {}
-                node = child
-            node[parts[-1]] = parse_override_value(value)
+    for key, value in overrides:
+        parts = key.split(".")[1:]
+        if not parts:
+            otel = dict(value) if isinstance(value, dict) else otel
+            continue
+        node = otel
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        node[parts[-1]] = value
     exporter = otel.get("trace_exporter")
     if not isinstance(exporter, dict):
         return None

@@ -24,6 +24,7 @@ import trio.lowlevel
 import trio.testing
 
 from codex_trio.client import ClientConnection
+from codex_trio.procfs import is_alive
 from codex_trio.protocol.errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, RpcError
 from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
@@ -53,14 +54,6 @@ async def wait_gone(pid: int) -> None:
         await trio.lowlevel.wait_readable(fd)
     finally:
         os.close(fd)
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b") ", 1)[1][:1] != b"Z"
-    except FileNotFoundError:
-        return False
 
 
 class Raw:

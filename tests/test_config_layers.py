@@ -16,11 +16,7 @@ from codex_trio.config.effective import (
 from codex_trio.config.layers import (
     EMPTY_VERSION,
     LayerPaths,
-    LegacyManagedSource,
-    SessionFlagsSource,
     StaticThreadConfigLoader,
-    SystemSource,
-    UserSource,
     deep_merge,
     load_layer_stack,
     nest,
@@ -30,6 +26,7 @@ from codex_trio.config.layers import (
     version_of_table,
 )
 from codex_trio.config.models import DEFAULT_MODEL
+from codex_trio.config.sources import LegacyManagedSource, SessionFlagsSource, SystemSource, UserSource
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.listen import NoListen
 

@@ -13,8 +13,8 @@ import trio.testing
 
 from codex_trio.client import ClientConnection
 from codex_trio.connection import MAX_IN_FLIGHT
-from codex_trio.dispatch import RequestContext, route
 from codex_trio.protocol.errors import RpcError, invalid_request
+from codex_trio.routing import RequestContext, route
 from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
 

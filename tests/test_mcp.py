@@ -25,10 +25,11 @@ import pytest
 import trio
 
 from codex_trio.client import ClientConnection
+from codex_trio.procfs import descendants
 from codex_trio.protocol.errors import RpcError
 from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
-from codex_trio.testing import LeakCheck, descendants
+from codex_trio.testing import LeakCheck
 from tests.responses_server import RecordedRequest, ResponsesServer, SseWriter, Text, new_id
 
 pytest.importorskip("mcp", reason="the optional `mcp` extra is not installed")

@@ -14,12 +14,13 @@ import trio
 
 from codex_trio.api.threads import ThreadsApi
 from codex_trio.client import ClientConnection
+from codex_trio.ids import now_ms, uuid7
 from codex_trio.protocol.errors import RpcError
 from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.store import rollout
 from codex_trio.testing import LeakCheck
-from codex_trio.threads import git_info, new_thread_id
+from codex_trio.threads import git_info
 from codex_trio.transport.listen import NoListen
 
 UNKNOWN = "01a21391-ac16-7e42-b8ca-000000000000"
@@ -86,11 +87,11 @@ async def api(server: AppServer) -> ThreadsApi:
 async def fake_turn(server: AppServer, thread_id: str, text: str, answer: str = "ok") -> str:
     """What the turns engine writes for a text turn, without a model."""
     thread = await (await api(server)).manager.get_loaded(thread_id)
-    turn = new_thread_id()
-    now = rollout.now_ms()
+    turn = uuid7()
+    now = now_ms()
     user = {
         "type": "userMessage",
-        "id": new_thread_id(),
+        "id": uuid7(),
         "content": [{"type": "text", "text": text, "text_elements": []}],
     }
     thread.mark_user_content(text)

@@ -241,7 +241,7 @@ def test_exporter_config_reads_the_reference_forms(tmp_path: Path) -> None:
     config = tracing.exporter_config(tmp_path, ())
     assert config is not None and config["protocol"] == "binary" and config["environment"] == "dev"
     overridden = tracing.exporter_config(
-        tmp_path, [("otel.trace_exporter.otlp-http.endpoint", '"http://d/v1/traces"')]
+        tmp_path, [("otel.trace_exporter.otlp-http.endpoint", "http://d/v1/traces")]
     )
     assert overridden is not None and overridden["endpoint"] == "http://d/v1/traces"
     (tmp_path / "config.toml").write_text('[otel]\ntrace_exporter = "none"\n')

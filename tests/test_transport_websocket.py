@@ -16,8 +16,8 @@ import trio_websocket
 
 from codex_trio import connection as connection_module
 from codex_trio.connection import MAX_IN_FLIGHT
-from codex_trio.dispatch import RequestContext, route
 from codex_trio.protocol.errors import OVERLOADED_MESSAGE, SERVER_OVERLOADED, RpcError
+from codex_trio.routing import RequestContext, route
 from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.auth import AuthConfigError, CapabilityTokenAuth

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import attrs
+import httpx
 import trio
 
 from codex_trio.config.auth import (
@@ -31,7 +30,6 @@ from codex_trio.config.auth import (
     write_api_key,
 )
 from codex_trio.config.effective import EffectiveConfig, load_config
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.account import (
     EXPERIMENTAL_LOGIN_TYPES,
     LOGIN_REQUIRED,
@@ -50,6 +48,7 @@ from codex_trio.protocol.account import (
 from codex_trio.protocol.converter import camel, unstructure
 from codex_trio.protocol.errors import internal_error, invalid_request
 from codex_trio.protocol.registry import experimental_required
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 log = logging.getLogger(__name__)
@@ -76,18 +75,18 @@ class ExternalTokens:
     workspace_name: str | None = None
 
 
-def discover_workspace(
+async def discover_workspace(
     base_url: str, access_token: str, account_id: str
 ) -> tuple[WorkspaceRouting, str | None]:
-    """GET `<chatgpt_base_url>wham/accounts/check` and pick the selected workspace. Blocking."""
+    """GET `<chatgpt_base_url>wham/accounts/check` and pick the selected workspace."""
     url = urllib.parse.urljoin(base_url if base_url.endswith("/") else base_url + "/", "wham/accounts/check")
-    request = urllib.request.Request(
-        url, headers={"Authorization": f"Bearer {access_token}", "chatgpt-account-id": account_id}
-    )
+    headers = {"Authorization": f"Bearer {access_token}", "chatgpt-account-id": account_id}
     try:
-        with urllib.request.urlopen(request, timeout=DISCOVERY_TIMEOUT) as response:
-            payload = json.loads(response.read())
-    except (OSError, ValueError) as exc:
+        async with httpx.AsyncClient(timeout=DISCOVERY_TIMEOUT) as client:
+            response = await client.get(url, headers=headers)
+            response.raise_for_status()
+            payload = json.loads(response.content)
+    except (httpx.HTTPError, ValueError) as exc:
         log.info("workspace routing discovery failed: %s", exc)
         raise DiscoveryError("workspace routing discovery failed") from None
     accounts = payload.get("accounts") if isinstance(payload, dict) else None
@@ -120,6 +119,7 @@ class AccountApi:
         self._external: ExternalTokens | None = None
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("account/read", GetAccountParams, self.read),
             route("account/login/start", LoginAccountParams, self.login_start),
@@ -163,6 +163,7 @@ class AccountApi:
 
     # ------------------------------------------------------------------ methods
     async def read(self, ctx: RequestContext, params: GetAccountParams) -> GetAccountResponse:
+        """`account/read`: the current login (API key, external tokens, or none)."""
         config = await self._config()
         requires = config.provider.requires_openai_auth
         if not requires:
@@ -191,6 +192,7 @@ class AccountApi:
         return GetAccountResponse(account, identity.user_id, True)
 
     async def login_start(self, ctx: RequestContext, params: LoginAccountParams) -> dict[str, Any]:
+        """`account/login/start`: store an API key, or keep external ChatGPT tokens in memory."""
         for field in LOGIN_REQUIRED.get(params.type, ()):
             if getattr(params, field) is None:
                 raise invalid_request(f"Invalid request: missing field `{camel(field)}`")
@@ -230,9 +232,7 @@ class AccountApi:
         self, base_url: str, token: str, account_id: str, plan_type: str, identity: TokenIdentity
     ) -> None:
         try:
-            routing, name = await trio.to_thread.run_sync(
-                discover_workspace, base_url, token, account_id, limiter=self._limiter, abandon_on_cancel=True
-            )
+            routing, name = await discover_workspace(base_url, token, account_id)
         except DiscoveryError as exc:
             self._broadcast("account/login/completed", AccountLoginCompleted(None, False, str(exc)))
             return
@@ -242,15 +242,18 @@ class AccountApi:
 
     async def login_cancel(self, ctx: RequestContext, params: CancelLoginAccountParams) -> dict[str, Any]:
         # No login flow here ever waits for a browser, so no login id is ever pending.
+        """`account/login/cancel`: no login here waits, so every id is unknown."""
         raise invalid_request(f"invalid login id: {params.login_id}")
 
     async def logout(self, ctx: RequestContext, params: None) -> dict[str, Any]:
+        """`account/logout`: forget every credential, on disk and in memory."""
         await trio.to_thread.run_sync(delete_auth, self._settings.codex_home, limiter=self._limiter)
         self._external = None
         self._announce(ctx, "account/updated", AccountUpdated(None, None))
         return {}
 
     async def auth_status(self, ctx: RequestContext, params: GetAuthStatusParams) -> GetAuthStatusResponse:
+        """`getAuthStatus` (v1): the auth method, with the token when asked."""
         config = await self._config()
         if not config.provider.requires_openai_auth:
             return GetAuthStatusResponse(None, None, False)
@@ -263,4 +266,5 @@ class AccountApi:
     async def gov_cloud_requirements(
         self, ctx: RequestContext, params: GovCloudRequirementsParams
     ) -> GovCloudRequirementsResponse:
+        """`account/bedrock/checkGovCloudRequirements`: nothing is required here."""
         return GovCloudRequirementsResponse()

@@ -18,7 +18,6 @@ import trio
 from codex_trio.config.defaults import KNOWN_FEATURES
 from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.config.models import BUILTIN_MODELS, DEFAULT_MODEL, configured_model_entry
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.catalog import (
     CollaborationModeListParams,
     ExperimentalFeatureListParams,
@@ -29,12 +28,12 @@ from codex_trio.protocol.catalog import (
     SkillsListParams,
 )
 from codex_trio.protocol.errors import invalid_request
+from codex_trio.protocol.paging import page
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 #: worker threads for config reads and skill scans.
 CATALOG_THREADS = 2
-#: page size when the client gives none (everything the catalog holds fits).
-DEFAULT_PAGE = 1000
 #: skills listed per root at most; a skills folder is small, this only bounds a stray one.
 MAX_SKILLS_PER_ROOT = 200
 #: how deep below a skills root a SKILL.md is looked for.
@@ -45,20 +44,6 @@ COLLABORATION_MODES: tuple[dict[str, Any], ...] = (
     {"name": "Plan", "mode": "plan", "model": None, "reasoning_effort": "medium"},
     {"name": "Default", "mode": "default", "model": None, "reasoning_effort": None},
 )
-
-
-def page(items: list[Any], cursor: str | None, limit: int | None, noun: str) -> tuple[list[Any], str | None]:
-    """Offset pagination with the reference's errors (`invalid cursor: x`, cursor past the end)."""
-    start = 0
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise invalid_request(f"invalid cursor: {cursor}")
-        start = int(cursor)
-        if start > len(items):
-            raise invalid_request(f"cursor {start} exceeds total {noun} {len(items)}")
-    size = DEFAULT_PAGE if limit is None else max(1, limit)
-    end = min(start + size, len(items))
-    return items[start:end], (str(end) if end < len(items) else None)
 
 
 def model_entries(config: EffectiveConfig, include_hidden: bool) -> list[dict[str, Any]]:
@@ -133,6 +118,7 @@ class CatalogApi:
         self._limiter = trio.CapacityLimiter(CATALOG_THREADS)
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("model/list", ModelListParams, self.model_list),
             route("experimentalFeature/list", ExperimentalFeatureListParams, self.feature_list),
@@ -155,6 +141,7 @@ class CatalogApi:
         return list(cwds) if cwds else [str(self._settings.cwd)]
 
     async def model_list(self, ctx: RequestContext, params: ModelListParams) -> dict[str, Any]:
+        """`model/list`: configured and built-in models, paged."""
         config = await self._config()
         provider = params.model_provider
         if provider is not None and provider not in config.model_providers:
@@ -170,6 +157,7 @@ class CatalogApi:
     async def feature_list(
         self, ctx: RequestContext, params: ExperimentalFeatureListParams
     ) -> dict[str, Any]:
+        """`experimentalFeature/list`: feature flags with their effective values, paged."""
         config = await self._config()
         entries = [
             {**f, "enabled": config.feature(f["name"], bool(f["defaultEnabled"]))} for f in KNOWN_FEATURES
@@ -178,6 +166,7 @@ class CatalogApi:
         return {"data": data, "nextCursor": next_cursor}
 
     async def skills_list(self, ctx: RequestContext, params: SkillsListParams) -> dict[str, Any]:
+        """`skills/list`: SKILL.md files under each cwd's skill roots."""
         user_root = self._settings.codex_home / "skills"
         user_skills, user_errors = await trio.to_thread.run_sync(
             scan_skills, user_root, "user", limiter=self._limiter
@@ -195,16 +184,20 @@ class CatalogApi:
 
     async def hooks_list(self, ctx: RequestContext, params: HooksListParams) -> dict[str, Any]:
         # No hook engine runs here, so no cwd has hooks.
+        """`hooks/list`: this server runs no hooks."""
         cwds = self._cwds(params.cwds)
         return {"data": [{"cwd": cwd, "hooks": [], "warnings": [], "errors": []} for cwd in cwds]}
 
     async def plugin_installed(self, ctx: RequestContext, params: PluginInstalledParams) -> dict[str, Any]:
+        """`plugin/installed`: no plugins are installed here."""
         return {"marketplaces": [], "marketplaceLoadErrors": []}
 
     async def plugin_list(self, ctx: RequestContext, params: PluginListParams) -> dict[str, Any]:
+        """`plugin/list`: no plugin marketplaces here."""
         return {"marketplaces": [], "marketplaceLoadErrors": [], "featuredPluginIds": []}
 
     async def collaboration_modes(
         self, ctx: RequestContext, params: CollaborationModeListParams
     ) -> dict[str, Any]:
+        """`collaborationMode/list`: the reference's two presets."""
         return {"data": [dict(mode) for mode in COLLABORATION_MODES]}

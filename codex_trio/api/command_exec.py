@@ -27,7 +27,6 @@ import attrs
 import orjson
 import trio
 
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.process import (
     Child,
     Finished,
@@ -62,6 +61,7 @@ from codex_trio.protocol.command_exec import (
 )
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import RpcError, internal_error, invalid_params, invalid_request, os_error
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class CommandExecApi:
         self._generated_ids = itertools.count(1)
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("command/exec", CommandExecParams, self.exec),
             route("command/exec/write", CommandExecWriteParams, self.write),
@@ -123,6 +124,7 @@ class CommandExecApi:
 
     # ------------------------------------------------------------------ command/exec
     async def exec(self, ctx: RequestContext, params: CommandExecParams) -> CommandExecResponse:
+        """`command/exec`: run a process to its end; the request task owns (and kills) it."""
         if params.permission_profile is not None and not ctx.connection.session.experimental_api:
             raise invalid_request("command/exec.permissionProfile requires experimentalApi capability")
         check_exec_params(params)
@@ -195,6 +197,7 @@ class CommandExecApi:
 
     # ------------------------------------------------------------------ write / resize / terminate
     async def write(self, ctx: RequestContext, params: CommandExecWriteParams) -> dict[str, Any]:
+        """`command/exec/write`: feed (or close) a running process's stdin."""
         if params.delta_base64 is None and not params.close_stdin:
             raise invalid_params("command/exec/write requires deltaBase64 or closeStdin")
         data = b""
@@ -218,6 +221,7 @@ class CommandExecApi:
         return {}
 
     async def resize(self, ctx: RequestContext, params: CommandExecResizeParams) -> dict[str, Any]:
+        """`command/exec/resize`: resize a running process's PTY."""
         check_terminal_size(params.size)
         entry = self._lookup(ctx, params.process_id)
         child = await self._spawned(entry, params.process_id)
@@ -230,6 +234,7 @@ class CommandExecApi:
         return {}
 
     async def terminate(self, ctx: RequestContext, params: CommandExecTerminateParams) -> dict[str, Any]:
+        """`command/exec/terminate`: cancel a running process's scope."""
         entry = self._lookup(ctx, params.process_id)
         entry.terminated = True
         entry.scope.cancel()
@@ -251,6 +256,7 @@ class CommandExecApi:
 
 
 def no_longer_running(process_id: str) -> RpcError:
+    """-32600 for a process that exited between lookup and use."""
     return invalid_request(f"command/exec {process_id_repr(process_id)} is no longer running")
 
 

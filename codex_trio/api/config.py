@@ -14,15 +14,13 @@ import trio
 
 from codex_trio.config.effective import resolved_view
 from codex_trio.config.layers import (
-    ConfigLayer,
     LayerPaths,
     LayerStack,
-    SessionFlagsSource,
-    UserSource,
     load_layer_stack,
     split_key_path,
     user_config_path,
 )
+from codex_trio.config.sources import ConfigLayer, SessionFlagsSource, UserSource
 from codex_trio.config.write import (
     LAYER_READONLY,
     READONLY_MESSAGE,
@@ -31,7 +29,6 @@ from codex_trio.config.write import (
     WriteResult,
     apply_edits,
 )
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.config import (
     ConfigBatchWriteParams,
     ConfigLayerMetadata,
@@ -42,6 +39,7 @@ from codex_trio.protocol.config import (
     OverriddenMetadata,
 )
 from codex_trio.protocol.errors import RpcError, invalid_request
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 #: worker threads for config file reads; parsing a few small files never needs more.
@@ -49,6 +47,7 @@ READ_THREADS = 4
 
 
 def layer_metadata(layer: ConfigLayer) -> dict[str, Any]:
+    """A layer's wire name and version."""
     return {"name": layer.source.to_wire(), "version": layer.version}
 
 
@@ -88,6 +87,7 @@ class ConfigApi:
         self._write_lane = trio.CapacityLimiter(1)
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("config/read", ConfigReadParams, self.read),
             route("config/value/write", ConfigValueWriteParams, self.value_write),
@@ -97,6 +97,7 @@ class ConfigApi:
 
     @property
     def user_file(self) -> Path:
+        """The user layer's file: the only one config writes edit."""
         return user_config_path(self._settings)
 
     async def load_stack(self) -> LayerStack:
@@ -108,17 +109,21 @@ class ConfigApi:
     async def read(self, ctx: RequestContext, params: ConfigReadParams) -> dict[str, Any]:
         # `cwd` selects project layers in the reference; project layers are not loaded here,
         # so the answer is the same for every cwd.
+        """`config/read`: the effective config, its origins and (optionally) the layers."""
         return read_response(await self.load_stack(), params.include_layers)
 
     async def value_write(self, ctx: RequestContext, params: ConfigValueWriteParams) -> ConfigWriteResponse:
+        """`config/value/write`: one edit of the user's config.toml."""
         edit = Edit(params.key_path, params.value, params.merge_strategy)
         return await self._write([edit], params.file_path, params.expected_version)
 
     async def batch_write(self, ctx: RequestContext, params: ConfigBatchWriteParams) -> ConfigWriteResponse:
+        """`config/batchWrite`: several edits, written atomically together."""
         edits = [Edit(e.key_path, e.value, e.merge_strategy) for e in params.edits]
         return await self._write(edits, params.file_path, params.expected_version)
 
     async def requirements_read(self, ctx: RequestContext, params: None) -> ConfigRequirementsReadResponse:
+        """`configRequirements/read`: none are configured here."""
         return ConfigRequirementsReadResponse()
 
     # ------------------------------------------------------------------ writes

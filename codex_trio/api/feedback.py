@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 import zipfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,9 @@ import trio
 
 from codex_trio import tracing
 from codex_trio._version import VERSION
-from codex_trio.api.threads import ThreadsApi
 from codex_trio.config.effective import load_config
 from codex_trio.core.prompt import BASE_INSTRUCTIONS
-from codex_trio.dispatch import RequestContext, Route, route
+from codex_trio.ids import uuid7
 from codex_trio.log_store import LogStore
 from codex_trio.protocol.errors import INTERNAL_ERROR, RpcError, invalid_request
 from codex_trio.protocol.feedback import (
@@ -41,8 +41,9 @@ from codex_trio.protocol.feedback import (
     FeedbackUploadParams,
     FeedbackUploadResponse,
 )
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
-from codex_trio.threads import new_thread_id, parse_thread_id
+from codex_trio.threads import parse_thread_id
 
 #: estimated bytes of log rows one bundle carries.
 LOG_BUDGET = 4 * 1024 * 1024
@@ -51,6 +52,7 @@ EXTRA_FILE_LIMIT = 10 * 1024 * 1024
 UPLOAD_TIMEOUT = 30.0
 
 Attachment = tuple[str, str, bytes]
+RolloutOf = Callable[[str], Awaitable[tuple[str | None, list[dict[str, Any]]]]]
 
 
 def prompt_hash(lines: list[dict[str, Any]]) -> str | None:
@@ -128,9 +130,10 @@ def _read_tail(path: str) -> bytes:
 class FeedbackApi:
     """The feedback family: see the module docstring."""
 
-    def __init__(self, services: Services, threads: ThreadsApi, log_store: LogStore | None) -> None:
+    def __init__(self, services: Services, rollout_of: RolloutOf, log_store: LogStore | None) -> None:
+        """`rollout_of(thread_id)` is the thread family's (rollout file name, lines) of a thread."""
         self.services = services
-        self.threads = threads
+        self.rollout_of = rollout_of
         self.log_store = log_store
 
     def routes(self) -> list[Route]:
@@ -195,9 +198,9 @@ class FeedbackApi:
         """(thread id, ZIP bytes, prompt hash) of the report `params` describe."""
         if params.thread_id is not None:
             thread_id = parse_thread_id(params.thread_id)
-            rollout_name, lines = await self.threads.rollout_of(thread_id)
+            rollout_name, lines = await self.rollout_of(thread_id)
         else:
-            thread_id = f"no-active-thread-{new_thread_id()}"
+            thread_id = f"no-active-thread-{uuid7()}"
             rollout_name, lines = None, []
         hashed = prompt_hash(lines)
         title = f"[{_title(params.classification)}]: Codex session {thread_id}"

@@ -22,7 +22,6 @@ import trio
 from codex_trio.api import fs_ops
 from codex_trio.api.fs_watch import FsWatchApi
 from codex_trio.connection import Connection
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.b64 import Base64Error, decode_base64, encode_base64
 from codex_trio.protocol.errors import invalid_request, os_error
 from codex_trio.protocol.fs import (
@@ -38,6 +37,7 @@ from codex_trio.protocol.fs import (
     FsRemoveParams,
     FsWriteFileParams,
 )
+from codex_trio.routing import RequestContext, Route, route
 
 T = TypeVar("T")
 
@@ -56,6 +56,7 @@ class FsApi:
         self.watch = FsWatchApi()
 
     def routes(self) -> list[Route]:
+        """The family's methods (the watch methods are `FsWatchApi`'s)."""
         return [
             route("fs/readFile", FsReadFileParams, self.read_file),
             route("fs/writeFile", FsWriteFileParams, self.write_file),
@@ -68,6 +69,7 @@ class FsApi:
         ]
 
     async def connection_closed(self, connection: Connection) -> None:
+        """Close the connection's watches."""
         await self.watch.connection_closed(connection)
 
     # -------------------------------------------------------------- handlers
@@ -88,13 +90,16 @@ class FsApi:
         return {"dataBase64": orjson.Fragment(b'"' + encoded + b'"')}
 
     async def write_file(self, ctx: RequestContext, params: FsWriteFileParams) -> None:
+        """`fs/writeFile`: replace a file with decoded base64 content."""
         await self._in_thread(_decode_and_write, params.path, params.data_base64)
 
     async def create_directory(self, ctx: RequestContext, params: FsCreateDirectoryParams) -> None:
+        """`fs/createDirectory`."""
         recursive = params.recursive is not False
         await self._in_thread(fs_ops.create_directory, params.path, recursive)
 
     async def get_metadata(self, ctx: RequestContext, params: FsGetMetadataParams) -> FsGetMetadataResponse:
+        """`fs/getMetadata`."""
         try:
             return fs_ops.get_metadata(params.path)
         except (OSError, ValueError) as exc:
@@ -103,15 +108,18 @@ class FsApi:
     async def read_directory(
         self, ctx: RequestContext, params: FsReadDirectoryParams
     ) -> FsReadDirectoryResponse:
+        """`fs/readDirectory`."""
         entries = await self._in_thread(fs_ops.read_directory, params.path, read_only=True)
         return FsReadDirectoryResponse(entries)
 
     async def remove(self, ctx: RequestContext, params: FsRemoveParams) -> None:
+        """`fs/remove`."""
         recursive = params.recursive is not False
         force = params.force is not False
         await self._in_thread(fs_ops.remove, params.path, recursive, force)
 
     async def copy(self, ctx: RequestContext, params: FsCopyParams) -> None:
+        """`fs/copy`."""
         await self._in_thread(fs_ops.copy, params.source_path, params.destination_path, params.recursive)
 
     # -------------------------------------------------------------- plumbing

@@ -44,7 +44,6 @@ import trio
 
 from codex_trio.api.fs_ops import is_temp_name
 from codex_trio.connection import Connection
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import invalid_request, os_error
 from codex_trio.protocol.fs import (
@@ -54,6 +53,7 @@ from codex_trio.protocol.fs import (
     FsWatchResponse,
     watch_id_exists_message,
 )
+from codex_trio.routing import RequestContext, Route, route
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,8 @@ def _errno_error(path: bytes | None = None) -> OSError:
 
 @attrs.frozen
 class InotifyEvent:
+    """One decoded inotify event."""
+
     wd: int
     mask: int
     name: bytes
@@ -256,12 +258,14 @@ class ConnectionWatches:
         return len(self._uses)
 
     def add(self, watch_id: str, path: str) -> None:
+        """Start watching `path` under `watch_id`."""
         raw = None if "\0" in path else path.encode("utf-8", "surrogateescape")
         watch = _Watch(watch_id, path, raw)
         self._watches[watch_id] = watch
         self._arm(watch, initial=True)
 
     def remove(self, watch_id: str) -> None:
+        """Stop watching under `watch_id`."""
         watch = self._watches.pop(watch_id, None)
         if watch is not None:
             self._disarm(watch)
@@ -432,6 +436,7 @@ class FsWatchApi:
         self._by_connection: dict[int, ConnectionWatches] = {}
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("fs/watch", FsWatchParams, self.watch),
             route("fs/unwatch", FsUnwatchParams, self.unwatch),
@@ -442,6 +447,7 @@ class FsWatchApi:
         return self._by_connection.get(connection.id)
 
     async def watch(self, ctx: RequestContext, params: FsWatchParams) -> FsWatchResponse:
+        """`fs/watch`: watch a path for this connection under the client's `watchId`."""
         connection = ctx.connection
         watches = self._by_connection.get(connection.id)
         if watches is not None and params.watch_id in watches:
@@ -466,6 +472,7 @@ class FsWatchApi:
         return watches
 
     async def unwatch(self, ctx: RequestContext, params: FsUnwatchParams) -> None:
+        """`fs/unwatch`: stop a watch (an unknown id is not an error)."""
         watches = self._by_connection.get(ctx.connection.id)
         if watches is None:
             return
@@ -475,6 +482,7 @@ class FsWatchApi:
             watches.close()
 
     async def connection_closed(self, connection: Connection) -> None:
+        """Forget the connection's watches (its reader task dies with it)."""
         watches = self._by_connection.pop(connection.id, None)
         if watches is not None:
             watches.close()

@@ -26,7 +26,6 @@ import trio
 
 from codex_trio.api.fuzzy import Candidate, list_candidates, search
 from codex_trio.connection import Connection
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import internal_error, invalid_request
 from codex_trio.protocol.legacy import (
@@ -39,6 +38,7 @@ from codex_trio.protocol.legacy import (
     GitDiffToRemoteParams,
     GitDiffToRemoteResponse,
 )
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ class LegacyApi:
         self._tokens: dict[tuple[int, str], trio.CancelScope] = {}
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("gitDiffToRemote", GitDiffToRemoteParams, self.git_diff_to_remote),
             route("fuzzyFileSearch", FuzzyFileSearchParams, self.fuzzy_file_search),
@@ -189,6 +190,7 @@ class LegacyApi:
         ]
 
     async def connection_closed(self, connection: Connection) -> None:
+        """Stop the connection's search sessions and forget its tokens."""
         for key in [k for k in self._sessions if k[0] == connection.id]:
             self._sessions.pop(key).scope.cancel()
         for key in [k for k in self._tokens if k[0] == connection.id]:
@@ -201,9 +203,10 @@ class LegacyApi:
     async def git_diff_to_remote(
         self, ctx: RequestContext, params: GitDiffToRemoteParams
     ) -> GitDiffToRemoteResponse:
+        """`gitDiffToRemote`: the work tree against its remote-tracking base."""
         cwd = self._resolve(params.cwd)
         try:
-            if not cwd.is_dir():
+            if not await trio.Path(cwd).is_dir():
                 raise GitError("no such directory")
             return await diff_to_remote(cwd)
         except GitError as exc:
@@ -225,6 +228,7 @@ class LegacyApi:
         return [m.to_wire() for m in matches]
 
     async def fuzzy_file_search(self, ctx: RequestContext, params: FuzzyFileSearchParams) -> dict[str, Any]:
+        """`fuzzyFileSearch`: one search; a newer one with the same token cancels it."""
         if not params.query.strip() or not params.roots:
             return {"files": []}
         files: list[dict[str, Any]] = []
@@ -247,6 +251,7 @@ class LegacyApi:
     async def session_start(
         self, ctx: RequestContext, params: FuzzyFileSearchSessionStartParams
     ) -> dict[str, Any]:
+        """`fuzzyFileSearch/sessionStart`: list the roots once, then answer queries."""
         if not params.roots:
             raise internal_error(
                 "failed to start fuzzy file search session: at least one search directory is required"
@@ -286,6 +291,7 @@ class LegacyApi:
     async def session_update(
         self, ctx: RequestContext, params: FuzzyFileSearchSessionUpdateParams
     ) -> dict[str, Any]:
+        """`fuzzyFileSearch/sessionUpdate`: search for the latest query only."""
         session = self._sessions.get((ctx.connection.id, params.session_id))
         if session is None:
             raise invalid_request(f"fuzzy file search session not found: {params.session_id}")
@@ -298,6 +304,7 @@ class LegacyApi:
     async def session_stop(
         self, ctx: RequestContext, params: FuzzyFileSearchSessionStopParams
     ) -> dict[str, Any]:
+        """`fuzzyFileSearch/sessionStop`."""
         session = self._sessions.pop((ctx.connection.id, params.session_id), None)
         if session is not None:
             session.scope.cancel()

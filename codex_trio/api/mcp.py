@@ -14,13 +14,13 @@ from typing import Any
 
 import trio
 
-from codex_trio.api.catalog import page
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.mcp.manager import RUNTIME_STATUS, McpRegistry, session_module, temporary_servers
 from codex_trio.mcp.provider import McpToolProvider
 from codex_trio.mcp.state import ServerState
 from codex_trio.protocol import mcp as wire
 from codex_trio.protocol.errors import INTERNAL_ERROR, RpcError, internal_error, invalid_request
+from codex_trio.protocol.paging import page
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.threads import ThreadManager
 
@@ -65,6 +65,7 @@ class McpApi:
         self.tools = McpToolProvider(self.registry)
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("mcpServerStatus/list", wire.McpServerStatusListParams, self.status_list),
             route("config/mcpServer/reload", None, self.reload),
@@ -83,6 +84,7 @@ class McpApi:
     async def status_list(
         self, ctx: RequestContext, params: wire.McpServerStatusListParams
     ) -> dict[str, Any]:
+        """`mcpServerStatus/list`: configured servers, their tools and auth state, paged."""
         full = params.detail != "toolsAndAuthOnly"
         if params.thread_id is not None:
             thread = await self.manager.get_loaded(params.thread_id)
@@ -102,10 +104,12 @@ class McpApi:
         return {"data": data, "nextCursor": next_cursor}
 
     async def reload(self, ctx: RequestContext, params: None) -> dict[str, Any]:
+        """`config/mcpServer/reload`: every thread's servers restart, from the current config, on next use."""
         self.registry.reload()
         return {}
 
     async def tool_call(self, ctx: RequestContext, params: wire.McpServerToolCallParams) -> dict[str, Any]:
+        """`mcpServer/tool/call`: call a thread's server tool outside a turn."""
         thread = await self.manager.get_loaded(params.thread_id)
         if params.arguments is not None and not isinstance(params.arguments, dict):
             raise invalid_request("Invalid request: arguments must be an object")
@@ -131,6 +135,7 @@ class McpApi:
         return wire.tool_call_response(result)
 
     async def resource_read(self, ctx: RequestContext, params: wire.McpResourceReadParams) -> dict[str, Any]:
+        """`mcpServer/resource/read`: read a resource from a thread's server."""
         if params.thread_id is not None:
             thread = await self.manager.get_loaded(params.thread_id)
             mcp = await self.registry.for_thread(thread)

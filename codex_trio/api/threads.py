@@ -20,7 +20,7 @@ import trio
 
 from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.connection import Connection
-from codex_trio.dispatch import RequestContext, Route, route
+from codex_trio.ids import now_ms, uuid7
 from codex_trio.protocol.converter import WireError, describe, unstructure
 from codex_trio.protocol.errors import (
     INVALID_PARAMS,
@@ -30,6 +30,8 @@ from codex_trio.protocol.errors import (
 )
 from codex_trio.protocol.thread import (
     ABSENT,
+    IDLE,
+    NOT_LOADED,
     ConversationSummary,
     Environment,
     GetConversationSummaryParams,
@@ -59,6 +61,7 @@ from codex_trio.protocol.thread import (
     read_approval_policy,
     sandbox_policy,
 )
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.store import (
     KEEP,
@@ -73,11 +76,8 @@ from codex_trio.store import (
 from codex_trio.store.local import LocalThreadStore
 from codex_trio.threads import (
     DEFAULT_UNLOAD_DELAY,
-    IDLE,
-    NOT_LOADED,
     LoadedThread,
     ThreadManager,
-    new_thread_id,
     parse_thread_id,
 )
 
@@ -277,8 +277,8 @@ class ThreadsApi:
 
         A fork keeps its source's preview, name and user-event flag and points back at it.
         """
-        thread_id = new_thread_id()
-        now = rollout.now_ms()
+        thread_id = uuid7()
+        now = now_ms()
         codex_home = self.services.settings.codex_home
         record = ThreadRecord(
             id=thread_id,

@@ -26,11 +26,11 @@ from codex_trio.config.effective import ProviderConfig, builtin_providers, provi
 from codex_trio.core.model_client import Login
 from codex_trio.core.tools import ToolProvider
 from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnSettings
-from codex_trio.dispatch import RequestContext, Route, route
 from codex_trio.protocol.converter import WireError, expected_variants
 from codex_trio.protocol.errors import invalid_request, server_shutting_down
 from codex_trio.protocol.sandbox import structure_sandbox_policy
 from codex_trio.protocol.turns import TurnInterruptParams, TurnStartParams, TurnSteerParams
+from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.threads import LoadedThread, ThreadManager
 
@@ -71,6 +71,7 @@ class TurnsApi:
         self._platform = f"({platform.system()} {platform.release()}; {platform.machine()})"
 
     def routes(self) -> list[Route]:
+        """The family's methods."""
         return [
             route("turn/start", TurnStartParams, self.turn_start),
             route("turn/steer", TurnSteerParams, self.turn_steer),
@@ -78,6 +79,7 @@ class TurnsApi:
         ]
 
     async def turn_start(self, ctx: RequestContext, params: TurnStartParams) -> dict[str, Any]:
+        """`turn/start`: run a turn on a loaded thread; while one runs, the input steers it instead."""
         if self.services.draining:
             raise server_shutting_down()
         thread = await self.manager.get_loaded(params.thread_id)
@@ -113,6 +115,7 @@ class TurnsApi:
         return {"turn": turn.wire()}
 
     async def turn_steer(self, ctx: RequestContext, params: TurnSteerParams) -> dict[str, Any]:
+        """`turn/steer`: add input to the running turn."""
         thread = await self.manager.get_loaded(params.thread_id)
         runtime = thread.turn_state if isinstance(thread.turn_state, ThreadRuntime) else None
         turn = runtime.active_turn if runtime is not None else None
@@ -128,6 +131,7 @@ class TurnsApi:
         return {"turnId": turn.id}
 
     async def turn_interrupt(self, ctx: RequestContext, params: TurnInterruptParams) -> dict[str, Any]:
+        """`turn/interrupt`: cancel the running turn; it ends as interrupted."""
         thread = await self.manager.get_loaded(params.thread_id)
         runtime = thread.turn_state if isinstance(thread.turn_state, ThreadRuntime) else None
         turn = runtime.active_turn if runtime is not None else None

@@ -11,12 +11,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import attrs
+
+from codex_trio.atomic_files import write_atomic
 
 AUTH_FILE = "auth.json"
 #: the claims namespace in OpenAI id/access tokens.
@@ -112,19 +112,8 @@ def read_auth(codex_home: Path) -> StoredAuth | None:
 
 def write_api_key(codex_home: Path, api_key: str) -> None:
     """Persist an API-key login atomically, readable by the owner only."""
-    codex_home.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"auth_mode": "apikey", "OPENAI_API_KEY": api_key}, indent=2)
-    fd, tmp = tempfile.mkstemp(prefix=".auth.", suffix=".json.tmp", dir=codex_home)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, auth_path(codex_home))
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(auth_path(codex_home), text, mode=0o600)
 
 
 def delete_auth(codex_home: Path) -> bool:

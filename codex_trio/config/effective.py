@@ -15,27 +15,23 @@ import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from codex_trio.config.defaults import CONFIG_DEFAULTS, FEATURE_DEFAULTS, KNOWN_FEATURES, PROVIDER_DEFAULTS
 from codex_trio.config.layers import (
-    ConfigLayer,
     LayerPaths,
     LayerStack,
     NoopThreadConfigLoader,
-    Table,
-    ThreadConfigLoader,
     deep_merge,
     load_layer_stack,
     request_layer,
 )
 from codex_trio.config.models import DEFAULT_MODEL
+from codex_trio.config.sources import ConfigLayer, Table, ThreadConfigLoader
 from codex_trio.protocol.converter import describe, expected_variants
-
-if TYPE_CHECKING:  # settings imports this module for ThreadConfigLoader
-    from codex_trio.settings import ServerSettings
+from codex_trio.settings import ServerSettings
 
 DEFAULT_PROVIDER_ID = "openai"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"

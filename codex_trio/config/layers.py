@@ -1,8 +1,9 @@
 """The config layer stack: where each piece of config comes from and which one wins.
 
 This module owns precedence and deep merge; nothing else in the package merges config.
-It does no trio work and imports nothing of ours but the settings; file reads are synchronous,
-so request handlers call `load_layer_stack` through `trio.to_thread.run_sync`.
+It does no trio work and imports nothing of ours but the settings and `sources` (what a layer
+is); file reads are synchronous, so request handlers call `load_layer_stack` through
+`trio.to_thread.run_sync`.
 
 Layers, lowest priority first (a later layer's keys win, tables merge key by key):
 
@@ -32,13 +33,22 @@ import logging
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import attrs
 import orjson
 
-if TYPE_CHECKING:  # settings imports this module for ThreadConfigLoader
-    from codex_trio.settings import ServerSettings
+from codex_trio.config.sources import (
+    ConfigLayer,
+    LegacyManagedSource,
+    RequestSource,
+    SessionFlagsSource,
+    SystemSource,
+    Table,
+    ThreadSource,
+    UserSource,
+)
+from codex_trio.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,89 +58,6 @@ SYSTEM_CONFIG_FILE = Path("/etc/codex/config.toml")
 MANAGED_CONFIG_FILE = Path("/etc/codex/managed_config.toml")
 #: The user layer's file name under CODEX_HOME; the only file `config/*Write` may edit.
 CONFIG_TOML_FILE = "config.toml"
-
-Table = dict[str, Any]
-
-
-# ---------------------------------------------------------------------------- sources
-@attrs.frozen
-class SystemSource:
-    """`/etc/codex/config.toml` (or a test's replacement); may not exist."""
-
-    file: Path
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": "system", "file": str(self.file)}
-
-
-@attrs.frozen
-class UserSource:
-    """`$CODEX_HOME/config.toml`: the user's file and the target of config writes."""
-
-    file: Path
-    profile: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": "user", "file": str(self.file), "profile": self.profile}
-
-
-@attrs.frozen
-class SessionFlagsSource:
-    """Command-line `-c key=value` and `--enable/--disable FEATURE`."""
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": "sessionFlags"}
-
-
-@attrs.frozen
-class LegacyManagedSource:
-    """`managed_config.toml`: administrator settings that win over everything."""
-
-    file: Path
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": "legacyManagedConfigTomlFromFile", "file": str(self.file)}
-
-
-@attrs.frozen
-class RequestSource:
-    """Overrides carried by one request (e.g. `thread/start`'s `config` map and typed fields)."""
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": "sessionFlags"}
-
-
-@attrs.frozen
-class ThreadSource:
-    """A thread-scoped layer from a `ThreadConfigLoader`; `name` says which loader/why."""
-
-    name: str
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": "sessionFlags"}
-
-
-LayerSource = (
-    SystemSource | UserSource | SessionFlagsSource | RequestSource | ThreadSource | LegacyManagedSource
-)
-
-
-# ---------------------------------------------------------------------------- layers
-@attrs.frozen
-class ConfigLayer:
-    """One source's values as a nested TOML table, with its version fingerprint.
-
-    `version` is what `config/read` reports and `expectedVersion` is compared with (see
-    `version_of_table`); `error` is set when the file exists but does not parse (its values
-    are then empty).
-    """
-
-    source: LayerSource
-    config: Table
-    version: str
-    exists: bool = True
-    error: str | None = None
-
 
 def version_of_table(table: Mapping[str, Any]) -> str:
     """A layer's fingerprint: sha256 of its values as compact, key-sorted JSON.
@@ -246,19 +173,6 @@ def dotted_leaves(table: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[
 
 
 # ---------------------------------------------------------------------------- thread-scoped layers
-class ThreadConfigLoader(Protocol):
-    """Supplies thread-scoped layers that win over what a request asked for.
-
-    An embedder that owns the session (which provider, which credentials-bearing provider
-    entries, which features) implements this so clients cannot override those values through
-    `thread/start {config}` or typed fields. Called off the event loop; must not block long.
-    """
-
-    def load(self, *, thread_id: str | None, cwd: Path) -> Sequence[ConfigLayer]:
-        """Layers for a thread being started or resumed, lowest priority first."""
-        ...
-
-
 class NoopThreadConfigLoader:
     """The default: no session-owned values."""
 

@@ -8,8 +8,6 @@ It is blocking; the API runs it in a worker thread, one batch at a time.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ import tomlkit
 from tomlkit.container import Container
 from tomlkit.items import AoT, Item, Table
 
+from codex_trio.atomic_files import write_atomic
 from codex_trio.config.effective import ConfigValidationError, validate_config
 from codex_trio.config.layers import split_key_path, version_of_table
 
@@ -131,22 +130,6 @@ def _upsert(table: Any, values: dict[str, Any]) -> None:
             table.add(key, _to_item(value))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".toml.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def apply_edits(path: Path, edits: Sequence[Edit], expected_version: str | None) -> WriteResult:
     """Apply a batch to `path` atomically; raises `ConfigWriteError`. Blocking."""
     text = _read(path)
@@ -172,5 +155,5 @@ def apply_edits(path: Path, edits: Sequence[Edit], expected_version: str | None)
     except ConfigValidationError as exc:
         raise ConfigWriteError(VALIDATION, f"Invalid configuration: {exc}") from None
     if new_text != text:
-        _write_atomic(path, new_text)
+        write_atomic(path, new_text)
     return WriteResult(version_of_table(after), after)

@@ -18,14 +18,13 @@ Both do blocking file I/O: run them with `trio.to_thread.run_sync`.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
+
+from codex_trio.atomic_files import write_atomic
 
 BEGIN = "*** Begin Patch"
 END = "*** End Patch"
@@ -331,27 +330,6 @@ def apply_plan(plans: Sequence[FilePlan]) -> str:
 
 def _display(plan: FilePlan) -> str:
     return plan.label or str(plan.move_to or plan.path)
-
-
-def write_atomic(path: Path, content: str) -> None:
-    """Write through a temporary file in the same directory and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = None
-    with contextlib.suppress(FileNotFoundError):
-        mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def unified_diff(

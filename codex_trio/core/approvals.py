@@ -32,6 +32,7 @@ from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.envelope import RequestId
 from codex_trio.protocol.errors import RpcError
 from codex_trio.protocol.items import ApprovalAnswer, parse_approval_answer
+from codex_trio.protocol.thread import ACTIVE, WAITING_ON_APPROVAL
 from codex_trio.threads import LoadedThread
 
 log = logging.getLogger(__name__)
@@ -199,8 +200,6 @@ def proposed_amendment(cmd: str, argv: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- asking
-WAITING = {"type": "active", "activeFlags": ["waitingOnApproval"]}
-ACTIVE = {"type": "active", "activeFlags": []}
 
 
 async def ask(
@@ -261,7 +260,7 @@ async def ask_subscribers(
         log.info("thread %s: nobody to ask for %s; treating it as cancelled", thread.id, method)
         return NO_ANSWER
     if set_waiting:
-        await thread.set_status(WAITING)
+        await thread.set_status(WAITING_ON_APPROVAL)
     asked: dict[int, RequestId] = {}
     answers: list[Any] = []
     try:

@@ -9,6 +9,7 @@ descriptions are ours.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -255,14 +256,20 @@ def environment_context(cwd: str, shell: str, now: datetime.datetime | None = No
 
 
 def _zone_name(now: datetime.datetime) -> str:
+    return _system_zone() or str(now.tzname())
+
+
+@functools.cache
+def _system_zone() -> str | None:
+    """The machine's IANA zone name, read once (every model request names it)."""
     try:
         with open("/etc/timezone") as f:
-            return f.read().strip() or str(now.tzname())
+            return f.read().strip() or None
     except OSError:
         link = os.path.realpath("/etc/localtime")
         if "zoneinfo/" in link:
             return link.split("zoneinfo/", 1)[1]
-        return str(now.tzname())
+        return None
 
 
 # ---------------------------------------------------------------------------- the request

@@ -1,10 +1,11 @@
-"""The extension point for tools beyond the built-in ones (exec_command, apply_patch, …).
+"""The one way a turn runs tools: `ToolProvider`s.
 
 A `ToolProvider` offers Responses-API tool definitions to every model request of a turn and
 runs the calls it claims. The turn engine (`codex_trio.core.turn`) knows nothing else about
-it: it asks each provider for its tools once per turn, hands a call the built-in tools do not
-know to the first provider that `handles` it, and puts the returned output into the history
-as the call's `function_call_output`.
+it: it asks each provider for its tools once per turn, hands each call to the first provider
+that `handles` it, and puts the returned output into the history as the call's
+`function_call_output`. The built-in tools (`core.builtin_tools`: exec_command, write_stdin,
+apply_patch) come first; MCP servers' tools (`mcp.provider`) and any other family follow.
 
 Contract for a provider's `call`:
 * it emits its own items (`item/started` … `item/completed`) to the thread's subscribers and
@@ -12,7 +13,10 @@ Contract for a provider's `call`:
 * it runs in the turn's task, inside the turn's cancel scope: `turn/interrupt` cancels it.
   Before the cancellation propagates it must have resolved every server->client request it
   caused (each asked client gets `serverRequest/resolved` before `turn/completed`);
-* it returns the output the model sees: a string, or a list of input content items.
+* it returns the output the model sees: a string, or a list of input content items;
+* it raises `TurnInterrupted` when the user cancels (an approval answered `cancel`).
+
+Item notifications and rollout lines go through `core.item_events`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+import trio
 
 if TYPE_CHECKING:
     from codex_trio.threads import LoadedThread
@@ -29,15 +34,24 @@ if TYPE_CHECKING:
 #: what a call returns to the model: text, or content items (`input_text`, `input_image`).
 ToolOutput = str | list[dict[str, Any]]
 
+#: blocking file work (patches, local images) of all turns at once.
+FILE_WORK = trio.CapacityLimiter(4)
+
+
+class TurnInterrupted(Exception):
+    """The user cancelled an approval: the turn ends as interrupted."""
+
 
 @attrs.frozen
 class ToolCall:
-    """A function call the model made: `namespace` is set for a tool inside a namespace."""
+    """A call the model made: `namespace` is set for a tool inside a namespace; `kind` is
+    `function_call` (JSON arguments) or `custom_tool_call` (free-form input)."""
 
     call_id: str
     name: str
     arguments: str
     namespace: str | None = None
+    kind: str = "function_call"
 
 
 @attrs.frozen

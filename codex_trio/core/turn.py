@@ -16,17 +16,17 @@ A turn: user input → model request (streamed; text deltas, reasoning, tool cal
 model answers without calling a tool. Every finished item goes to the thread's rollout as it
 completes; the model conversation (`history`) is rebuilt from the rollout when a thread is
 loaded again. Events follow the reference's order (see docs/turns.md).
+
+This module is the loop and the mapping of model stream events to items. Tools are
+`ToolProvider`s (`core.tools`): the built-in ones (`core.builtin_tools`) first, then the
+families given to the turn (MCP); the conversation and token usage in their stored and wire
+shapes are `core.history`'s; item notifications and rollout lines are `core.item_events`'s.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
-import mimetypes
-import os
 import secrets
-import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,24 +37,11 @@ import trio
 
 from codex_trio import log_store, tracing
 from codex_trio.config.effective import ProviderConfig
-from codex_trio.core import approvals as approvals_mod
-from codex_trio.core import model_client
-from codex_trio.core.apply_patch import FilePlan, PatchError, apply_plan, git_diff, parse_patch, plan_patch
+from codex_trio.core import history as conversation
+from codex_trio.core import item_events, model_client
 from codex_trio.core.approvals import SessionApprovals
-from codex_trio.core.exec_tool import (
-    DEFAULT_MAX_OUTPUT_TOKENS,
-    DEFAULT_POLL_YIELD_MS,
-    DEFAULT_WRITE_YIELD_MS,
-    MAX_POLL_YIELD_MS,
-    MAX_YIELD_MS,
-    MIN_YIELD_MS,
-    ExecSessions,
-    ExecToolError,
-    command_actions,
-    default_shell,
-    parse_exec_args,
-    wait_for,
-)
+from codex_trio.core.builtin_tools import BuiltinTools
+from codex_trio.core.exec_tool import ExecSessions, default_shell
 from codex_trio.core.model_client import (
     Completed,
     Login,
@@ -77,22 +64,32 @@ from codex_trio.core.prompt import (
     model_family,
     permissions_text,
     request_body,
-    tools_for,
     usable_context_window,
 )
-from codex_trio.core.tools import ToolCall, ToolOutput, ToolProvider, ToolTurn
+from codex_trio.core.tools import FILE_WORK, ToolCall, ToolOutput, ToolProvider, ToolTurn, TurnInterrupted
+from codex_trio.ids import now_ms, uuid7
+from codex_trio.protocol.account import RateLimitsUpdated
+from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.items import (
     AgentMessageItem,
-    CommandApprovalParams,
-    CommandExecutionItem,
-    CommandStatus,
-    FileChange,
-    FileChangeApprovalParams,
-    FileChangeItem,
+    ItemDelta,
     ReasoningItem,
+    ReasoningSummaryTextDelta,
     UserMessageItem,
 )
-from codex_trio.protocol.turns import Turn, TurnError, UserInput
+from codex_trio.protocol.items import (
+    ReasoningSummaryPartAdded as SummaryPartAddedNotification,
+)
+from codex_trio.protocol.thread import ACTIVE, IDLE, SYSTEM_ERROR
+from codex_trio.protocol.turns import (
+    ErrorNotification,
+    ThreadTokenUsage,
+    TokenUsageUpdated,
+    Turn,
+    TurnError,
+    TurnNotification,
+    UserInput,
+)
 from codex_trio.store import rollout
 from codex_trio.threads import LoadedThread
 
@@ -103,46 +100,6 @@ log = logging.getLogger(__name__)
 
 #: seconds the end of an interrupted or cancelled turn may take (rollout line, notifications).
 FINALIZE_TIMEOUT = 5.0
-#: blocking file work of one turn (patches, images) at once.
-FILE_WORK = trio.CapacityLimiter(4)
-
-#: tools this engine runs itself; any other call goes to a `ToolProvider` that claims it.
-BUILTIN_TOOLS = frozenset({"exec_command", "write_stdin", "apply_patch"})
-IDLE = {"type": "idle"}
-ACTIVE = {"type": "active", "activeFlags": []}
-SYSTEM_ERROR = {"type": "systemError"}
-RATE_LIMITS = {
-    "rateLimits": {
-        "limitId": "codex",
-        "limitName": None,
-        "normalModelSlug": None,
-        "primary": None,
-        "secondary": None,
-        "credits": None,
-        "individualLimit": None,
-        "spendControlReached": None,
-        "planType": None,
-        "rateLimitReachedType": None,
-    }
-}
-
-
-def uuid7() -> str:
-    """A time-ordered UUID (version 7), as the reference uses for turn and item ids."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(secrets.token_bytes(10), "big")
-    rand_a = (rand >> 62) & 0xFFF
-    rand_b = rand & ((1 << 62) - 1)
-    value = ((ms & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return str(uuid.UUID(int=value))
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class TurnInterrupted(Exception):
-    """The user cancelled an approval: the turn ends as interrupted."""
 
 
 @attrs.frozen
@@ -186,23 +143,12 @@ Outcome = _Completed | _Interrupted | _Failed
 
 
 @attrs.define(eq=False)
-class _Call:
-    """A tool call the model made, in the form it goes back into the history."""
-
-    kind: str  # function_call | custom_tool_call
-    call_id: str
-    name: str
-    arguments: str
-    namespace: str | None = None
-
-
-@attrs.define(eq=False)
 class _Sample:
     """What one model response produced, committed to history when it completed."""
 
     history: list[dict[str, Any]] = attrs.Factory(list)
     rollout: list[dict[str, Any]] = attrs.Factory(list)
-    calls: list[_Call] = attrs.Factory(list)
+    calls: list[ToolCall] = attrs.Factory(list)
     usage: TokenUsage | None = None
     open_messages: dict[str, AgentMessageItem] = attrs.Factory(dict)
     open_reasoning: dict[str, ReasoningItem] = attrs.Factory(dict)
@@ -227,6 +173,7 @@ class ThreadRuntime:
 
     @classmethod
     def of(cls, thread: LoadedThread, services: Services) -> ThreadRuntime:
+        """The thread's runtime, created on first use."""
         runtime = thread.turn_state
         if not isinstance(runtime, ThreadRuntime):
             runtime = cls(thread, services)
@@ -235,6 +182,7 @@ class ThreadRuntime:
 
     @property
     def active_turn(self) -> RunningTurn | None:
+        """The turn still accepting input (None once it is finishing)."""
         turn = self.current
         return turn if turn is not None and not turn.finishing else None
 
@@ -286,18 +234,7 @@ class ThreadRuntime:
     async def load_history(self) -> list[dict[str, Any]]:
         """The model conversation so far, rebuilt from the rollout the first time."""
         if self.history is None:
-            history: list[dict[str, Any]] = []
-            total: TokenUsage | None = None
-            for line in await self.thread.read_rollout():
-                payload = line.get("payload") or {}
-                if line.get("type") == "response_item" and isinstance(payload, dict):
-                    history.append(dict(payload))
-                elif line.get("type") == "event_msg" and payload.get("type") == "token_count":
-                    info = payload.get("info") or {}
-                    usage = info.get("total_token_usage") if isinstance(info, dict) else None
-                    if isinstance(usage, dict):
-                        total = _usage_from_snake(usage)
-            self.history = _close_dangling_calls(history)
+            self.history, total = conversation.from_rollout(await self.thread.read_rollout())
             if self.total_usage is None:
                 self.total_usage = total
         return self.history
@@ -306,76 +243,6 @@ class ThreadRuntime:
 async def _set_when(wait: Any, scope: trio.CancelScope) -> None:
     await wait()
     scope.cancel()
-
-
-def _usage_from_snake(usage: Mapping[str, Any]) -> TokenUsage:
-    def num(key: str) -> int:
-        value = usage.get(key)
-        return value if isinstance(value, int) else 0
-
-    return TokenUsage(
-        num("input_tokens"),
-        num("cached_input_tokens"),
-        num("output_tokens"),
-        num("reasoning_output_tokens"),
-        num("total_tokens"),
-    )
-
-
-def _close_dangling_calls(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every tool call needs an output before the model sees the history again."""
-    answered = {
-        i.get("call_id")
-        for i in history
-        if i.get("type") in ("function_call_output", "custom_tool_call_output")
-    }
-    out: list[dict[str, Any]] = []
-    for item in history:
-        out.append(item)
-        kind = item.get("type")
-        if kind in ("function_call", "custom_tool_call") and item.get("call_id") not in answered:
-            out.append(_call_output(kind, str(item.get("call_id")), "aborted"))
-    return out
-
-
-def _call_output(kind: str, call_id: str, text: ToolOutput) -> dict[str, Any]:
-    output_type = "custom_tool_call_output" if kind == "custom_tool_call" else "function_call_output"
-    return {"type": output_type, "call_id": call_id, "output": text}
-
-
-def user_input_history_item(inputs: list[UserInput], cwd: Path) -> dict[str, Any] | None:
-    """The user message as the model receives it (text, images); None for empty input."""
-    content: list[dict[str, Any]] = []
-    for entry in inputs:
-        wire = entry.wire
-        if entry.type == "text":
-            content.append({"type": "input_text", "text": wire["text"]})
-        elif entry.type == "image" and isinstance(wire.get("url"), str):
-            content.append({"type": "input_image", "image_url": wire["url"]})
-        elif entry.type == "localImage":
-            url = _data_url(Path(wire["path"]) if os.path.isabs(wire["path"]) else cwd / wire["path"])
-            if url is not None:
-                content.append({"type": "input_image", "image_url": url})
-        elif entry.type in ("skill", "mention"):
-            content.append({"type": "input_text", "text": f"[{entry.type}: {wire['name']} ({wire['path']})]"})
-    if not content:
-        return None
-    return {"type": "message", "role": "user", "content": content}
-
-
-#: bytes of a local image sent to the model.
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
-
-
-def _data_url(path: Path) -> str | None:
-    try:
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            return None
-        data = path.read_bytes()
-    except OSError:
-        return None
-    mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 # ---------------------------------------------------------------------------- a turn
@@ -398,7 +265,9 @@ class RunningTurn:
         self.settings = settings
         #: tool families beyond the built-in ones (MCP servers…), see `codex_trio.core.tools`.
         self.tool_providers = tuple(tool_providers)
-        self._extra_tools: list[dict[str, Any]] = []
+        #: the built-in tools, then `tool_providers`; a call goes to the first that handles it.
+        self._providers: tuple[ToolProvider, ...] = ()
+        self._tools: list[dict[str, Any]] = []
         self.id = turn_id or uuid7()
         self.scope = trio.CancelScope()
         #: set by the request that started the turn once its response is queued.
@@ -414,13 +283,12 @@ class RunningTurn:
         self._pending: list[tuple[list[UserInput], str | None]] = [(inputs, client_user_message_id)]
         self._sample_scope: trio.CancelScope | None = None
         self._runtime: ThreadRuntime | None = None
-        self._baselines: dict[Path, str | None] = {}
-        self._current_files: dict[Path, Path] = {}
         #: the trace context of the request that started the turn (see `codex_trio.tracing`).
         self._trace = tracing.capture()
 
     # ------------------------------------------------------------------ control (from requests)
     def interrupt(self) -> None:
+        """Cancel the turn (`turn/interrupt`); it ends as interrupted."""
         self.scope.cancel()
 
     def steer(self, inputs: list[UserInput], client_user_message_id: str | None) -> None:
@@ -431,41 +299,14 @@ class RunningTurn:
 
     def wire(self) -> dict[str, Any]:
         """The Turn as the `turn/start` response shows it."""
-        return Turn(self.id).to_wire()
+        wire: dict[str, Any] = unstructure(Turn(self.id))
+        return wire
 
     # ------------------------------------------------------------------ notifications
-    async def _notify(self, method: str, params: dict[str, Any]) -> None:
+    async def _notify(self, method: str, params: Any) -> None:
         await self.thread.notify_subscribers(method, params)
 
-    async def _item_started(self, item: Any) -> None:
-        await self._notify(
-            "item/started",
-            {
-                "item": item.to_wire(),
-                "threadId": self.thread.id,
-                "turnId": self.id,
-                "startedAtMs": item.started_at_ms,
-            },
-        )
-
-    async def _item_completed(self, item: Any) -> None:
-        await self._notify(
-            "item/completed",
-            {
-                "item": item.to_wire(),
-                "threadId": self.thread.id,
-                "turnId": self.id,
-                "contentTokenCount": None,
-                "completedAtMs": item.completed_at_ms,
-            },
-        )
-
-    def _item_line(self, item: Any) -> dict[str, Any]:
-        return rollout.item_completed(
-            self.thread.id, self.id, item.to_wire(), item.started_at_ms, item.completed_at_ms
-        )
-
-    def _turn(self, **changes: Any) -> dict[str, Any]:
+    def _turn(self, **changes: Any) -> Turn:
         return Turn(
             self.id,
             status=self.status,
@@ -474,7 +315,7 @@ class RunningTurn:
             completed_at=self.completed_at_ms // 1000 if self.completed_at_ms else None,
             duration_ms=self.completed_at_ms - self.started_at_ms if self.completed_at_ms else None,
             **changes,
-        ).to_wire()
+        )
 
     # ------------------------------------------------------------------ the task
     async def run(self, runtime: ThreadRuntime) -> None:
@@ -518,7 +359,7 @@ class RunningTurn:
 
     async def _main(self, runtime: ThreadRuntime) -> Outcome:
         await self.thread.set_status(ACTIVE)
-        await self._notify("turn/started", {"threadId": self.thread.id, "turn": self._turn()})
+        await self._notify("turn/started", TurnNotification(self.thread.id, self._turn()))
         await self.thread.append_rollout(
             [
                 rollout.task_started(self.id, self.started_at_ms // 1000, self._context_window()),
@@ -526,8 +367,17 @@ class RunningTurn:
             ]
         )
         history = await runtime.load_history()
-        for provider in self.tool_providers:
-            self._extra_tools.extend(await provider.tool_specs(self._tool_turn()))
+        assert runtime.sessions is not None, "turns run inside the thread runtime"
+        builtin = BuiltinTools(
+            sessions=runtime.sessions,
+            approvals=runtime.approvals,
+            broadcaster=self.services.broadcaster,
+            family=model_family(self.settings.model),
+        )
+        self._providers = (builtin, *self.tool_providers)
+        tool_turn = self._tool_turn()
+        for provider in self._providers:
+            self._tools.extend(await provider.tool_specs(tool_turn))
         async with open_model_client(self.settings.provider, self.settings.login) as client:
             while True:
                 await self._absorb_input(history)
@@ -538,7 +388,7 @@ class RunningTurn:
                 if sample.rollout:
                     await self.thread.append_rollout(sample.rollout)
                 for call in sample.calls:
-                    await self._run_tool(runtime, history, call)
+                    await self._run_tool(history, call)
                 if sample.usage is not None:
                     await self._report_usage(runtime, sample.usage)
                 if not sample.calls and not self._pending:
@@ -549,20 +399,21 @@ class RunningTurn:
         while self._pending:
             inputs, client_id = self._pending.pop(0)
             entry = await trio.to_thread.run_sync(
-                user_input_history_item, inputs, self.settings.cwd, limiter=FILE_WORK
+                conversation.user_input_item, inputs, self.settings.cwd, limiter=FILE_WORK
             )
             if entry is None:
                 continue
             at = now_ms()
-            item = UserMessageItem(uuid7(), [i.wire for i in inputs], client_id, at, None)
-            await self._item_started(item)
+            item = UserMessageItem(uuid7(), [i.wire for i in inputs], client_id=client_id, started_at_ms=at)
+            await item_events.started(self.thread, self.id, item)
             done = attrs.evolve(item, completed_at_ms=at)
-            await self._item_completed(done)
+            await item_events.completed(self.thread, self.id, done)
             history.append(entry)
             preview = next((i.text for i in inputs if i.text), None)
             if preview:
                 self.thread.mark_user_content(preview)
-            await self.thread.append_rollout([rollout.response_item(entry), self._item_line(done)])
+            line = item_events.rollout_line(self.thread.id, self.id, done)
+            await self.thread.append_rollout([rollout.response_item(entry), line])
 
     # ------------------------------------------------------------------ sampling
     async def _sample_with_retries(
@@ -577,19 +428,12 @@ class RunningTurn:
                 if not exc.retryable or attempt >= retries:
                     raise
                 attempt += 1
-                await self._notify(
-                    "error",
-                    {
-                        "error": TurnError(
-                            f"Reconnecting... {attempt}/{retries}",
-                            {"responseStreamDisconnected": {"httpStatusCode": exc.http_status}},
-                            exc.message,
-                        ).to_wire(),
-                        "willRetry": True,
-                        "threadId": self.thread.id,
-                        "turnId": self.id,
-                    },
+                error = TurnError(
+                    f"Reconnecting... {attempt}/{retries}",
+                    {"responseStreamDisconnected": {"httpStatusCode": exc.http_status}},
+                    exc.message,
                 )
+                await self._notify("error", ErrorNotification(error, True, self.thread.id, self.id))
                 await trio.sleep(model_client.backoff_delay(attempt))
 
     async def _sample_once(
@@ -614,13 +458,7 @@ class RunningTurn:
             # forwarded; one without an opened item is dropped, as the reference does.
             if event.delta and event.item_id in sample.open_messages:
                 await self.thread.notify_subscribers(
-                    "item/agentMessage/delta",
-                    {
-                        "threadId": self.thread.id,
-                        "turnId": self.id,
-                        "itemId": event.item_id,
-                        "delta": event.delta,
-                    },
+                    "item/agentMessage/delta", ItemDelta(self.thread.id, self.id, event.item_id, event.delta)
                 )
                 # Let the connections' writers send it now, before this task goes back down
                 # through the HTTP stack for the next chunk (shortens the delta's latency).
@@ -632,18 +470,17 @@ class RunningTurn:
         elif isinstance(event, ReasoningSummaryDelta | ReasoningSummaryPartAdded):
             reasoning = sample.open_reasoning.get(event.item_id or "")
             if reasoning is not None:
-                params: dict[str, Any] = {
-                    "threadId": self.thread.id,
-                    "turnId": self.id,
-                    "itemId": reasoning.id,
-                }
+                ids = (self.thread.id, self.id, reasoning.id)
                 if isinstance(event, ReasoningSummaryDelta):
-                    method = "item/reasoning/summaryTextDelta"
-                    params["delta"] = event.delta
+                    await self._notify(
+                        "item/reasoning/summaryTextDelta",
+                        ReasoningSummaryTextDelta(*ids, event.delta, event.summary_index),
+                    )
                 else:
-                    method = "item/reasoning/summaryPartAdded"
-                params["summaryIndex"] = event.summary_index
-                await self._notify(method, params)
+                    await self._notify(
+                        "item/reasoning/summaryPartAdded",
+                        SummaryPartAddedNotification(*ids, event.summary_index),
+                    )
         elif isinstance(event, Completed):
             sample.usage = event.usage
 
@@ -654,11 +491,11 @@ class RunningTurn:
         if kind == "message" and item.get("role", "assistant") == "assistant":
             message_item = AgentMessageItem(item_id, started_at_ms=now_ms())
             sample.open_messages[item_id] = message_item
-            await self._item_started(message_item)
+            await item_events.started(self.thread, self.id, message_item)
         elif kind == "reasoning":
             reasoning = ReasoningItem(item_id, started_at_ms=now_ms())
             sample.open_reasoning[item_id] = reasoning
-            await self._item_started(reasoning)
+            await item_events.started(self.thread, self.id, reasoning)
 
     async def _on_item_done(self, sample: _Sample, item: dict[str, Any]) -> None:
         kind = item.get("type")
@@ -673,12 +510,12 @@ class RunningTurn:
             opened = sample.open_messages.pop(item_id, None)
             if opened is None:
                 opened = AgentMessageItem(item_id, started_at_ms=now_ms())
-                await self._item_started(opened)
+                await item_events.started(self.thread, self.id, opened)
             phase = item.get("phase") if isinstance(item.get("phase"), str) else None
             done = attrs.evolve(opened, text=text, phase=phase, completed_at_ms=now_ms())
-            await self._item_completed(done)
+            await item_events.completed(self.thread, self.id, done)
             self.last_agent_message = done
-            sample.rollout.append(self._item_line(done))
+            sample.rollout.append(item_events.rollout_line(self.thread.id, self.id, done))
             sample.history.append(item)
             sample.rollout.append(rollout.response_item(item))
         elif kind == "reasoning":
@@ -687,12 +524,12 @@ class RunningTurn:
             opened_reasoning = sample.open_reasoning.pop(item_id, None)
             if opened_reasoning is None:
                 opened_reasoning = ReasoningItem(item_id, started_at_ms=now_ms())
-                await self._item_started(opened_reasoning)
+                await item_events.started(self.thread, self.id, opened_reasoning)
             finished = attrs.evolve(
                 opened_reasoning, summary=summary, content=content, completed_at_ms=now_ms()
             )
-            await self._item_completed(finished)
-            sample.rollout.append(self._item_line(finished))
+            await item_events.completed(self.thread, self.id, finished)
+            sample.rollout.append(item_events.rollout_line(self.thread.id, self.id, finished))
             sample.history.append(item)
             sample.rollout.append(rollout.response_item(item))
         elif kind in ("function_call", "custom_tool_call"):
@@ -703,7 +540,7 @@ class RunningTurn:
             arguments = item.get("arguments") if kind == "function_call" else item.get("input")
             namespace = item.get("namespace") if isinstance(item.get("namespace"), str) else None
             text = arguments if isinstance(arguments, str) else ""
-            sample.calls.append(_Call(kind, call_id, name, text, namespace))
+            sample.calls.append(ToolCall(call_id, name, text, namespace, kind))
             sample.history.append(item)
             sample.rollout.append(rollout.response_item(item))
 
@@ -721,7 +558,7 @@ class RunningTurn:
             instructions=s.base_instructions or BASE_INSTRUCTIONS,
             context=context,
             history=history,
-            tools=tools_for(family, self._extra_tools),
+            tools=[dict(t) for t in self._tools],
             effort=s.effort,
             summary=s.summary,
             output_schema=s.output_schema,
@@ -765,25 +602,17 @@ class RunningTurn:
     async def _report_usage(self, runtime: ThreadRuntime, last: TokenUsage) -> None:
         total = last if runtime.total_usage is None else runtime.total_usage + last
         runtime.total_usage = total
-        await self._notify(
-            "thread/tokenUsage/updated",
-            {
-                "threadId": self.thread.id,
-                "turnId": self.id,
-                "tokenUsage": {
-                    "total": _usage_wire(total),
-                    "last": _usage_wire(last),
-                    "modelContextWindow": self._context_window(),
-                },
-            },
+        usage = ThreadTokenUsage(
+            conversation.usage_breakdown(total), conversation.usage_breakdown(last), self._context_window()
         )
-        self.services.broadcaster.broadcast("account/rateLimits/updated", RATE_LIMITS)
+        await self._notify("thread/tokenUsage/updated", TokenUsageUpdated(self.thread.id, self.id, usage))
+        self.services.broadcaster.broadcast("account/rateLimits/updated", RateLimitsUpdated())
         await self.thread.append_rollout(
             [
                 rollout.token_count(
                     {
-                        "total_token_usage": _usage_snake(total),
-                        "last_token_usage": _usage_snake(last),
+                        "total_token_usage": conversation.usage_record(total),
+                        "last_token_usage": conversation.usage_record(last),
                         "model_context_window": self._context_window(),
                     }
                 )
@@ -795,235 +624,34 @@ class RunningTurn:
         s = self.settings
         return ToolTurn(self.thread, self.id, s.approval_policy, s.sandbox_policy, s.cwd)
 
-    def _provider_for(self, call: _Call) -> ToolProvider | None:
-        if call.namespace is None and call.name in BUILTIN_TOOLS:
-            return None
-        tool_call = ToolCall(call.call_id, call.name, call.arguments, call.namespace)
-        turn = self._tool_turn()
-        return next((p for p in self.tool_providers if p.handles(turn, tool_call)), None)
-
     def _span_attributes(self, phase: str) -> dict[str, str]:
         return {"codex.turn.phase": phase, "conversation.id": self.thread.id, "turn.id": self.id}
 
-    async def _run_tool(self, runtime: ThreadRuntime, history: list[dict[str, Any]], call: _Call) -> None:
+    async def _run_tool(self, history: list[dict[str, Any]], call: ToolCall) -> None:
         """Run one call (in a span named after the tool, as the reference names it)."""
         attributes = {**self._span_attributes("tool"), "tool_name": call.name, "call_id": call.call_id}
         with tracing.span(call.name, attributes):
-            await self._run_tool_traced(runtime, history, call)
+            await self._run_tool_traced(history, call)
 
-    async def _run_tool_traced(
-        self, runtime: ThreadRuntime, history: list[dict[str, Any]], call: _Call
-    ) -> None:
+    async def _run_tool_traced(self, history: list[dict[str, Any]], call: ToolCall) -> None:
         """Put the call's output into the history (and the rollout) right away."""
+        turn = self._tool_turn()
+        provider = next((p for p in self._providers if p.handles(turn, call)), None)
         try:
-            text: ToolOutput
-            provider = self._provider_for(call)
+            output: ToolOutput
             if provider is not None:
-                text = await provider.call(
-                    self._tool_turn(), ToolCall(call.call_id, call.name, call.arguments, call.namespace)
-                )
-            elif call.name == "exec_command":
-                text = await self._exec_command(runtime, call)
-            elif call.name == "write_stdin":
-                text = await self._write_stdin(runtime, call)
-            elif call.name == "apply_patch":
-                text = await self._apply_patch(runtime, call)
+                output = await provider.call(turn, call)
             else:
-                text = f"unsupported call: {call.name}"
+                output = f"unsupported call: {call.name}"
         except TurnInterrupted:
-            output = _call_output(call.kind, call.call_id, "aborted by user")
-            history.append(output)
+            aborted = conversation.call_output(call.kind, call.call_id, "aborted by user")
+            history.append(aborted)
             with trio.CancelScope(shield=True):
-                await self.thread.append_rollout([rollout.response_item(output)])
+                await self.thread.append_rollout([rollout.response_item(aborted)])
             raise
-        output = _call_output(call.kind, call.call_id, text)
-        history.append(output)
-        await self.thread.append_rollout([rollout.response_item(output)])
-
-    async def _exec_command(self, runtime: ThreadRuntime, call: _Call) -> str:
-        try:
-            raw = orjson.loads(call.arguments or "{}")
-            args = parse_exec_args(raw if isinstance(raw, dict) else {})
-        except (orjson.JSONDecodeError, ExecToolError) as exc:
-            return f"failed to parse function arguments: {exc}"
-        cwd = args.cwd(self.settings.cwd)
-        display = args.display()
-        item = CommandExecutionItem(
-            call.call_id, display, str(cwd), command_actions(args.cmd), started_at_ms=now_ms()
-        )
-        argv = args.argv()
-        needs = approvals_mod.command_needs_approval(
-            self.settings.approval_policy,
-            self.settings.sandbox_policy,
-            args.cmd,
-            argv,
-            display,
-            escalated=args.escalated,
-            approvals=runtime.approvals,
-        )
-        if needs:
-            await self.thread.set_status(approvals_mod.WAITING)
-            await self._item_started(item)
-            amendment = args.prefix_rule or approvals_mod.proposed_amendment(args.cmd, argv)
-            params = CommandApprovalParams(
-                self.thread.id,
-                self.id,
-                call.call_id,
-                item.started_at_ms or now_ms(),
-                display,
-                str(cwd),
-                item.command_actions,
-                amendment,
-                ["accept", {"acceptWithExecpolicyAmendment": {"execpolicy_amendment": amendment}}, "cancel"],
-                reason=args.justification,
-            ).to_wire()
-            answer = await approvals_mod.ask(
-                self.thread,
-                self.services.broadcaster,
-                "item/commandExecution/requestApproval",
-                params,
-                set_waiting=False,
-            )
-            await self.thread.set_status(ACTIVE)
-            if answer.decision in ("decline", "cancel"):
-                declined = attrs.evolve(item, status="declined", completed_at_ms=now_ms())
-                await self._item_completed(declined)
-                await self.thread.append_rollout([self._item_line(declined)])
-                if answer.decision == "cancel":
-                    raise TurnInterrupted()
-                return "exec_command failed: the user rejected this command"
-            if answer.decision == "acceptForSession":
-                runtime.approvals.commands.add(display)
-            if answer.amendment:
-                runtime.approvals.prefixes.append(tuple(answer.amendment))
-        else:
-            await self._item_started(item)
-        sessions = runtime.sessions
-        assert sessions is not None, "tools run inside the thread runtime"
-        began = time.monotonic()
-        output_parts: list[str] = []
-
-        async def stream(text: str) -> None:
-            output_parts.append(text)
-            await self._notify(
-                "item/commandExecution/outputDelta",
-                {"threadId": self.thread.id, "turnId": self.id, "itemId": call.call_id, "delta": text},
-            )
-
-        try:
-            session = await sessions.start(args, cwd)
-        except ExecToolError as exc:
-            failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
-            await self._item_completed(failed)
-            return f"exec_command failed: {exc}"
-        session.listen(stream)
-        try:
-            result = await wait_for(session, args.yield_time_ms)
-        finally:
-            session.listen(None)
-        duration = int((time.monotonic() - began) * 1000)
-        status: CommandStatus = "completed"
-        if result.error is not None or result.exit_code not in (None, 0):
-            status = "failed"
-        done = attrs.evolve(
-            item,
-            status=status,
-            source="unifiedExecStartup",
-            process_id=str(session.pid) if session.pid is not None else None,
-            aggregated_output=result.output.decode("utf-8", "replace")
-            if result.error is None
-            else result.error,
-            exit_code=result.exit_code,
-            duration_ms=duration,
-            completed_at_ms=now_ms(),
-        )
-        await self._item_completed(done)
-        await self.thread.append_rollout([self._item_line(done)])
-        return result.text_for_model(args.max_output_tokens)
-
-    async def _write_stdin(self, runtime: ThreadRuntime, call: _Call) -> str:
-        try:
-            raw = orjson.loads(call.arguments or "{}")
-        except orjson.JSONDecodeError as exc:
-            return f"failed to parse function arguments: {exc}"
-        if not isinstance(raw, dict) or not isinstance(raw.get("session_id"), int | float):
-            return "failed to parse function arguments: missing field `session_id`"
-        sessions = runtime.sessions
-        session = sessions.get(int(raw["session_id"])) if sessions is not None else None
-        if session is None:
-            return f"write_stdin failed: Unknown session id {int(raw['session_id'])}"
-        chars = raw.get("chars") if isinstance(raw.get("chars"), str) else ""
-        if chars:
-            try:
-                await session.write(chars)
-            except ExecToolError as exc:
-                return f"write_stdin failed: {exc}"
-            default, high = DEFAULT_WRITE_YIELD_MS, MAX_YIELD_MS
-        else:
-            default, high = DEFAULT_POLL_YIELD_MS, MAX_POLL_YIELD_MS
-        value = raw.get("yield_time_ms")
-        yield_ms = int(min(max(value, MIN_YIELD_MS), high)) if isinstance(value, int | float) else default
-        tokens = raw.get("max_output_tokens")
-        budget = int(tokens) if isinstance(tokens, int | float) and tokens > 0 else DEFAULT_MAX_OUTPUT_TOKENS
-        result = await wait_for(session, yield_ms)
-        return result.text_for_model(budget)
-
-    async def _apply_patch(self, runtime: ThreadRuntime, call: _Call) -> str:
-        text = call.arguments
-        if call.kind == "function_call":
-            try:
-                raw = orjson.loads(text or "{}")
-            except orjson.JSONDecodeError as exc:
-                return f"failed to parse function arguments: {exc}"
-            text = raw.get("input", "") if isinstance(raw, dict) else ""
-        began = time.monotonic()
-        cwd = self.settings.cwd
-        try:
-            hunks = parse_patch(text)
-            plans = await trio.to_thread.run_sync(plan_patch, hunks, cwd, limiter=FILE_WORK)
-        except PatchError as exc:
-            return f"apply_patch verification failed: {exc}"
-        changes = [_file_change(p) for p in plans]
-        item = FileChangeItem(call.call_id, changes, started_at_ms=now_ms())
-        await self._item_started(item)
-        targets = [p.path for p in plans] + [p.move_to for p in plans if p.move_to is not None]
-        if approvals_mod.patch_needs_approval(
-            self.settings.approval_policy, self.settings.sandbox_policy, targets, cwd, runtime.approvals
-        ):
-            params = FileChangeApprovalParams(self.thread.id, self.id, call.call_id, now_ms()).to_wire()
-            answer = await approvals_mod.ask(
-                self.thread, self.services.broadcaster, "item/fileChange/requestApproval", params
-            )
-            if answer.decision in ("decline", "cancel"):
-                declined = attrs.evolve(item, status="declined", completed_at_ms=now_ms())
-                await self._item_completed(declined)
-                await self.thread.append_rollout([self._item_line(declined)])
-                if answer.decision == "cancel":
-                    raise TurnInterrupted()
-                return "patch rejected: the user declined these changes"
-            if answer.decision == "acceptForSession":
-                runtime.approvals.paths.update(targets)
-        for plan in plans:
-            self._baselines.setdefault(plan.path, plan.old_content)
-            if plan.move_to is not None:
-                self._baselines.setdefault(plan.move_to, None)
-        try:
-            summary = await trio.to_thread.run_sync(apply_plan, plans, limiter=FILE_WORK)
-        except OSError as exc:
-            failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
-            await self._item_completed(failed)
-            await self.thread.append_rollout([self._item_line(failed)])
-            return f"apply_patch failed: {exc}"
-        done = attrs.evolve(item, status="completed", completed_at_ms=now_ms())
-        await self._item_completed(done)
-        await self.thread.append_rollout([self._item_line(done)])
-        diff = await trio.to_thread.run_sync(_turn_diff, dict(self._baselines), cwd, limiter=FILE_WORK)
-        if diff:
-            await self._notify(
-                "turn/diff/updated", {"threadId": self.thread.id, "turnId": self.id, "diff": diff}
-            )
-        wall = time.monotonic() - began
-        return f"Exit code: 0\nWall time: {wall:.1f} seconds\nOutput:\n{summary}"
+        item = conversation.call_output(call.kind, call.call_id, output)
+        history.append(item)
+        await self.thread.append_rollout([rollout.response_item(item)])
 
     # ------------------------------------------------------------------ the end
     async def _finish(self, runtime: ThreadRuntime, outcome: Outcome) -> None:
@@ -1046,15 +674,14 @@ class RunningTurn:
                 durable=True,
             )
             await self.thread.set_status(IDLE)
-            items = [self.last_agent_message.to_wire()] if self.last_agent_message else []
+            items = [self.last_agent_message] if self.last_agent_message else []
             await self._notify(
-                "turn/completed",
-                {"threadId": thread_id, "turn": self._turn(items=items, items_view="summary")},
+                "turn/completed", TurnNotification(thread_id, self._turn(items=items, items_view="summary"))
             )
         elif isinstance(outcome, _Interrupted):
             self.status = "interrupted"
             if runtime.history is not None:
-                runtime.history[:] = _close_dangling_calls(runtime.history)
+                runtime.history[:] = conversation.close_dangling_calls(runtime.history)
                 marker = message("user", TURN_ABORTED_TEXT)
                 runtime.history.append(marker)
                 lines = [rollout.response_item(marker)]
@@ -1063,7 +690,7 @@ class RunningTurn:
             lines.append(rollout.turn_aborted(self.id, "interrupted", started_s, completed_s, duration))
             await self.thread.append_rollout(lines, durable=True)
             await self.thread.set_status(IDLE)
-            await self._notify("turn/completed", {"threadId": thread_id, "turn": self._turn()})
+            await self._notify("turn/completed", TurnNotification(thread_id, self._turn()))
         else:
             self.status = "failed"
             error = outcome.error
@@ -1076,11 +703,8 @@ class RunningTurn:
                 durable=True,
             )
             await self.thread.set_status(SYSTEM_ERROR)
-            await self._notify(
-                "error",
-                {"error": self.error.to_wire(), "willRetry": False, "threadId": thread_id, "turnId": self.id},
-            )
-            await self._notify("turn/completed", {"threadId": thread_id, "turn": self._turn()})
+            await self._notify("error", ErrorNotification(self.error, False, thread_id, self.id))
+            await self._notify("turn/completed", TurnNotification(thread_id, self._turn()))
 
 
 def _from_group(group: BaseExceptionGroup[Any]) -> Outcome | None:
@@ -1104,50 +728,3 @@ def _from_group(group: BaseExceptionGroup[Any]) -> Outcome | None:
             return _Failed(leaf)
     log.error("turn failed", exc_info=group)
     return _Failed(ModelError(f"internal error: {leaves[0] if leaves else group}", "other"))
-
-
-def _file_change(plan: FilePlan) -> FileChange:
-    kind: dict[str, Any] = {"type": plan.kind}
-    if plan.kind == "update":
-        kind["move_path"] = str(plan.move_to) if plan.move_to is not None else None
-    return FileChange(str(plan.path), kind, plan.diff)
-
-
-def _turn_diff(baselines: dict[Path, str | None], cwd: Path) -> str:
-    plans = []
-    for path, before in sorted(baselines.items()):
-        try:
-            after: str | None = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            after = None
-        if before == after:
-            continue
-        if before is None:
-            plans.append(FilePlan("add", path, None, after))
-        elif after is None:
-            plans.append(FilePlan("delete", path, before, None))
-        else:
-            plans.append(FilePlan("update", path, before, after))
-    return git_diff(plans, cwd)
-
-
-def _usage_wire(usage: TokenUsage) -> dict[str, int]:
-    return {
-        "totalTokens": usage.total_tokens,
-        "inputTokens": usage.input_tokens,
-        "cachedInputTokens": usage.cached_input_tokens,
-        "cacheWriteInputTokens": 0,
-        "outputTokens": usage.output_tokens,
-        "reasoningOutputTokens": usage.reasoning_output_tokens,
-    }
-
-
-def _usage_snake(usage: TokenUsage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "cached_input_tokens": usage.cached_input_tokens,
-        "cache_write_input_tokens": 0,
-        "output_tokens": usage.output_tokens,
-        "reasoning_output_tokens": usage.reasoning_output_tokens,
-        "total_tokens": usage.total_tokens,
-    }

@@ -36,11 +36,12 @@ import attrs
 import trio
 
 from codex_trio.config.effective import load_config
-from codex_trio.core.approvals import NO_ANSWER, WAITING, ask_subscribers, policy_name
+from codex_trio.core.approvals import NO_ANSWER, ask_subscribers, policy_name
 from codex_trio.mcp.config import McpServerConfig, parse_servers
 from codex_trio.mcp.state import ServerState
 from codex_trio.protocol import mcp as wire
 from codex_trio.protocol.errors import RpcError, server_shutting_down
+from codex_trio.protocol.thread import WAITING_ON_APPROVAL
 
 if TYPE_CHECKING:
     from codex_trio.mcp.session import ProgressCallback
@@ -216,13 +217,14 @@ class ThreadMcp:
     async def _waiting_on_approval(self) -> AsyncIterator[None]:
         if self._waiting == 0:
             self._status_before = dict(self.thread.status)
-            await self.thread.set_status(WAITING)
+            await self.thread.set_status(WAITING_ON_APPROVAL)
         self._waiting += 1
         try:
             yield
         finally:
             self._waiting -= 1
-            if self._waiting == 0 and self.thread.status == WAITING and self._status_before is not None:
+            waiting = self.thread.status == WAITING_ON_APPROVAL
+            if self._waiting == 0 and waiting and self._status_before is not None:
                 with trio.CancelScope(shield=True):
                     await self.thread.set_status(self._status_before)
 

@@ -25,19 +25,18 @@ import attrs
 import orjson
 import trio
 
+from codex_trio.core import item_events
 from codex_trio.core.approvals import policy_name
 from codex_trio.core.tools import ToolCall, ToolOutput, ToolTurn
+from codex_trio.ids import now_ms
 from codex_trio.mcp.manager import McpRegistry, ThreadMcp, session_module
 from codex_trio.mcp.state import ServerState
 from codex_trio.protocol import mcp as wire
 from codex_trio.protocol.errors import RpcError
-from codex_trio.store import rollout
 
 log = logging.getLogger(__name__)
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def needs_approval(mcp: ThreadMcp, state: ServerState, tool: str, approval_policy: Any) -> bool:
@@ -61,6 +60,7 @@ class McpToolProvider:
         self.registry = registry
 
     async def tool_specs(self, turn: ToolTurn) -> list[dict[str, Any]]:
+        """One namespace tool per connected server (waits for the thread's servers to start)."""
         try:
             mcp = await self.registry.for_thread(turn.thread)
         except RpcError:  # the server is draining: this turn runs without MCP tools
@@ -75,9 +75,11 @@ class McpToolProvider:
         ]
 
     def handles(self, turn: ToolTurn, call: ToolCall) -> bool:
+        """Calls in an `mcp__<server>` namespace, or with a flat `mcp__<server>__<tool>` name."""
         return wire.split_call_name(call.name, call.namespace) is not None
 
     async def call(self, turn: ToolTurn, call: ToolCall) -> ToolOutput:
+        """Run the call as an `mcpToolCall` item, asking approval when needed."""
         names = wire.split_call_name(call.name, call.namespace)
         assert names is not None, "handles() claimed the call"
         server, tool = names
@@ -101,7 +103,7 @@ class McpToolProvider:
             read_only_hint=read_only if isinstance(read_only, bool) else None,
             started_at_ms=now_ms(),
         )
-        await self._item("item/started", turn, item)
+        await item_events.started(turn.thread, turn.turn_id, item)
         if mcp is None or state is None:
             message = f"unknown MCP server '{server}'"
             await self._finish(turn, item, began, error=message)
@@ -120,9 +122,10 @@ class McpToolProvider:
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             if message:
-                params = {"threadId": turn.thread.id, "turnId": turn.turn_id, "itemId": item.id}
-                params["message"] = message
-                await turn.thread.notify_subscribers("item/mcpToolCall/progress", params)
+                await turn.thread.notify_subscribers(
+                    "item/mcpToolCall/progress",
+                    wire.McpToolCallProgress(turn.thread.id, turn.turn_id, item.id, message),
+                )
 
         calls = session_module()
         try:
@@ -145,15 +148,6 @@ class McpToolProvider:
         await self._finish(turn, item, began, error=message)
         return wire.error_output(message, time.monotonic() - began)
 
-    async def _item(self, method: str, turn: ToolTurn, item: wire.McpToolCallItem) -> None:
-        params: dict[str, Any] = {"item": item.to_wire(), "threadId": turn.thread.id, "turnId": turn.turn_id}
-        if method == "item/started":
-            params["startedAtMs"] = item.started_at_ms
-        else:
-            params["contentTokenCount"] = None
-            params["completedAtMs"] = item.completed_at_ms
-        await turn.thread.notify_subscribers(method, params)
-
     async def _finish(
         self,
         turn: ToolTurn,
@@ -168,15 +162,8 @@ class McpToolProvider:
             item,
             status="failed" if failed or error is not None else "completed",
             result=result,
-            error=error,
+            error=wire.McpToolCallError(error) if error is not None else None,
             duration_ms=0 if result is None else int((time.monotonic() - began) * 1000),
             completed_at_ms=now_ms(),
         )
-        await self._item("item/completed", turn, done)
-        await turn.thread.append_rollout(
-            [
-                rollout.item_completed(
-                    turn.thread.id, turn.turn_id, done.to_wire(), done.started_at_ms, done.completed_at_ms
-                )
-            ]
-        )
+        await item_events.finished(turn.thread, turn.turn_id, done)

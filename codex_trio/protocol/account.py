@@ -39,11 +39,15 @@ def _login_type(_: Any, __: attrs.Attribute[Any], value: str) -> None:
 
 @attrs.frozen
 class GetAccountParams:
+    """`account/read` params."""
+
     refresh_token: bool = False
 
 
 @attrs.frozen
 class LoginAccountParams:
+    """`account/login/start` params: an API key or external ChatGPT tokens."""
+
     type: str = attrs.field(validator=_login_type)
     api_key: str | None = None
     app_brand: str | None = None
@@ -60,17 +64,23 @@ class LoginAccountParams:
 
 @attrs.frozen
 class CancelLoginAccountParams:
+    """`account/login/cancel` params."""
+
     login_id: str
 
 
 @attrs.frozen
 class GetAuthStatusParams:
+    """`getAuthStatus` params (v1)."""
+
     include_token: bool | None = None
     refresh_token: bool | None = None
 
 
 @attrs.frozen
 class GetAuthStatusResponse:
+    """`getAuthStatus` result: the auth method and, when asked, the token."""
+
     auth_method: str | None
     auth_token: str | None
     requires_openai_auth: bool | None
@@ -78,6 +88,8 @@ class GetAuthStatusResponse:
 
 @attrs.frozen
 class WorkspaceRouting:
+    """Where requests of an external-token login are routed (from workspace discovery)."""
+
     chatgpt_account_id: str
     backend_origin: str
     account_routing_override: str = "NO_CONSTRAINT"
@@ -85,6 +97,8 @@ class WorkspaceRouting:
 
 @attrs.frozen
 class GetAccountResponse:
+    """`account/read` result."""
+
     account: dict[str, Any] | None
     user_id: str | None
     requires_openai_auth: bool
@@ -93,6 +107,8 @@ class GetAccountResponse:
 
 @attrs.frozen
 class AccountLoginCompleted:
+    """`account/login/completed`: a login finished, or failed with `error`."""
+
     login_id: str | None
     success: bool
     error: str | None = None
@@ -101,6 +117,8 @@ class AccountLoginCompleted:
 
 @attrs.frozen
 class AccountUpdated:
+    """`account/updated`: the auth mode or plan changed."""
+
     auth_mode: str | None
     plan_type: str | None
 
@@ -112,5 +130,30 @@ class GovCloudRequirementsParams:
 
 @attrs.frozen
 class GovCloudRequirementsResponse:
+    """`account/bedrock/checkGovCloudRequirements` result: nothing is required here."""
+
     is_gov_cloud: bool = False
     should_warn: bool = False
+
+
+@attrs.frozen
+class RateLimitSnapshot:
+    """What this server knows of the account's rate limits: which limit, nothing measured."""
+
+    limit_id: str = "codex"
+    limit_name: str | None = None
+    normal_model_slug: str | None = None
+    primary: Any = None
+    secondary: Any = None
+    credits: Any = None
+    individual_limit: Any = None
+    spend_control_reached: Any = None
+    plan_type: str | None = None
+    rate_limit_reached_type: str | None = None
+
+
+@attrs.frozen
+class RateLimitsUpdated:
+    """`account/rateLimits/updated` (broadcast after every model response)."""
+
+    rate_limits: RateLimitSnapshot = attrs.Factory(RateLimitSnapshot)

@@ -10,6 +10,8 @@ import attrs
 
 @attrs.frozen
 class ModelListParams:
+    """`model/list` params (offset cursor paging)."""
+
     cursor: str | None = None
     limit: int | None = None
     include_hidden: bool | None = None
@@ -18,6 +20,8 @@ class ModelListParams:
 
 @attrs.frozen
 class ExperimentalFeatureListParams:
+    """`experimentalFeature/list` params (offset cursor paging)."""
+
     cursor: str | None = None
     limit: int | None = None
     thread_id: str | None = None
@@ -25,24 +29,32 @@ class ExperimentalFeatureListParams:
 
 @attrs.frozen
 class SkillsListParams:
+    """`skills/list` params: the working directories whose skills to list."""
+
     cwds: list[str] | None = None
     force_reload: bool = False
 
 
 @attrs.frozen
 class HooksListParams:
+    """`hooks/list` params."""
+
     cwds: list[str] | None = None
     thread_id: str | None = None
 
 
 @attrs.frozen
 class PluginInstalledParams:
+    """`plugin/installed` params."""
+
     cwds: list[str] | None = None
     install_suggestion_plugin_names: list[str] | None = None
 
 
 @attrs.frozen
 class PluginListParams:
+    """`plugin/list` params."""
+
     cwds: list[str] | None = None
     force_refetch: bool = False
     marketplace_kinds: list[str] | None = None
@@ -50,4 +62,6 @@ class PluginListParams:
 
 @attrs.frozen
 class CollaborationModeListParams:
+    """`collaborationMode/list` params."""
+
     pass

@@ -99,6 +99,8 @@ class CommandExecOutputDelta:
 
 @attrs.frozen
 class CommandExecWriteParams:
+    """`command/exec/write` params: bytes for stdin, or close it."""
+
     process_id: str
     delta_base64: str | None = None
     close_stdin: bool = False
@@ -106,12 +108,16 @@ class CommandExecWriteParams:
 
 @attrs.frozen
 class CommandExecResizeParams:
+    """`command/exec/resize` params: a new PTY size."""
+
     process_id: str
     size: CommandExecTerminalSize
 
 
 @attrs.frozen
 class CommandExecTerminateParams:
+    """`command/exec/terminate` params."""
+
     process_id: str
 
 
@@ -139,6 +145,7 @@ def check_exec_params(params: CommandExecParams) -> None:
 
 
 def check_terminal_size(size: CommandExecTerminalSize) -> None:
+    """Refuse a zero-sized terminal with the reference's error."""
     if size.rows == 0 or size.cols == 0:
         raise invalid_params("command/exec size rows and cols must be greater than 0")
 
@@ -160,8 +167,10 @@ def process_id_repr(process_id: str) -> str:
 
 
 def no_active_process(process_id: str) -> RpcError:
+    """-32600 for a process id with no running command on this connection."""
     return invalid_request(f"no active command/exec for process id {process_id_repr(process_id)}")
 
 
 def duplicate_process(process_id: str) -> RpcError:
+    """-32600 for a process id already running on this connection."""
     return invalid_request(f"duplicate active command/exec process id: {process_id_repr(process_id)}")

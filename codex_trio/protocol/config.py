@@ -30,12 +30,16 @@ def _merge_strategy(_: Any, __: attrs.Attribute[Any], value: str) -> None:
 
 @attrs.frozen
 class ConfigReadParams:
+    """`config/read` params: with `includeLayers`, the layers are listed too."""
+
     cwd: str | None = None
     include_layers: bool = False
 
 
 @attrs.frozen
 class ConfigEdit:
+    """One edit of `config/batchWrite`: a dotted key path, a value and how to merge it."""
+
     key_path: str
     #: any JSON value; `null` deletes the key.
     value: Any
@@ -44,6 +48,8 @@ class ConfigEdit:
 
 @attrs.frozen
 class ConfigValueWriteParams:
+    """`config/value/write` params: one edit, optionally guarded by `expectedVersion`."""
+
     key_path: str
     value: Any
     merge_strategy: str = attrs.field(validator=_merge_strategy)
@@ -53,6 +59,8 @@ class ConfigValueWriteParams:
 
 @attrs.frozen
 class ConfigBatchWriteParams:
+    """`config/batchWrite` params: edits applied together or not at all."""
+
     edits: list[ConfigEdit]
     file_path: str | None = None
     expected_version: str | None = None
@@ -62,12 +70,16 @@ class ConfigBatchWriteParams:
 @attrs.frozen
 class ConfigLayerMetadata:
     #: the layer's `ConfigLayerSource` (a tagged object).
+    """A layer's source and version, as config responses name it."""
+
     name: dict[str, Any]
     version: str
 
 
 @attrs.frozen
 class OverriddenMetadata:
+    """Where a written value is overridden by a higher layer (the write still happened)."""
+
     message: str
     overriding_layer: ConfigLayerMetadata
     effective_value: Any
@@ -75,6 +87,8 @@ class OverriddenMetadata:
 
 @attrs.frozen
 class ConfigWriteResponse:
+    """`config/value/write` and `config/batchWrite` result."""
+
     status: str
     version: str
     file_path: str

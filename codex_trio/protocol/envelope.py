@@ -7,11 +7,12 @@ reference's order (responses `id` first, errors `error` first, notifications end
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import attrs
 import orjson
+
+from codex_trio.ids import now_ms
 
 RequestId = int | str
 
@@ -23,6 +24,8 @@ MISSING: Any = object()
 
 @attrs.frozen
 class Request:
+    """A client request: it gets exactly one response."""
+
     id: RequestId
     method: str
     params: Any  # MISSING when the key is absent
@@ -32,6 +35,8 @@ class Request:
 
 @attrs.frozen
 class Notification:
+    """A client notification: no response."""
+
     method: str
     params: Any
 
@@ -82,15 +87,13 @@ def parse(data: bytes) -> Incoming:
     return Invalid("data did not match any variant of untagged enum JSONRPCMessage")
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def encode_result(request_id: RequestId, result: Any) -> bytes:
+    """A success response, encoded."""
     return orjson.dumps({"id": request_id, "result": result})
 
 
 def encode_error(request_id: RequestId, code: int, message: str, data: Any = None) -> bytes:
+    """An error response, encoded (`data` only when given)."""
     error: dict[str, Any] = {"code": code}
     if data is not None:
         error["data"] = data
@@ -99,8 +102,10 @@ def encode_error(request_id: RequestId, code: int, message: str, data: Any = Non
 
 
 def encode_notification(method: str, params: Any) -> bytes:
+    """A server notification, encoded with the reference's `emittedAtMs`."""
     return orjson.dumps({"method": method, "params": params, "emittedAtMs": now_ms()})
 
 
 def encode_request(request_id: RequestId, method: str, params: Any) -> bytes:
+    """A server->client request, encoded."""
     return orjson.dumps({"method": method, "id": request_id, "params": params})

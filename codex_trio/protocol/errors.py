@@ -7,9 +7,9 @@ with -32001.
 
 from __future__ import annotations
 
-import errno
-import os
 from typing import Any
+
+from codex_trio.os_errors import os_error_text
 
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -49,24 +49,6 @@ def invalid_params(message: str) -> RpcError:
 def internal_error(message: str) -> RpcError:
     """-32603: an internal or I/O failure, with the OS message as the reference words it."""
     return RpcError(INTERNAL_ERROR, message)
-
-
-#: where the reference's libc (musl) words an errno differently from glibc's strerror.
-MUSL_ERRNO_TEXT = {
-    errno.ELOOP: "Symbolic link loop",
-    errno.ENAMETOOLONG: "Filename too long",
-    errno.EXDEV: "Cross-device link",
-    errno.EMFILE: "No file descriptors available",
-    errno.EBUSY: "Resource busy",
-}
-
-
-def os_error_text(exc: OSError) -> str:
-    """Rust's `io::Error` display as the reference prints it: `No such file or directory (os error 2)`."""
-    if exc.errno is None:
-        return str(exc)
-    text = MUSL_ERRNO_TEXT.get(exc.errno) or os.strerror(exc.errno)
-    return f"{text} (os error {exc.errno})"
 
 
 def os_error(exc: OSError) -> RpcError:

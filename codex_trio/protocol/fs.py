@@ -16,22 +16,30 @@ from codex_trio.protocol.paths import AbsolutePath
 # ---------------------------------------------------------------------- params / responses
 @attrs.frozen
 class FsReadFileParams:
+    """`fs/readFile` params: the file to read whole."""
+
     path: AbsolutePath
 
 
 @attrs.frozen
 class FsReadFileResponse:
+    """`fs/readFile` result: the content, base64."""
+
     data_base64: str
 
 
 @attrs.frozen
 class FsWriteFileParams:
+    """`fs/writeFile` params: the file and its new content (strict base64)."""
+
     path: AbsolutePath
     data_base64: str
 
 
 @attrs.frozen
 class FsCreateDirectoryParams:
+    """`fs/createDirectory` params."""
+
     path: AbsolutePath
     #: absent or null means true.
     recursive: bool | None = None
@@ -39,11 +47,15 @@ class FsCreateDirectoryParams:
 
 @attrs.frozen
 class FsGetMetadataParams:
+    """`fs/getMetadata` params."""
+
     path: AbsolutePath
 
 
 @attrs.frozen
 class FsGetMetadataResponse:
+    """`fs/getMetadata` result: the kind of what the path leads to, whether it is a symlink, times in ms."""
+
     is_directory: bool
     is_file: bool
     is_symlink: bool
@@ -53,11 +65,15 @@ class FsGetMetadataResponse:
 
 @attrs.frozen
 class FsReadDirectoryParams:
+    """`fs/readDirectory` params."""
+
     path: AbsolutePath
 
 
 @attrs.frozen
 class FsReadDirectoryEntry:
+    """One entry of `fs/readDirectory`."""
+
     file_name: str
     is_directory: bool
     is_file: bool
@@ -65,11 +81,15 @@ class FsReadDirectoryEntry:
 
 @attrs.frozen
 class FsReadDirectoryResponse:
+    """`fs/readDirectory` result."""
+
     entries: list[FsReadDirectoryEntry]
 
 
 @attrs.frozen
 class FsRemoveParams:
+    """`fs/remove` params; absent `recursive` / `force` mean true, as in the reference."""
+
     path: AbsolutePath
     #: absent or null means true.
     recursive: bool | None = None
@@ -79,6 +99,8 @@ class FsRemoveParams:
 
 @attrs.frozen
 class FsCopyParams:
+    """`fs/copy` params; a directory needs `recursive: true`."""
+
     source_path: AbsolutePath
     destination_path: AbsolutePath
     #: required for directories, ignored for files; unlike createDirectory, null is refused.
@@ -87,6 +109,8 @@ class FsCopyParams:
 
 @attrs.frozen
 class FsWatchParams:
+    """`fs/watch` params: the client names the watch (`watchId`)."""
+
     path: AbsolutePath
     watch_id: str
 
@@ -94,22 +118,29 @@ class FsWatchParams:
 @attrs.frozen
 class FsWatchResponse:
     #: the request path after lexical normalization (symlinks are not resolved).
+    """`fs/watch` result: the path being watched."""
+
     path: str
 
 
 @attrs.frozen
 class FsUnwatchParams:
+    """`fs/unwatch` params."""
+
     watch_id: str
 
 
 @attrs.frozen
 class FsChangedNotification:
+    """`fs/changed`: paths that changed under one watch."""
+
     watch_id: str
     changed_paths: list[str]
 
 
 # ---------------------------------------------------------------------- messages
 def not_a_file_message(path: str) -> str:
+    """The reference's error text for `fs/readFile` on something that is not a file."""
     return f"path `{path}` is not a file"
 
 
@@ -121,6 +152,7 @@ INVALID_BASE64_PREFIX = "fs/writeFile requires valid base64 dataBase64: "
 
 
 def watch_id_exists_message(watch_id: str) -> str:
+    """The reference's error text for a `watchId` already in use on this connection."""
     return f"watchId already exists: {watch_id}"
 
 

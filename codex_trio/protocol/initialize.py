@@ -9,6 +9,8 @@ from codex_trio.protocol.converter import omittable
 
 @attrs.frozen
 class ClientInfo:
+    """Who the client is (its name becomes the originator)."""
+
     name: str
     version: str
     title: str | None = omittable()
@@ -16,6 +18,8 @@ class ClientInfo:
 
 @attrs.frozen
 class InitializeCapabilities:
+    """What the client opts into: experimental methods, fewer notifications."""
+
     experimental_api: bool = False
     opt_out_notification_methods: list[str] | None = None
     request_attestation: bool | None = omittable()
@@ -23,12 +27,16 @@ class InitializeCapabilities:
 
 @attrs.frozen
 class InitializeParams:
+    """`initialize` params."""
+
     client_info: ClientInfo
     capabilities: InitializeCapabilities | None = None
 
 
 @attrs.frozen
 class InitializeResponse:
+    """`initialize` result."""
+
     user_agent: str
     codex_home: str
     platform_family: str

@@ -1,9 +1,10 @@
-"""Thread items (`ThreadItem`) as the server sends them in `item/*` and in turns.
+"""Thread items (`ThreadItem`), the `item/*` notifications and approval requests.
 
-Pure: frozen attrs classes unstructured by the one converter. Field order follows the
-reference's output; `startedAtMs` / `completedAtMs` are experimental fields it always sends.
-`item_from_wire` turns a stored wire item (a dict) back into its class, for items rebuilt from
-a rollout.
+Pure: frozen attrs classes that the one converter unstructures (`unstructure(item)`). Field
+order is the reference's key order; fields it always sends with one value, and those set only
+by `attrs.evolve`, are keyword-only (out of the positional constructor, in their wire place).
+`startedAtMs` / `completedAtMs` are experimental fields the reference always sends. Items
+rebuilt from a rollout stay wire dicts (`store.history`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 import attrs
 
-from codex_trio.protocol.converter import WIRE, structure, unstructure
+from codex_trio.protocol.converter import omittable
 
 CommandStatus = Literal["inProgress", "completed", "failed", "declined"]
 PatchStatus = Literal["inProgress", "completed", "failed", "declined"]
@@ -20,115 +21,64 @@ CommandSource = Literal["agent", "userShell", "unifiedExecStartup", "unifiedExec
 
 
 @attrs.frozen
-class TextInput:
-    """A `text` user input (the only kind whose text reaches the model verbatim)."""
-
-    text: str
-    text_elements: list[Any] = attrs.field(factory=list, metadata={WIRE: "text_elements"})
-    type: Literal["text"] = "text"
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"type": "text", "text": self.text, "text_elements": list(self.text_elements)}
-
-
-@attrs.frozen
 class UserMessageItem:
+    """The `userMessage` item: the user's input as the client sent it."""
+
+    type: Literal["userMessage"] = attrs.field(default="userMessage", kw_only=True)
     id: str
+    client_id: str | None = attrs.field(default=None, kw_only=True)
     content: list[dict[str, Any]]
-    client_id: str | None = None
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
-    type: Literal["userMessage"] = "userMessage"
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": "userMessage",
-            "id": self.id,
-            "clientId": self.client_id,
-            "content": self.content,
-            "startedAtMs": self.started_at_ms,
-            "completedAtMs": self.completed_at_ms,
-        }
 
 
 @attrs.frozen
 class AgentMessageItem:
+    """The `agentMessage` item: the model's answer (`text` is complete once the item is)."""
+
+    type: Literal["agentMessage"] = attrs.field(default="agentMessage", kw_only=True)
+    moderation: None = attrs.field(default=None, kw_only=True)
     id: str
     text: str = ""
     phase: str | None = None
+    memory_citation: None = attrs.field(default=None, kw_only=True)
+    delivery: None = attrs.field(default=None, kw_only=True)
+    questions: None = attrs.field(default=None, kw_only=True)
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
-    type: Literal["agentMessage"] = "agentMessage"
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": "agentMessage",
-            "moderation": None,
-            "id": self.id,
-            "text": self.text,
-            "phase": self.phase,
-            "memoryCitation": None,
-            "delivery": None,
-            "questions": None,
-            "startedAtMs": self.started_at_ms,
-            "completedAtMs": self.completed_at_ms,
-        }
 
 
 @attrs.frozen
 class ReasoningItem:
+    """The `reasoning` item: the model's reasoning summary and content parts."""
+
+    type: Literal["reasoning"] = attrs.field(default="reasoning", kw_only=True)
     id: str
     summary: list[str] = attrs.Factory(list)
     content: list[str] = attrs.Factory(list)
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
-    type: Literal["reasoning"] = "reasoning"
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": "reasoning",
-            "id": self.id,
-            "summary": list(self.summary),
-            "content": list(self.content),
-            "startedAtMs": self.started_at_ms,
-            "completedAtMs": self.completed_at_ms,
-        }
 
 
 @attrs.frozen
 class CommandExecutionItem:
+    """The `commandExecution` item of an `exec_command` call."""
+
+    type: Literal["commandExecution"] = attrs.field(default="commandExecution", kw_only=True)
     id: str
+    plugin_id: None = attrs.field(default=None, kw_only=True)
+    script_path: None = attrs.field(default=None, kw_only=True)
     command: str
     cwd: str
+    process_id: str | None = attrs.field(default=None, kw_only=True)
+    source: CommandSource = attrs.field(default="agent", kw_only=True)
+    status: CommandStatus = attrs.field(default="inProgress", kw_only=True)
     command_actions: list[dict[str, Any]]
-    status: CommandStatus = "inProgress"
-    source: CommandSource = "agent"
-    process_id: str | None = None
     aggregated_output: str | None = None
     exit_code: int | None = None
     duration_ms: int | None = None
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
-    type: Literal["commandExecution"] = "commandExecution"
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": "commandExecution",
-            "id": self.id,
-            "pluginId": None,
-            "scriptPath": None,
-            "command": self.command,
-            "cwd": self.cwd,
-            "processId": self.process_id,
-            "source": self.source,
-            "status": self.status,
-            "commandActions": self.command_actions,
-            "aggregatedOutput": self.aggregated_output,
-            "exitCode": self.exit_code,
-            "durationMs": self.duration_ms,
-            "startedAtMs": self.started_at_ms,
-            "completedAtMs": self.completed_at_ms,
-        }
 
 
 @attrs.frozen
@@ -139,31 +89,73 @@ class FileChange:
     kind: dict[str, Any]
     diff: str
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"path": self.path, "kind": dict(self.kind), "diff": self.diff}
-
 
 @attrs.frozen
 class FileChangeItem:
+    """The `fileChange` item of an `apply_patch` call."""
+
+    type: Literal["fileChange"] = attrs.field(default="fileChange", kw_only=True)
     id: str
     changes: list[FileChange]
     status: PatchStatus = "inProgress"
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
-    type: Literal["fileChange"] = "fileChange"
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": "fileChange",
-            "id": self.id,
-            "changes": [c.to_wire() for c in self.changes],
-            "status": self.status,
-            "startedAtMs": self.started_at_ms,
-            "completedAtMs": self.completed_at_ms,
-        }
 
 
 ThreadItem = UserMessageItem | AgentMessageItem | ReasoningItem | CommandExecutionItem | FileChangeItem
+
+
+# ---------------------------------------------------------------------------- notifications
+@attrs.frozen
+class ItemStarted:
+    """`item/started`: `item` is any item class (an attrs instance, unstructured by its type)."""
+
+    item: Any
+    thread_id: str
+    turn_id: str
+    started_at_ms: int | None
+
+
+@attrs.frozen
+class ItemCompleted:
+    """`item/completed`: the item in its final state."""
+
+    item: Any
+    thread_id: str
+    turn_id: str
+    content_token_count: None = attrs.field(default=None, kw_only=True)
+    completed_at_ms: int | None
+
+
+@attrs.frozen
+class ItemDelta:
+    """`item/agentMessage/delta`, `item/commandExecution/outputDelta`: a piece of an item's text."""
+
+    thread_id: str
+    turn_id: str
+    item_id: str
+    delta: str
+
+
+@attrs.frozen
+class ReasoningSummaryTextDelta:
+    """`item/reasoning/summaryTextDelta`."""
+
+    thread_id: str
+    turn_id: str
+    item_id: str
+    delta: str
+    summary_index: int
+
+
+@attrs.frozen
+class ReasoningSummaryPartAdded:
+    """`item/reasoning/summaryPartAdded`."""
+
+    thread_id: str
+    turn_id: str
+    item_id: str
+    summary_index: int
 
 
 # ---------------------------------------------------------------------------- approvals
@@ -171,34 +163,18 @@ ThreadItem = UserMessageItem | AgentMessageItem | ReasoningItem | CommandExecuti
 class CommandApprovalParams:
     """`item/commandExecution/requestApproval` params (server -> client)."""
 
+    kind: Literal["command"] = attrs.field(default="command", kw_only=True)
     thread_id: str
     turn_id: str
     item_id: str
     started_at_ms: int
+    environment_id: Literal["local"] = attrs.field(default="local", kw_only=True)
     command: str
     cwd: str
     command_actions: list[dict[str, Any]]
     proposed_execpolicy_amendment: list[str] | None
     available_decisions: list[Any]
-    reason: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "kind": "command",
-            "threadId": self.thread_id,
-            "turnId": self.turn_id,
-            "itemId": self.item_id,
-            "startedAtMs": self.started_at_ms,
-            "environmentId": "local",
-            "command": self.command,
-            "cwd": self.cwd,
-            "commandActions": self.command_actions,
-            "proposedExecpolicyAmendment": self.proposed_execpolicy_amendment,
-            "availableDecisions": self.available_decisions,
-        }
-        if self.reason is not None:
-            params["reason"] = self.reason
-        return params
+    reason: str | None = omittable()
 
 
 @attrs.frozen
@@ -211,10 +187,6 @@ class FileChangeApprovalParams:
     started_at_ms: int
     reason: str | None = None
     grant_root: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = unstructure(self)
-        return wire
 
 
 Decision = Literal["accept", "acceptForSession", "decline", "cancel"]
@@ -254,16 +226,3 @@ def parse_approval_answer(result: Any) -> ApprovalAnswer:
                 return ApprovalAnswer("accept", list(prefix))
             return ApprovalAnswer("accept")
     return ApprovalAnswer("decline")
-
-
-def item_to_wire(item: ThreadItem) -> dict[str, Any]:
-    return item.to_wire()
-
-
-def text_inputs(content: list[dict[str, Any]]) -> list[TextInput]:
-    """The text parts of a userMessage's content (other inputs are kept on the item only)."""
-    out = []
-    for part in content:
-        if part.get("type") == "text" and isinstance(part.get("text"), str):
-            out.append(structure(part, TextInput))
-    return out

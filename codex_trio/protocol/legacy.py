@@ -10,17 +10,23 @@ import attrs
 
 @attrs.frozen
 class GitDiffToRemoteParams:
+    """`gitDiffToRemote` params: the work tree to diff."""
+
     cwd: str
 
 
 @attrs.frozen
 class GitDiffToRemoteResponse:
+    """`gitDiffToRemote` result: the base commit and the diff from it."""
+
     sha: str
     diff: str
 
 
 @attrs.frozen
 class FuzzyFileSearchParams:
+    """`fuzzyFileSearch` params: a one-shot search, cancellable by token."""
+
     query: str
     roots: list[str]
     cancellation_token: str | None = None
@@ -28,23 +34,31 @@ class FuzzyFileSearchParams:
 
 @attrs.frozen
 class FuzzyFileSearchSessionStartParams:
+    """`fuzzyFileSearch/sessionStart` params: the roots a session searches."""
+
     session_id: str
     roots: list[str]
 
 
 @attrs.frozen
 class FuzzyFileSearchSessionUpdateParams:
+    """`fuzzyFileSearch/sessionUpdate` params: the latest query."""
+
     session_id: str
     query: str
 
 
 @attrs.frozen
 class FuzzyFileSearchSessionStopParams:
+    """`fuzzyFileSearch/sessionStop` params."""
+
     session_id: str
 
 
 @attrs.frozen
 class FuzzyFileSearchSessionUpdated:
+    """`fuzzyFileSearch/sessionUpdated`: the matches of one query."""
+
     session_id: str
     query: str
     #: result entries in the reference's snake_case shape.
@@ -53,4 +67,6 @@ class FuzzyFileSearchSessionUpdated:
 
 @attrs.frozen
 class FuzzyFileSearchSessionCompleted:
+    """`fuzzyFileSearch/sessionCompleted`: a query's search is over."""
+
     session_id: str

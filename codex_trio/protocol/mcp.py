@@ -35,6 +35,8 @@ ElicitationAction = Literal["accept", "decline", "cancel"]
 # ---------------------------------------------------------------------------- params
 @attrs.frozen
 class McpServerStatusListParams:
+    """`mcpServerStatus/list` params (offset cursor paging)."""
+
     cursor: str | None = None
     limit: int | None = None
     server_name: str | None = None
@@ -44,6 +46,8 @@ class McpServerStatusListParams:
 
 @attrs.frozen
 class McpServerToolCallParams:
+    """`mcpServer/tool/call` params: a tool call outside any turn."""
+
     thread_id: str
     server: str
     tool: str
@@ -53,6 +57,8 @@ class McpServerToolCallParams:
 
 @attrs.frozen
 class McpResourceReadParams:
+    """`mcpServer/resource/read` params."""
+
     server: str
     uri: str
     thread_id: str | None = None
@@ -64,39 +70,41 @@ class McpResourceReadParams:
 
 # ---------------------------------------------------------------------------- the item
 @attrs.frozen
+class McpToolCallError:
+    """Why an `mcpToolCall` item failed."""
+
+    message: str
+
+
+@attrs.frozen
 class McpToolCallItem:
     """The `mcpToolCall` ThreadItem (key order as the reference sends it)."""
 
+    type: Literal["mcpToolCall"] = attrs.field(default="mcpToolCall", kw_only=True)
     id: str
     server: str
     tool: str
+    status: ToolCallStatus = attrs.field(default="inProgress", kw_only=True)
     arguments: Any
-    status: ToolCallStatus = "inProgress"
+    app_context: None = attrs.field(default=None, kw_only=True)
+    mcp_app_ui: None = attrs.field(default=None, kw_only=True)
+    plugin_id: None = attrs.field(default=None, kw_only=True)
     read_only_hint: bool | None = None
     result: dict[str, Any] | None = None
-    error: str | None = None
+    error: McpToolCallError | None = None
     duration_ms: int | None = None
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": "mcpToolCall",
-            "id": self.id,
-            "server": self.server,
-            "tool": self.tool,
-            "status": self.status,
-            "arguments": self.arguments,
-            "appContext": None,
-            "mcpAppUi": None,
-            "pluginId": None,
-            "readOnlyHint": self.read_only_hint,
-            "result": self.result,
-            "error": {"message": self.error} if self.error is not None else None,
-            "durationMs": self.duration_ms,
-            "startedAtMs": self.started_at_ms,
-            "completedAtMs": self.completed_at_ms,
-        }
+
+@attrs.frozen
+class McpToolCallProgress:
+    """`item/mcpToolCall/progress`: a progress message from the server running the call."""
+
+    thread_id: str
+    turn_id: str
+    item_id: str
+    message: str
 
 
 def item_result(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,13 @@ import attrs
 
 from codex_trio.protocol.converter import WireError, converter, describe, expected_variants
 
+# The wire ThreadStatus values; callers copy them (`dict(IDLE)`) before changing one.
+IDLE: dict[str, Any] = {"type": "idle"}
+NOT_LOADED: dict[str, Any] = {"type": "notLoaded"}
+SYSTEM_ERROR: dict[str, Any] = {"type": "systemError"}
+ACTIVE: dict[str, Any] = {"type": "active", "activeFlags": []}
+WAITING_ON_APPROVAL: dict[str, Any] = {"type": "active", "activeFlags": ["waitingOnApproval"]}
+
 SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
 ApprovalsReviewer = Literal["user", "auto_review", "guardian_subagent"]
 Personality = Literal["none", "friendly", "pragmatic"]

@@ -1,7 +1,8 @@
-"""`turn/start`, `turn/steer`, `turn/interrupt`: params, results and the `Turn` object.
+"""`turn/start`, `turn/steer`, `turn/interrupt`: params, the `Turn` object, turn notifications.
 
-Pure. `UserInput` keeps each input as the client sent it (the wire form is what items echo
-back), after checking its `type` and required fields the way serde would.
+Pure: attrs classes the one converter (un)structures. `UserInput` keeps each input as the
+client sent it (the wire form is what items echo back), after checking its `type` and
+required fields the way serde would.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ converter.register_structure_hook(UserInput, _structure_user_input)
 
 @attrs.frozen
 class TurnStartParams:
+    """`turn/start` params: the input and per-turn overrides that stick for later turns."""
+
     thread_id: str
     input: list[UserInput]
     client_user_message_id: str | None = None
@@ -81,6 +84,8 @@ class TurnStartParams:
 
 @attrs.frozen
 class TurnSteerParams:
+    """`turn/steer` params: more input for the running turn `expectedTurnId`."""
+
     thread_id: str
     input: list[UserInput]
     expected_turn_id: str
@@ -89,48 +94,93 @@ class TurnSteerParams:
 
 @attrs.frozen
 class TurnInterruptParams:
+    """`turn/interrupt` params."""
+
     thread_id: str
     turn_id: str
 
 
 @attrs.frozen
 class TurnError:
+    """Why a turn failed (also carried by `error` notifications)."""
+
     message: str
     codex_error_info: Any = None
     additional_details: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "message": self.message,
-            "codexErrorInfo": self.codex_error_info,
-            "additionalDetails": self.additional_details,
-            "misalignment": None,
-        }
+    misalignment: None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen
 class Turn:
-    """The wire `Turn`; `started_at` / `completed_at` are Unix seconds."""
+    """The wire `Turn`; `started_at` / `completed_at` are Unix seconds, `items` attrs items
+    or wire dicts."""
 
     id: str
-    status: str = "inProgress"
-    items: list[dict[str, Any]] = attrs.Factory(list)
+    root_turn_id: str = attrs.field(
+        default=attrs.Factory(lambda self: self.id, takes_self=True), kw_only=True
+    )
+    items: list[Any] = attrs.Factory(list)
     items_view: str = "notLoaded"
+    status: str = "inProgress"
     error: TurnError | None = None
     started_at: int | None = None
     completed_at: int | None = None
     duration_ms: int | None = None
-    root_turn_id: str | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "rootTurnId": self.root_turn_id or self.id,
-            "items": list(self.items),
-            "itemsView": self.items_view,
-            "status": self.status,
-            "error": self.error.to_wire() if self.error is not None else None,
-            "startedAt": self.started_at,
-            "completedAt": self.completed_at,
-            "durationMs": self.duration_ms,
-        }
+
+# ---------------------------------------------------------------------------- notifications
+@attrs.frozen
+class TurnNotification:
+    """`turn/started` and `turn/completed`."""
+
+    thread_id: str
+    turn: Turn
+
+
+@attrs.frozen
+class ErrorNotification:
+    """`error`: a turn's failure, or a retry about to happen (`will_retry`)."""
+
+    error: TurnError
+    will_retry: bool
+    thread_id: str
+    turn_id: str
+
+
+@attrs.frozen
+class TurnDiffUpdated:
+    """`turn/diff/updated`: the turn's changes so far as one unified diff."""
+
+    thread_id: str
+    turn_id: str
+    diff: str
+
+
+@attrs.frozen
+class TokenUsageBreakdown:
+    """Token counts of one request (`last`) or of the thread so far (`total`)."""
+
+    total_tokens: int
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_input_tokens: int
+    output_tokens: int
+    reasoning_output_tokens: int
+
+
+@attrs.frozen
+class ThreadTokenUsage:
+    """The thread's token usage: the whole thread, the last request, the context window."""
+
+    total: TokenUsageBreakdown
+    last: TokenUsageBreakdown
+    model_context_window: int | None
+
+
+@attrs.frozen
+class TokenUsageUpdated:
+    """`thread/tokenUsage/updated`, after every model response."""
+
+    thread_id: str
+    turn_id: str
+    token_usage: ThreadTokenUsage

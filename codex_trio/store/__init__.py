@@ -3,7 +3,8 @@
 `codex_trio.store.local` implements it with the reference's files (rollout JSONL under
 `CODEX_HOME/sessions/YYYY/MM/DD/`, archived ones under `archived_sessions/`) plus a SQLite
 index for listing and search. `rollout` builds and reads rollout lines, `history` rebuilds
-turns from them; both are pure. Nothing here imports an API module or the thread manager.
+turns from them; both are pure. Nothing here imports an API module or the thread manager:
+imports are `protocol` and the leaves (`ids`) only.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import attrs
 import orjson
 import trio
 
+from codex_trio.ids import now_ms
 from codex_trio.store import GitInfoPatch, InvalidCursor, ListPage, ListQuery, NoRollout, ThreadRecord
 from codex_trio.store.index import ThreadIndex, scan_file
 from codex_trio.store.rollout import (
@@ -33,7 +34,6 @@ from codex_trio.store.rollout import (
     day_dir_of_filename,
     encode_lines,
     full_line,
-    now_ms,
     parse_lines,
 )
 
@@ -110,10 +110,9 @@ class LocalThreadStore:
         if record.rollout_path is None:
             return []
         try:
-            data = await self._file(_read_bytes, record.rollout_path)
+            return await self._file(_read_lines, record.rollout_path)
         except FileNotFoundError:
             return []
-        return parse_lines(data)
 
     # ------------------------------------------------------------------ lookups
     async def repair(self, *, full: bool = False) -> int:
@@ -280,6 +279,11 @@ def _fsync_dir(folder: str) -> None:
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def _read_lines(path: str) -> list[dict[str, Any]]:
+    """A whole rollout, read and parsed in the worker (a long one takes a while to parse)."""
+    return parse_lines(_read_bytes(path))
 
 
 def _move(source: str, target: str) -> bool:

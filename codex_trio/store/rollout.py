@@ -13,7 +13,6 @@ Pure: no trio, no I/O.
 from __future__ import annotations
 
 import shlex
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -50,10 +49,6 @@ def parse_iso_ms(text: str) -> int | None:
     if dt.tzinfo is None:
         return None
     return int(dt.timestamp() * 1000)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def rollout_relpath(created_at_ms: int, thread_id: str) -> str:

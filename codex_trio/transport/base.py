@@ -1,4 +1,7 @@
-"""The one interface every transport gives a connection."""
+"""The one interface every transport gives a connection, and how a server refuses one.
+
+A leaf: imports nothing of ours, so every transport and the server can share these types.
+"""
 
 from __future__ import annotations
 
@@ -26,3 +29,7 @@ class MessageStream(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class ServerClosed(Exception):
+    """The server is draining or stopped and takes no new connections (raised by `adopt`)."""

@@ -34,7 +34,7 @@ import trio_websocket
 
 from codex_trio.transport import http_head
 from codex_trio.transport.auth import WebSocketAuth, authorizer, require_auth_off_loopback
-from codex_trio.transport.base import MessageStream
+from codex_trio.transport.base import MessageStream, ServerClosed
 from codex_trio.transport.http_head import Decision, Drop, RequestHead, Respond, Upgrade
 from codex_trio.transport.listen import WebSocketListen
 
@@ -380,7 +380,7 @@ class WebSocketAcceptor:
             raise
         try:
             self._adopt(WebSocketMessageStream(ws, wrapped, self._transport_name), "reject")
-        except Exception as exc:  # the server started draining during the handshake
+        except ServerClosed as exc:  # the server started draining during the handshake
             log.info("not adopting a websocket connection: %s", exc)
             await trio.aclose_forcefully(wrapped)
             return True
