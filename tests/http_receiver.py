@@ -141,15 +141,10 @@ class HttpReceiver(LoopbackHttpServer):
         return chain
 
     async def _one(self, reader: _Reader) -> bool:
-        head = await reader.until(b"\r\n\r\n")
-        if head is None:
+        request = await reader.request_head()
+        if request is None:
             return False
-        line, *lines = head.decode("latin-1").split("\r\n")
-        method, path, _ = line.split(" ", 2)
-        headers = {}
-        for header in lines:
-            name, _, value = header.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        method, path, headers = request
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = b""
             while True:

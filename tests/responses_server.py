@@ -402,6 +402,19 @@ class _Reader:
         del self.buffer[: end + len(marker)]
         return data
 
+    async def request_head(self) -> tuple[str, str, dict[str, str]] | None:
+        """(method, path, lower-cased headers) of the next request, None at the end."""
+        head = await self.until(b"\r\n\r\n")
+        if head is None:
+            return None
+        line, *lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = line.split(" ", 2)
+        headers = {}
+        for header in lines:
+            name, _, value = header.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return method, path, headers
+
     async def exactly(self, size: int) -> bytes | None:
         while len(self.buffer) < size:
             chunk = await self.stream.receive_some(65536)
@@ -484,15 +497,10 @@ class ResponsesServer(LoopbackHttpServer):
         )
 
     async def _one(self, reader: _Reader) -> bool:
-        head = await reader.until(b"\r\n\r\n")
-        if head is None:
+        request = await reader.request_head()
+        if request is None:
             return False
-        line, *lines = head.decode("latin-1").split("\r\n")
-        method, path, _ = line.split(" ", 2)
-        headers = {}
-        for header in lines:
-            name, _, value = header.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        method, path, headers = request
         raw = await reader.exactly(int(headers.get("content-length", "0")))
         if raw is None:
             return False
