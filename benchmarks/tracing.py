@@ -33,23 +33,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness import (
-    CONFIG_TOML,
-    Sandbox,
-    ServerSpec,
-    add_server_options,
-    fmt_ratio,
-    initialize,
-    log,
-    percentile,
-    publish,
-    ratio,
-    report_header,
-    running_server,
-    server_specs,
-    verdict,
-    write_file,
-)
+from report import fmt_ratio, log, percentile, publish, ratio, report_header, verdict, write_file
+from servers import CONFIG_TOML, Sandbox, ServerSpec, add_server_options, server_specs
+from stdio_client import initialize, running_server
 
 from tests.http_receiver import HttpReceiver
 
