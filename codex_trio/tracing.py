@@ -16,6 +16,7 @@ so it captures the context of the `turn/start` that created it (`capture`) and r
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -143,6 +144,7 @@ class _RequestSpans:
         self.readable = ReadableSpan
         self.server_kind = trace.SpanKind.SERVER
         self.live_span = _live_span_class(trace.NonRecordingSpan)
+        self.empty_context = context.Context
         self.remote = functools.lru_cache(maxsize=256)(self._remote)
 
     def _remote(self, parent: tuple[int, int, int, str | None]) -> Any:
@@ -173,46 +175,51 @@ def _live_span_class(base: type) -> type:
 
 
 class _RequestSpan:
-    __slots__ = ("_attributes", "_context", "_method", "_parent", "_spans", "_start", "_token")
+    """One request's span. Entering it only sets a context variable: the OpenTelemetry
+    context that makes it the parent of other spans is built when something asks for it
+    (`_effective_context`), which most requests never do."""
+
+    __slots__ = (
+        "_attributes",
+        "_method",
+        "_otel_context",
+        "_parent",
+        "_span_context",
+        "_span_id",
+        "_spans",
+        "_start",
+        "_token",
+        "_trace_id",
+    )
 
     def __init__(self, spans: _RequestSpans, method: str, attributes: dict[str, Any], parent: Any) -> None:
         self._spans = spans
         self._method = method
         self._attributes = attributes
         self._parent = parent
+        self._span_context: Any = None
+        self._otel_context: Any = None
 
     def __enter__(self) -> None:
-        spans = self._spans
+        bits = self._spans.random_bits
         parent = self._parent
-        if parent is None:
-            span_context = spans.span_context(
-                spans.random_bits(128), spans.random_bits(64), is_remote=False, trace_flags=spans.sampled
-            )
-        else:
-            self._parent = parent = spans.remote(parent)
-            span_context = spans.span_context(
-                parent.trace_id,
-                spans.random_bits(64),
-                is_remote=False,
-                trace_flags=spans.sampled if parent.trace_flags.sampled else spans.unsampled,
-                trace_state=parent.trace_state,
-            )
-        self._context = span_context
-        live = spans.live_span(span_context, self._attributes)
-        self._token = spans.attach(spans.set_span_in_context(live))
+        self._trace_id = bits(128) if parent is None else parent[0]
+        self._span_id = bits(64)
+        self._token = _current_request.set(self)
         self._start = time.time_ns()
 
     def __exit__(self, *exc: object) -> None:
         end = time.time_ns()
+        _current_request.reset(self._token)
         spans = self._spans
-        spans.detach(self._token)
-        if not self._context.trace_flags.sampled or spans.processor is None:
+        span_context = self.span_context()
+        if not span_context.trace_flags.sampled or spans.processor is None:
             return
         spans.processor.on_end(
             spans.readable(
                 self._method,
-                context=self._context,
-                parent=self._parent,
+                context=span_context,
+                parent=None if self._parent is None else spans.remote(self._parent),
                 resource=spans.resource,
                 attributes=self._attributes,
                 kind=spans.server_kind,
@@ -221,6 +228,47 @@ class _RequestSpan:
                 instrumentation_scope=spans.scope,
             )
         )
+
+    def span_context(self) -> Any:
+        if self._span_context is None:
+            spans = self._spans
+            if self._parent is None:
+                flags, state = spans.sampled, None
+            else:
+                remote = spans.remote(self._parent)
+                flags = spans.sampled if remote.trace_flags.sampled else spans.unsampled
+                state = remote.trace_state
+            self._span_context = spans.span_context(
+                self._trace_id, self._span_id, is_remote=False, trace_flags=flags, trace_state=state
+            )
+        return self._span_context
+
+    def otel_context(self) -> Context:
+        """An OpenTelemetry context whose current span is this request's."""
+        if self._otel_context is None:
+            spans = self._spans
+            live = spans.live_span(self.span_context(), self._attributes)
+            self._otel_context = spans.set_span_in_context(live, spans.empty_context())
+        context: Context = self._otel_context
+        return context
+
+
+#: the request being handled by this task (or the one that started it, for detached work).
+_current_request: contextvars.ContextVar[_RequestSpan | None] = contextvars.ContextVar(
+    "codex_trio_request_span", default=None
+)
+
+
+def _effective_context() -> Context | None:
+    """The context new spans belong under: OpenTelemetry's current one when a span is current
+    (a child span, or a turn's re-entered request), else the request's, else None (a root)."""
+    from opentelemetry import context, trace
+
+    current = context.get_current()
+    if trace.get_current_span(current).get_span_context().is_valid:
+        return current
+    request = _current_request.get()
+    return request.otel_context() if request is not None else None
 
 
 def request_span(
@@ -276,7 +324,7 @@ def span(name: str, attributes: Mapping[str, Any] | None = None) -> contextlib.A
     tracer = _tracer
     if tracer is None:
         return _NULL
-    return tracer.start_as_current_span(name, attributes=attributes)
+    return tracer.start_as_current_span(name, context=_effective_context(), attributes=attributes)
 
 
 def set_attribute(key: str, value: Any) -> None:
@@ -285,16 +333,20 @@ def set_attribute(key: str, value: Any) -> None:
         return
     from opentelemetry import trace
 
-    trace.get_current_span().set_attribute(key, value)
+    span = trace.get_current_span()
+    if span.get_span_context().is_valid:
+        span.set_attribute(key, value)
+        return
+    request = _current_request.get()
+    if request is not None:
+        request._attributes[key] = value
 
 
 def capture() -> Context | None:
     """The current trace context, for work that runs later in another task."""
     if _tracer is None:
         return None
-    from opentelemetry import context
-
-    return context.get_current()
+    return _effective_context()
 
 
 @contextlib.contextmanager
@@ -322,7 +374,7 @@ def with_trace_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
+    TraceContextTextMapPropagator().inject(carrier, context=_effective_context())
     if not carrier:
         return headers
     return {**headers, **carrier}
