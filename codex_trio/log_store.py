@@ -141,6 +141,7 @@ class LogStore:
         self._since_retention = 0
         self._closed = False
         self._stopping = False
+        self._run_scope = trio.CancelScope()
         self._opened = trio.Event()
 
     def attach(self) -> None:
@@ -182,9 +183,9 @@ class LogStore:
         return db
 
     def stop(self) -> None:
-        """End `run` (records still queued are written by `close`)."""
+        """End `run` now, even mid-wait (records still queued are written by `close`)."""
         self._stopping = True
-        self._wake.set()
+        self._run_scope.cancel()
 
     async def run(self) -> None:
         """Open the database, then write queued records in batches until `stop`."""
@@ -196,13 +197,16 @@ class LogStore:
                 self._closed = True
                 self._queue.clear()
             return
-        while not self._stopping:
-            await self._wake.wait()
-            await trio.sleep(BATCH_DELAY)
-            with self._lock:
-                self._wake = trio.Event()
-                self._wake_pending = False
-            await self.flush()
+        with self._run_scope:
+            while not self._stopping:
+                await self._wake.wait()
+                await trio.sleep(BATCH_DELAY)
+                with self._lock:
+                    self._wake = trio.Event()
+                    self._wake_pending = False
+                # rows taken from the queue are written even if `stop` comes meanwhile
+                with trio.CancelScope(shield=True):
+                    await self.flush()
 
     async def flush(self) -> None:
         """Write everything queued so far (a feedback bundle then sees the latest records)."""

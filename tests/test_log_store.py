@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 
 from codex_trio import log_store
 from codex_trio.log_store import LogStore
@@ -110,3 +111,20 @@ async def test_the_server_flushes_its_last_records_at_shutdown(server_settings: 
     assert ("ERROR", "codex_trio.tests.log_store", "the very last record") in [
         r[:3] for r in rows(server_settings.codex_home)
     ]
+
+
+async def test_stop_ends_the_writer_even_while_it_waits_for_a_batch(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    # Time does not move by itself here: the writer's batching sleep never ends on its own.
+    store = LogStore(tmp_path)
+    store.attach()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.run)
+        await store._opened.wait()
+        log.warning("queued while the writer waits")
+        await trio.testing.wait_all_tasks_blocked()
+        store.stop()
+    store.detach()
+    await store.close()
+    assert "queued while the writer waits" in [r[2] for r in rows(tmp_path)]
