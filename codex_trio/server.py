@@ -39,10 +39,12 @@ import attrs
 import trio
 import trio_util
 
+from codex_trio import tracing
 from codex_trio.api.session import SessionApi
 from codex_trio.client import ClientConnection
 from codex_trio.connection import Connection, OverloadPolicy
 from codex_trio.dispatch import Router
+from codex_trio.log_store import LogStore
 from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.errors import server_shutting_down
 from codex_trio.settings import ServerSettings
@@ -119,6 +121,7 @@ def _build_device_keys(server: AppServer) -> list[Any]:
 def _build_agent(server: AppServer) -> list[Any]:
     """Threads, accounts, MCP and turns know each other, so they come as one group."""
     from codex_trio.api.account import AccountApi
+    from codex_trio.api.feedback import FeedbackApi
     from codex_trio.api.mcp import McpApi
     from codex_trio.api.threads import ThreadsApi
     from codex_trio.api.turns import TurnsApi
@@ -127,7 +130,8 @@ def _build_agent(server: AppServer) -> list[Any]:
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
     turns = TurnsApi(server, threads.manager, account.model_login, tool_providers=[mcp.tools])
-    return [account, threads, turns, mcp]
+    feedback = FeedbackApi(server, threads.rollout_of, server.log_store)
+    return [account, threads, turns, mcp, feedback]
 
 
 FAMILY_GROUPS = (
@@ -191,7 +195,13 @@ FAMILY_GROUPS = (
         _build_device_keys,
     ),
     FamilyGroup(
-        ("codex_trio.api.account", "codex_trio.api.threads", "codex_trio.api.turns", "codex_trio.api.mcp"),
+        (
+            "codex_trio.api.account",
+            "codex_trio.api.threads",
+            "codex_trio.api.turns",
+            "codex_trio.api.mcp",
+            "codex_trio.api.feedback",
+        ),
         (
             "account/read",
             "account/login/start",
@@ -222,6 +232,8 @@ FAMILY_GROUPS = (
             "config/mcpServer/reload",
             "mcpServer/tool/call",
             "mcpServer/resource/read",
+            "feedback/save",
+            "feedback/upload",
         ),
         _build_agent,
     ),
@@ -249,6 +261,8 @@ class AppServer:
         self._connections: trio.Nursery | None = None
         self._detached: trio.Nursery | None = None
         self._families: list[Any] = []
+        #: every log record of the process goes here while the server runs (feedback bundles).
+        self.log_store = LogStore(settings.codex_home) if settings.log_store else None
         #: where the ws:// or unix:// listener listens, once `run` has started it.
         self.listening: WebSocketEndpoint | ControlSocket | None = None
         self._build_routes()
@@ -288,10 +302,15 @@ class AppServer:
         home = self.settings.codex_home
         await trio.to_thread.run_sync(functools.partial(home.mkdir, parents=True, exist_ok=True))
         await self._session_api.load_installation_id()
+        owned_provider = await self._start_tracing()
+        if self.log_store is not None:
+            self.log_store.attach()
         try:
             with self._root_scope:
                 async with trio.open_nursery() as connections:
                     self._connections = connections
+                    if self.log_store is not None:
+                        connections.start_soon(self.log_store.run)
                     async with trio.open_nursery() as detached:
                         self._detached = detached
                         await self._start_listeners(connections)
@@ -299,6 +318,8 @@ class AppServer:
                         await self._shutdown.wait()
                         self._start_budget()
                         await self._drain_detached(detached)
+                    if self.log_store is not None:
+                        self.log_store.stop()
                     flush_by = min(trio.current_time() + SHUTDOWN_FLUSH_TIMEOUT, self._shutdown_deadline)
                     for connection in self.broadcaster.connections:
                         connection.close(deadline=flush_by)
@@ -306,8 +327,56 @@ class AppServer:
             if self._root_scope.cancelled_caught and not self._forced:
                 log.warning("shutdown budget (%gs) spent; cancelled the rest", self.settings.shutdown_timeout)
             await self._close_families()
+            await self._stop_tracing(owned_provider)
+            await self._close_log_store()
             self.stopped.set()
             log.debug("server stopped")
+
+    async def _start_tracing(self) -> Any:
+        """Install the tracer provider; returns the one this server built (and must close)."""
+        provider = self.settings.tracer_provider
+        if provider is not None:
+            tracing.install(provider)
+            return None
+        overrides: list[tuple[str, Any]] = [
+            (key, value) for key, value in self.settings.config_overrides if key.split(".")[0] == "otel"
+        ]
+        if overrides:
+            from codex_trio.config.layers import parse_override_value
+
+            overrides = [(key, parse_override_value(value)) for key, value in overrides]
+        config = await trio.to_thread.run_sync(tracing.exporter_config, self.settings.codex_home, overrides)
+        if config is None:
+            return None
+        # Importing the SDK and the exporter is blocking work: off the loop.
+        provider = await trio.to_thread.run_sync(tracing.build_provider, config)
+        tracing.install(provider)
+        log.info("tracing: exporting spans to %s (%s)", config["endpoint"], config["protocol"])
+        return provider
+
+    async def _stop_tracing(self, provider: Any) -> None:
+        """Flush the last spans and join the exporter thread (bounded by the export timeouts)."""
+        if self.settings.tracer_provider is None and provider is None:
+            return
+        tracing.uninstall()
+        if provider is not None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(tracing.close_provider, provider)
+                except Exception:
+                    log.exception("closing the trace exporter failed")
+
+    async def _close_log_store(self) -> None:
+        """Write the last records (at most the bounded queue) and close the database."""
+        store = self.log_store
+        if store is None:
+            return
+        store.detach()
+        with trio.CancelScope(shield=True):
+            try:
+                await store.close()
+            except Exception:
+                log.exception("closing the log store failed")
 
     async def _close_families(self) -> None:
         """Let each family release what it holds (database handles...) once no task uses it."""

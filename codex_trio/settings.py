@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -50,3 +50,8 @@ class ServerSettings:
     #: files sandboxed commands must not read (the `--ws-*` secret files), beside CODEX_HOME's
     #: credential files.
     secret_files: tuple[Path, ...] = ()
+    #: an OpenTelemetry `TracerProvider` to trace with instead of the one `[otel]` in
+    #: config.toml configures; it stays the caller's (the server neither flushes nor closes it).
+    tracer_provider: Any = None
+    #: keep every log record in the SQLite log store under CODEX_HOME (for feedback bundles).
+    log_store: bool = True

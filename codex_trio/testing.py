@@ -104,7 +104,9 @@ def codex_home(tmp_path: Path) -> Path:
 def server_settings(codex_home: Path, tmp_path: Path) -> ServerSettings:
     workspace = tmp_path / "workspace"
     workspace.mkdir(exist_ok=True)
-    return ServerSettings(codex_home=codex_home, listen=NoListen(), cwd=workspace)
+    # No SQLite log store: its writer works in a worker thread, and a MockClock that sees every
+    # task blocked on that thread would jump to the next deadline (tests that want it opt in).
+    return ServerSettings(codex_home=codex_home, listen=NoListen(), cwd=workspace, log_store=False)
 
 
 @pytest.fixture

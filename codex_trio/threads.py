@@ -103,6 +103,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 import trio
 
+from codex_trio import tracing
 from codex_trio.ids import now_ms
 from codex_trio.protocol.errors import RpcError, invalid_request
 from codex_trio.protocol.thread import IDLE, NOT_LOADED
@@ -493,7 +494,8 @@ class ThreadManager:
 
     async def capture_git(self, thread: LoadedThread) -> None:
         """Start-up work: record the repository's commit, branch and origin (if a git repo)."""
-        info = await git_info(thread.cwd)
+        with tracing.span("app_server.thread_start.git_info", {"conversation.id": thread.id}):
+            info = await git_info(thread.cwd)
         if info is None or info.empty:
             return
         async with thread.lane:

@@ -377,6 +377,17 @@ class ThreadsApi:
             return await loaded.read_rollout()
         return await self.store.read_lines(record)
 
+    async def rollout_of(self, thread_id: str) -> tuple[str | None, list[dict[str, Any]]]:
+        """The rollout's file name and lines of a thread (None, [] when it has none yet)."""
+        record, loaded = await self._record(thread_id)
+        if record is None or record.rollout_path is None:
+            return None, []
+        try:
+            lines = await self._lines(record, loaded)
+        except (NoRollout, OSError):
+            return None, []
+        return os.path.basename(record.rollout_path), lines
+
     # ------------------------------------------------------------------ thread/start
     async def thread_start(self, ctx: RequestContext, params: ThreadStartParams) -> ThreadStartResponse:
         if self.services.draining:

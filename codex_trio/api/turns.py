@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import trio
 
+from codex_trio import tracing
 from codex_trio._version import VERSION
 from codex_trio.config.auth import read_auth
 from codex_trio.config.effective import ProviderConfig, builtin_providers, provider_from_table
@@ -92,6 +93,7 @@ class TurnsApi:
         if active is not None:
             # As the reference: input sent while a turn runs joins that turn.
             ctx.call_after_response(lambda: active.steer(list(params.input), params.client_user_message_id))
+            tracing.set_attribute("turn.id", active.id)
             return {"turn": active.wire()}
         previous = runtime.current
         if previous is not None and not previous.done.is_set():
@@ -113,6 +115,7 @@ class TurnsApi:
         if ctx.connection.id not in thread.subscribers:
             self.manager.subscribe(thread, ctx.connection.id)
         ctx.call_after_response(turn.ready.set)
+        tracing.set_attribute("turn.id", turn.id)
         runtime.submit(turn)
         return {"turn": turn.wire()}
 

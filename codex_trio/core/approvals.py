@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 import trio
 
-from codex_trio import sandbox
+from codex_trio import sandbox, tracing
 from codex_trio.connection import Connection, ConnectionClosed
 from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.envelope import RequestId
@@ -243,10 +243,13 @@ async def ask(
     Cancellation of the caller propagates after the cleanup.
     """
     # A `null` result counts as that connection going away: the others may still answer.
-    result = await ask_subscribers(
-        thread, broadcaster, method, params, deadline=deadline, set_waiting=set_waiting, null_is_gone=True
-    )
-    return ApprovalAnswer("cancel") if result is NO_ANSWER else parse_approval_answer(result)
+    with tracing.span("codex.approval", {"approval.method": method, "conversation.id": thread.id}):
+        result = await ask_subscribers(
+            thread, broadcaster, method, params, deadline=deadline, set_waiting=set_waiting, null_is_gone=True
+        )
+        answer = ApprovalAnswer("cancel") if result is NO_ANSWER else parse_approval_answer(result)
+        tracing.set_attribute("approval.decision", str(answer.decision))
+    return answer
 
 
 #: What `ask_subscribers` returns when no connection answered.

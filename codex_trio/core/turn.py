@@ -35,6 +35,7 @@ import attrs
 import orjson
 import trio
 
+from codex_trio import log_store, tracing
 from codex_trio.config.effective import ProviderConfig
 from codex_trio.config.shell_env import ShellEnvironmentPolicy
 from codex_trio.core import history as conversation
@@ -286,6 +287,8 @@ class RunningTurn:
         self._pending: list[tuple[list[UserInput], str | None]] = [(inputs, client_user_message_id)]
         self._sample_scope: trio.CancelScope | None = None
         self._runtime: ThreadRuntime | None = None
+        #: the trace context of the request that started the turn (see `codex_trio.tracing`).
+        self._trace = tracing.capture()
 
     # ------------------------------------------------------------------ control (from requests)
     def interrupt(self) -> None:
@@ -320,7 +323,19 @@ class RunningTurn:
 
     # ------------------------------------------------------------------ the task
     async def run(self, runtime: ThreadRuntime) -> None:
-        """The whole turn; always ends with `turn/completed` (unless the server is stopping hard)."""
+        """The whole turn, under the span of the `turn/start` that created it."""
+        attributes = {"turn.id": self.id, "model": self.settings.model}
+        if self.settings.effort:
+            attributes["codex.turn.reasoning_effort"] = self.settings.effort
+        with (
+            log_store.thread_scope(self.thread.id),
+            tracing.attach(self._trace),
+            tracing.span("session_task.turn", attributes),
+        ):
+            await self._run(runtime)
+
+    async def _run(self, runtime: ThreadRuntime) -> None:
+        """Always ends with `turn/completed` (unless the server is stopping hard)."""
         self._runtime = runtime
         outcome: Outcome | None = None
         try:
@@ -442,7 +457,7 @@ class RunningTurn:
         sample = _Sample()
         body = request_body(self._request_spec(history))
         headers = self._request_headers()
-        with trio.CancelScope() as scope:
+        with trio.CancelScope() as scope, tracing.span("codex.sampling", self._span_attributes("sampling")):
             self._sample_scope = scope
             try:
                 await client.stream(body, headers, lambda event: self._on_event(sample, event))
@@ -630,8 +645,17 @@ class RunningTurn:
         s = self.settings
         return ToolTurn(self.thread, self.id, s.approval_policy, s.sandbox_policy, s.cwd)
 
+    def _span_attributes(self, phase: str) -> dict[str, str]:
+        return {"codex.turn.phase": phase, "conversation.id": self.thread.id, "turn.id": self.id}
+
     async def _run_tool(self, history: list[dict[str, Any]], call: ToolCall) -> None:
-        """Run one call and put its output into the history (and the rollout) right away."""
+        """Run one call (in a span named after the tool, as the reference names it)."""
+        attributes = {**self._span_attributes("tool"), "tool_name": call.name, "call_id": call.call_id}
+        with tracing.span(call.name, attributes):
+            await self._run_tool_traced(history, call)
+
+    async def _run_tool_traced(self, history: list[dict[str, Any]], call: ToolCall) -> None:
+        """Put the call's output into the history (and the rollout) right away."""
         turn = self._tool_turn()
         provider = next((p for p in self._providers if p.handles(turn, call)), None)
         try:

@@ -37,6 +37,8 @@ class Request:
     id: RequestId
     method: str
     params: Any  # MISSING when the key is absent
+    #: the W3C trace carrier (`{"traceparent", "tracestate"}`) a client may send with a request.
+    trace: Any = None
 
 
 @attrs.frozen
@@ -91,7 +93,7 @@ def parse(data: bytes) -> Incoming:
     has_id = "id" in value
     if isinstance(method, str):
         if has_id and _valid_id(value["id"]):
-            return Request(value["id"], method, value.get("params", MISSING))
+            return Request(value["id"], method, value.get("params", MISSING), value.get("trace"))
         return Notification(method, value.get("params"))
     if has_id and _valid_id(value["id"]) and ("result" in value or "error" in value):
         return Response(value["id"], value.get("result"), value.get("error"))
