@@ -157,6 +157,7 @@ class BuiltinTools:
 
         try:
             session = await self.sessions.start(args, cwd)
+            self.sessions.item_ids[session.id] = call.call_id
         except ExecToolError as exc:
             failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
             await item_events.completed(thread, turn.turn_id, failed)
