@@ -95,6 +95,12 @@ def _build_config(server: AppServer) -> list[Any]:
     return [ConfigApi(server), CatalogApi(server), LegacyApi(server), ExternalAgentApi()]
 
 
+def _build_plugins(server: AppServer) -> list[Any]:
+    from codex_trio.api.plugins import PluginsApi
+
+    return [PluginsApi(server)]
+
+
 def _build_device_keys(server: AppServer) -> list[Any]:
     from codex_trio.api.device_keys import DeviceKeysApi
 
@@ -161,8 +167,6 @@ FAMILY_GROUPS = (
             "skills/list",
             "skills/config/write",
             "hooks/list",
-            "plugin/installed",
-            "plugin/list",
             "collaborationMode/list",
             "gitDiffToRemote",
             "fuzzyFileSearch",
@@ -172,6 +176,20 @@ FAMILY_GROUPS = (
             "externalAgentConfig/detect",
         ),
         _build_config,
+    ),
+    FamilyGroup(
+        ("codex_trio.api.plugins",),
+        (
+            "plugin/list",
+            "plugin/installed",
+            "plugin/read",
+            "plugin/install",
+            "plugin/uninstall",
+            "marketplace/add",
+            "marketplace/remove",
+            "marketplace/upgrade",
+        ),
+        _build_plugins,
     ),
     FamilyGroup(
         ("codex_trio.api.device_keys",),
