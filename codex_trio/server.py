@@ -114,6 +114,7 @@ def _build_agent(server: AppServer) -> list[Any]:
     from codex_trio.api.goals import GoalsApi
     from codex_trio.api.mcp import McpApi
     from codex_trio.api.read_state import ReadStateApi
+    from codex_trio.api.thread_search import ThreadSearchApi
     from codex_trio.api.threads import ThreadsApi
     from codex_trio.api.turns import TurnsApi
 
@@ -126,7 +127,8 @@ def _build_agent(server: AppServer) -> list[Any]:
     turns = TurnsApi(server, threads.manager, account.model_login, tool_providers=[goals.tools, mcp.tools])
     goals.start_turn = turns.start_automatic_turn
     terminals = BackgroundTerminalsApi(server, threads.manager)
-    return [account, threads, turns, mcp, read_state, goals, terminals]
+    search = ThreadSearchApi(threads.thread_list)
+    return [account, threads, turns, mcp, read_state, goals, terminals, search]
 
 
 FAMILY_GROUPS = (
@@ -205,6 +207,7 @@ FAMILY_GROUPS = (
             "codex_trio.api.read_state",
             "codex_trio.api.goals",
             "codex_trio.api.background_terminals",
+            "codex_trio.api.thread_search",
         ),
         (
             "account/read",
@@ -243,6 +246,7 @@ FAMILY_GROUPS = (
             "thread/backgroundTerminals/list",
             "thread/backgroundTerminals/terminate",
             "thread/backgroundTerminals/clean",
+            "thread/search",
         ),
         _build_agent,
     ),

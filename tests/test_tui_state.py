@@ -309,3 +309,31 @@ async def test_external_agent_detect_finds_nothing_to_import(
 ) -> None:
     params = {"includeHome": True, "cwds": [str(server_settings.cwd)]}
     assert await rpc.call("externalAgentConfig/detect", params) == {"items": [], "connectors": []}
+
+
+# ---------------------------------------------------------------------------- thread/search
+async def test_thread_search_matches_visible_messages_with_snippets(
+    rpc: ClientConnection, model: ResponsesServer, server_settings: ServerSettings
+) -> None:
+    first = await start_thread(rpc, server_settings.cwd)
+    model.enqueue(Text("hello there"))
+    await run_turn(rpc, first, "hi")
+    second = await start_thread(rpc, server_settings.cwd)
+    model.enqueue(Text("a Hello again"))
+    await run_turn(rpc, second, "second prompt")
+
+    found = await rpc.call("thread/search", {"searchTerm": "HELLO"})
+    assert [(d["thread"]["id"], d["snippet"]) for d in found["data"]] == [
+        (second, "a Hello again"),
+        (first, "hello there"),
+    ]
+    assert found["nextCursor"] is None and found["backwardsCursor"] is None
+    page = await rpc.call("thread/search", {"searchTerm": "hello", "limit": 1})
+    assert [d["thread"]["id"] for d in page["data"]] == [second]
+    rest = await rpc.call("thread/search", {"searchTerm": "hello", "cursor": page["nextCursor"]})
+    assert [d["thread"]["id"] for d in rest["data"]] == [first]
+    # injected context (environment_context) is not a visible message
+    assert (await rpc.call("thread/search", {"searchTerm": "environment_context"}))["data"] == []
+    assert (await rpc.call("thread/search", {"searchTerm": "zzz"}))["data"] == []
+    with pytest.raises(RpcError, match="requires a non-empty searchTerm"):
+        await rpc.call("thread/search", {"searchTerm": ""})

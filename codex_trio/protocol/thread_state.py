@@ -64,3 +64,18 @@ class BackgroundTerminalsCleanParams:
     """`thread/backgroundTerminals/clean` params."""
 
     thread_id: str
+
+
+@attrs.frozen
+class ThreadSearchParams:
+    """`thread/search`: threads whose visible messages contain `search_term`."""
+
+    search_term: str
+    archived: bool | None = None
+    current_account_only: bool = False
+    cursor: str | None = None
+    include_attached_threads: bool = False
+    limit: int | None = None
+    sort_direction: str | None = None
+    sort_key: str | None = None
+    source_kinds: list[str] | None = None
