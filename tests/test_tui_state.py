@@ -337,3 +337,34 @@ async def test_thread_search_matches_visible_messages_with_snippets(
     assert (await rpc.call("thread/search", {"searchTerm": "zzz"}))["data"] == []
     with pytest.raises(RpcError, match="requires a non-empty searchTerm"):
         await rpc.call("thread/search", {"searchTerm": ""})
+
+
+async def test_background_terminals_die_with_the_thread(
+    rpc: ClientConnection, model: ResponsesServer, server_settings: ServerSettings
+) -> None:
+    thread_id = await start_thread(rpc, server_settings.cwd)
+    model.enqueue(Shell("exec sleep 29.5", extra={"yield_time_ms": 250, "login": False}), Text("ok"))
+    await run_turn(rpc, thread_id, "go")
+    with trio.fail_after(10):
+        while not _sleepers("29.5"):  # noqa: ASYNC110 (polling /proc: nothing to wait on)
+            await trio.sleep(0.05)
+    listed = await rpc.call("thread/backgroundTerminals/list", {"threadId": thread_id})
+    assert [t["command"] for t in listed["data"]] == ["exec sleep 29.5"]
+    await rpc.call("thread/archive", {"threadId": thread_id})
+    with trio.fail_after(10):
+        while _sleepers("29.5"):  # noqa: ASYNC110
+            await trio.sleep(0.05)
+
+
+def _sleepers(arg: str) -> list[int]:
+    """Live `sleep <arg>` processes (zombies excluded)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "status").read_text()
+        except OSError:
+            continue
+        if cmdline[:2] == [b"sleep", arg.encode()] and "zombie" not in state:
+            found.append(int(proc.name))
+    return found
