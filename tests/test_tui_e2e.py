@@ -128,7 +128,10 @@ async def model(nursery: trio.Nursery) -> AsyncIterator[ResponsesServer]:
 
 
 async def start_server(home: Path, cwd: Path, nursery: trio.Nursery) -> tuple[trio.Process, int]:
-    env = {**os.environ, "CODEX_HOME": str(home)}
+    # HOME is the test's own: login shells (`!cmd`) read no developer profile (a profile that
+    # waits on a lock, such as `pyenv rehash`, would stall the command).
+    (home / "user").mkdir()
+    env = {**os.environ, "CODEX_HOME": str(home), "HOME": str(home / "user")}
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "codex_trio", "--listen", "ws://127.0.0.1:0"],
         stdin=subprocess.DEVNULL,
@@ -192,6 +195,7 @@ async def test_the_real_tui_survives_every_command(
 
         await tmux.type("Say hello")
         await tmux.wait_for("Hello from the scripted model.")
+        await tmux.wait_for("Worked for")  # the turn is over (Esc would interrupt it)
 
         if needs("thread/revert", "Esc Esc"):
             await tmux.keys("Escape", "Escape")
