@@ -231,17 +231,19 @@ class LoadedThread:
             self.record = attrs.evolve(self.record, preview=preview, has_user_event=True)
 
 
-@attrs.frozen
+@attrs.define
 class TurnEnd:
     """What the turns engine tells `ThreadManager.on_turn_end` hooks when a turn ends:
     its id, how it ended (`completed`, `interrupted`, `failed`), the tokens its model
-    responses used, and whether it was started automatically (a goal continuation)."""
+    responses used, and whether it was started automatically (a goal continuation).
+    A hook that schedules a follow-up turn sets `continues`; later hooks see it."""
 
     turn_id: str
     status: str
     tokens_used: int = 0
     automatic: bool = False
     duration_ms: int = 0
+    continues: bool = False
 
 
 class ThreadManager:

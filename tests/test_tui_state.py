@@ -142,7 +142,10 @@ async def test_goal_runs_continuation_turns_until_the_model_completes_it(
     assert not [
         m for m in first if m.get("method") == "item/started" and m["params"]["item"]["type"] == "userMessage"
     ]
+    # a turn a continuation follows leaves the read marker alone, as the reference
+    assert not [m for m in first if m.get("method") == "thread/readState/changed"]
     second = await until(rpc, method("turn/completed"))
+    assert [m for m in second if m.get("method") == "thread/readState/changed"]
     updates = [m["params"]["goal"] for m in second if m.get("method") == "thread/goal/updated"]
     assert updates[-1]["status"] == "complete"
     goal = (await rpc.call("thread/goal/get", {"threadId": thread_id}))["goal"]

@@ -255,6 +255,7 @@ class GoalsApi:
             self._streak.pop(thread.id, None)
             return
         self._streak[thread.id] = streak
+        end.continues = True
         self.services.start_detached(self._continue_after, thread, end.turn_id, name=f"goal {thread.id}")
 
     async def _continue_after(self, thread: LoadedThread, turn_id: str) -> None:

@@ -89,8 +89,9 @@ class ReadStateApi:
         )
 
     async def _turn_ended(self, thread: LoadedThread, end: TurnEnd) -> None:
-        """A finished turn leaves the thread unread (at its earliest unread result)."""
-        if thread.ephemeral or end.status not in _UNREAD_ENDINGS:
+        """A finished turn leaves the thread unread (at its earliest unread result); a turn a
+        goal continuation follows does not (as the reference: only the last one does)."""
+        if thread.ephemeral or end.status not in _UNREAD_ENDINGS or end.continues:
             return
         current = await self._current(thread.record)
         if current is not None and current.kind is not None and not current.revision.startswith("initial:"):
