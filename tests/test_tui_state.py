@@ -233,8 +233,9 @@ async def test_background_terminals_outlive_the_turn_and_are_stopped(
     rpc: ClientConnection, model: ResponsesServer, server_settings: ServerSettings
 ) -> None:
     thread_id = await start_thread(rpc, server_settings.cwd)
-    first = Shell("sleep 30", extra={"yield_time_ms": 250})
-    second = Shell("sleep 31", extra={"yield_time_ms": 250})
+    # not login shells: a killed login shell can leave a developer profile's lock behind
+    first = Shell("sleep 30", extra={"yield_time_ms": 250, "login": False})
+    second = Shell("sleep 31", extra={"yield_time_ms": 250, "login": False})
     model.enqueue(first, Text("left one running"), second, Text("and another"))
     await run_turn(rpc, thread_id, "start one")
     await run_turn(rpc, thread_id, "start another")
