@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -68,14 +67,14 @@ def loud_skip(reason: str) -> None:
 
 
 class Tmux:
-    """A private tmux server (its own socket) running the TUI in one window."""
+    """A private tmux server (its own socket, in the test's directory) running the TUI."""
 
-    def __init__(self, socket: str) -> None:
-        self.socket = socket
+    def __init__(self, socket: Path) -> None:
+        self.socket = str(socket)
         self.target = "tui"
 
     async def run(self, *args: str) -> str:
-        result = await trio.run_process(["tmux", "-L", self.socket, *args], capture_stdout=True, check=True)
+        result = await trio.run_process(["tmux", "-S", self.socket, *args], capture_stdout=True, check=True)
         return result.stdout.decode("utf-8", "replace")
 
     async def screen(self) -> str:
@@ -176,7 +175,7 @@ async def test_the_real_tui_survives_every_command(
     )
     (workspace / "a.txt").write_text("hi\n")
     server, port = await start_server(server_home, workspace, nursery)
-    tmux = Tmux(f"codex-trio-{uuid.uuid4().hex[:8]}")
+    tmux = Tmux(tmp_path / "tmux.sock")
     skipped: list[str] = []
 
     def needs(method: str, step: str) -> bool:
@@ -239,7 +238,7 @@ async def test_the_real_tui_survives_every_command(
         assert await tmux.alive()
     finally:
         with trio.CancelScope(shield=True):
-            await trio.run_process(["tmux", "-L", tmux.socket, "kill-server"], check=False)
+            await trio.run_process(["tmux", "-S", tmux.socket, "kill-server"], check=False)
             server.terminate()
             with trio.move_on_after(5):
                 await server.wait()
