@@ -101,9 +101,10 @@ def _build_command_exec(server: AppServer) -> list[Any]:
 def _build_config(server: AppServer) -> list[Any]:
     from codex_trio.api.catalog import CatalogApi
     from codex_trio.api.config import ConfigApi
+    from codex_trio.api.external_agent import ExternalAgentApi
     from codex_trio.api.legacy import LegacyApi
 
-    return [ConfigApi(server), CatalogApi(server), LegacyApi(server)]
+    return [ConfigApi(server), CatalogApi(server), LegacyApi(server), ExternalAgentApi()]
 
 
 def _build_plugins(server: AppServer) -> list[Any]:
@@ -121,17 +122,27 @@ def _build_device_keys(server: AppServer) -> list[Any]:
 def _build_agent(server: AppServer) -> list[Any]:
     """Threads, accounts, MCP and turns know each other, so they come as one group."""
     from codex_trio.api.account import AccountApi
+    from codex_trio.api.background_terminals import BackgroundTerminalsApi
     from codex_trio.api.feedback import FeedbackApi
+    from codex_trio.api.goals import GoalsApi
     from codex_trio.api.mcp import McpApi
+    from codex_trio.api.read_state import ReadStateApi
+    from codex_trio.api.thread_search import ThreadSearchApi
     from codex_trio.api.threads import ThreadsApi
     from codex_trio.api.turns import TurnsApi
 
     threads = ThreadsApi(server)
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
-    turns = TurnsApi(server, threads.manager, account.model_login, tool_providers=[mcp.tools])
+    # goal accounting runs before the read-state change at a turn's end, as in the reference
+    goals = GoalsApi(server, threads.manager)
+    read_state = ReadStateApi(server, threads.manager)
+    turns = TurnsApi(server, threads.manager, account.model_login, tool_providers=[goals.tools, mcp.tools])
+    goals.start_turn = turns.start_automatic_turn
+    terminals = BackgroundTerminalsApi(server, threads.manager)
+    search = ThreadSearchApi(threads.thread_list)
     feedback = FeedbackApi(server, threads.rollout_of, server.log_store)
-    return [account, threads, turns, mcp, feedback]
+    return [account, threads, turns, mcp, read_state, goals, terminals, search, feedback]
 
 
 FAMILY_GROUPS = (
@@ -156,7 +167,12 @@ FAMILY_GROUPS = (
         _build_command_exec,
     ),
     FamilyGroup(
-        ("codex_trio.api.config", "codex_trio.api.catalog", "codex_trio.api.legacy"),
+        (
+            "codex_trio.api.config",
+            "codex_trio.api.catalog",
+            "codex_trio.api.legacy",
+            "codex_trio.api.external_agent",
+        ),
         (
             "config/read",
             "config/value/write",
@@ -165,6 +181,7 @@ FAMILY_GROUPS = (
             "model/list",
             "experimentalFeature/list",
             "skills/list",
+            "skills/config/write",
             "hooks/list",
             "collaborationMode/list",
             "gitDiffToRemote",
@@ -172,6 +189,7 @@ FAMILY_GROUPS = (
             "fuzzyFileSearch/sessionStart",
             "fuzzyFileSearch/sessionUpdate",
             "fuzzyFileSearch/sessionStop",
+            "externalAgentConfig/detect",
         ),
         _build_config,
     ),
@@ -201,6 +219,10 @@ FAMILY_GROUPS = (
             "codex_trio.api.turns",
             "codex_trio.api.mcp",
             "codex_trio.api.feedback",
+            "codex_trio.api.read_state",
+            "codex_trio.api.goals",
+            "codex_trio.api.background_terminals",
+            "codex_trio.api.thread_search",
         ),
         (
             "account/read",
@@ -234,6 +256,14 @@ FAMILY_GROUPS = (
             "mcpServer/resource/read",
             "feedback/save",
             "feedback/upload",
+            "thread/readState/update",
+            "thread/goal/get",
+            "thread/goal/set",
+            "thread/goal/clear",
+            "thread/backgroundTerminals/list",
+            "thread/backgroundTerminals/terminate",
+            "thread/backgroundTerminals/clean",
+            "thread/search",
         ),
         _build_agent,
     ),

@@ -95,7 +95,7 @@ import logging
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -108,6 +108,7 @@ from codex_trio.ids import now_ms
 from codex_trio.protocol.errors import RpcError, invalid_request
 from codex_trio.protocol.thread import IDLE, NOT_LOADED
 from codex_trio.store import GitInfo, GitInfoPatch, LeaseHeld, ThreadRecord, ThreadStore, rollout
+from codex_trio.store.thread_state import ThreadStateStore
 
 if TYPE_CHECKING:
     from codex_trio.connection import Connection
@@ -119,6 +120,7 @@ __all__ = [
     "DEFAULT_UNLOAD_DELAY",
     "LoadedThread",
     "ThreadManager",
+    "TurnEnd",
     "parse_thread_id",
 ]
 
@@ -256,6 +258,21 @@ class LoadedThread:
             self.record = attrs.evolve(self.record, preview=preview, has_user_event=True)
 
 
+@attrs.define
+class TurnEnd:
+    """What the turns engine tells `ThreadManager.on_turn_end` hooks when a turn ends:
+    its id, how it ended (`completed`, `interrupted`, `failed`), the tokens its model
+    responses used, and whether it was started automatically (a goal continuation).
+    A hook that schedules a follow-up turn sets `continues`; later hooks see it."""
+
+    turn_id: str
+    status: str
+    tokens_used: int = 0
+    automatic: bool = False
+    duration_ms: int = 0
+    continues: bool = False
+
+
 class ThreadManager:
     """The registry of loaded threads, their subscriptions, lanes and unload timers."""
 
@@ -263,12 +280,25 @@ class ThreadManager:
         self.services = services
         self.store = store
         self._loaded: dict[str, LoadedThread] = {}
+        #: read markers and goals (`codex_trio.store.thread_state`).
+        self.state = ThreadStateStore(services.settings.codex_home)
         #: lanes of threads that are not loaded (name/metadata writes), dropped when idle.
         self._idle_lanes: dict[str, trio.StrictFIFOLock] = {}
         self.unload_delay = DEFAULT_UNLOAD_DELAY
         #: called with every thread that becomes loaded (start, resume, fork); other families
         #: start per-thread work here (the MCP family starts the thread's servers).
         self.on_loaded: list[Callable[[LoadedThread], None]] = []
+        #: awaited, in order, when a turn ends, before the thread goes idle and before
+        #: `turn/completed` (read state, goal accounting); a hook must not raise.
+        self.on_turn_end: list[Callable[[LoadedThread, TurnEnd], Awaitable[None]]] = []
+
+    async def turn_ended(self, thread: LoadedThread, end: TurnEnd) -> None:
+        """Run the `on_turn_end` hooks; one that fails is logged, the turn still ends."""
+        for hook in self.on_turn_end:
+            try:
+                await hook(thread, end)
+            except Exception:
+                log.exception("turn-end hook failed for thread %s", thread.id)
 
     # ------------------------------------------------------------------ lookups
     def loaded(self, thread_id: str) -> LoadedThread | None:

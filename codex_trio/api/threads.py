@@ -77,6 +77,7 @@ from codex_trio.store import (
     rollout,
 )
 from codex_trio.store.local import LocalThreadStore
+from codex_trio.store.thread_state import derived_read_mark, read_state_wire
 from codex_trio.threads import (
     DEFAULT_UNLOAD_DELAY,
     LoadedThread,
@@ -166,6 +167,7 @@ class ThreadsApi:
         self._backfill_started = False
         self._heartbeat.cancel()
         await self.store.aclose()
+        await self.manager.state.aclose()
 
     # ------------------------------------------------------------------ shared helpers
     async def _ready(self) -> None:
@@ -340,14 +342,14 @@ class ThreadsApi:
             "reasoning_effort": thread.reasoning_effort,
         }
 
-    @staticmethod
-    def _read_state(record: ThreadRecord) -> dict[str, Any] | None:
-        if not record.materialized:
+    async def _read_state(self, record: ThreadRecord) -> dict[str, Any] | None:
+        if record.ephemeral:
             return None
-        if record.first_turn_id is None:
-            return {"firstUnread": None, "revision": f"initial:{record.id}"}
-        revision = str(uuid.uuid5(uuid.NAMESPACE_URL, f"codex-trio:{record.id}:{record.first_turn_id}"))
-        return {"firstUnread": {"type": "turn", "turnId": record.first_turn_id}, "revision": revision}
+        state = self.manager.state
+        mark = await state.run(state.db.read_mark, record.id)
+        if mark is None:
+            mark = derived_read_mark(record.id, record.materialized, record.first_turn_id)
+        return read_state_wire(mark)
 
     def _announce_started(self, ctx: RequestContext, thread: LoadedThread) -> None:
         """`thread/started` to every initialized connection; the caller gets it after the response."""
@@ -548,7 +550,7 @@ class ThreadsApi:
             wire = self._loaded_wire(loaded, turns)
         else:
             wire = self._thread_wire(record, status=dict(NOT_LOADED), loaded=None, turns=turns)
-        return ThreadReadResponse(wire, self._read_state(record))
+        return ThreadReadResponse(wire, await self._read_state(record))
 
     # ------------------------------------------------------------------ thread/list
     async def thread_list(self, ctx: RequestContext, params: ThreadListParams) -> ThreadListResponse:
@@ -596,7 +598,7 @@ class ThreadsApi:
             loaded = self.manager.loaded(record.id)
             status = loaded.status if loaded is not None else dict(NOT_LOADED)
             data.append(self._thread_wire(record, status=status, loaded=loaded, listed=True))
-            state = self._read_state(record)
+            state = await self._read_state(record)
             if state is not None:
                 read_states[record.id] = state
         return ThreadListResponse(data, read_states, page.next_cursor, page.backwards_cursor)

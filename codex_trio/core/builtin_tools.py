@@ -281,6 +281,7 @@ class BuiltinTools:
             )
         except ExecToolError as exc:
             return None, ExecResult(b"", 0.0, None, None, None, error=str(exc))
+        self.sessions.item_ids[session.id] = call.call_id
         session.listen(stream)
         try:
             return session, await wait_for(session, args.yield_time_ms)

@@ -312,6 +312,8 @@ class ExecSessions:
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        #: the model call that started each session (its commandExecution item id).
+        self.item_ids: dict[int, str] = {}
         self._sessions: dict[int, ExecSession] = {}
         self._ids = itertools.count(1000)
         self._changed = trio.Event()
@@ -361,6 +363,13 @@ class ExecSessions:
     async def wait_changed(self) -> None:
         """Return once some session ended."""
         await self._changed.wait()
+
+    def running_sessions(self) -> list[ExecSession]:
+        """The sessions still running (the thread's background terminals), newest first."""
+        live = [s for s in self._sessions.values() if s.running]
+        for sid in set(self.item_ids) - {s.id for s in live}:
+            del self.item_ids[sid]
+        return sorted(live, key=lambda s: s.started, reverse=True)
 
     def get(self, session_id: int) -> ExecSession | None:
         self._reap()

@@ -92,7 +92,7 @@ from codex_trio.protocol.turns import (
     UserInput,
 )
 from codex_trio.store import rollout
-from codex_trio.threads import LoadedThread
+from codex_trio.threads import LoadedThread, TurnEnd
 
 if TYPE_CHECKING:
     from codex_trio.services import Services
@@ -263,7 +263,10 @@ class RunningTurn:
         client_user_message_id: str | None = None,
         turn_id: str | None = None,
         tool_providers: Sequence[ToolProvider] = (),
+        hidden_items: Sequence[dict[str, Any]] = (),
     ) -> None:
+        """`hidden_items` go into the model's history at the start without user-message
+        items (a goal continuation's context); such a turn counts as automatic."""
         self.thread = thread
         self.services = services
         self.settings = settings
@@ -285,6 +288,9 @@ class RunningTurn:
         self.error: TurnError | None = None
         self.last_agent_message: AgentMessageItem | None = None
         self._pending: list[tuple[list[UserInput], str | None]] = [(inputs, client_user_message_id)]
+        self._hidden = list(hidden_items)
+        #: total tokens of this turn's model responses (goal accounting).
+        self.tokens_used = 0
         self._sample_scope: trio.CancelScope | None = None
         self._runtime: ThreadRuntime | None = None
         #: the trace context of the request that started the turn (see `codex_trio.tracing`).
@@ -380,6 +386,9 @@ class RunningTurn:
             ]
         )
         history = await runtime.load_history()
+        if self._hidden:
+            history.extend(self._hidden)
+            await self.thread.append_rollout([rollout.response_item(i) for i in self._hidden])
         assert runtime.sessions is not None, "turns run inside the thread runtime"
         builtin = BuiltinTools(
             sessions=runtime.sessions,
@@ -620,6 +629,7 @@ class RunningTurn:
     ) -> None:
         total = last if runtime.total_usage is None else runtime.total_usage + last
         runtime.total_usage = total
+        self.tokens_used += last.total_tokens
         usage = ThreadTokenUsage(
             conversation.usage_breakdown(total), conversation.usage_breakdown(last), self._context_window()
         )
@@ -675,6 +685,11 @@ class RunningTurn:
         await self.thread.append_rollout([rollout.response_item(item)])
 
     # ------------------------------------------------------------------ the end
+    async def _turn_ended(self) -> None:
+        duration = (self.completed_at_ms or now_ms()) - self.started_at_ms
+        end = TurnEnd(self.id, self.status, self.tokens_used, bool(self._hidden), duration)
+        await self.thread.manager.turn_ended(self.thread, end)
+
     async def _finish(self, runtime: ThreadRuntime, outcome: Outcome) -> None:
         self.completed_at_ms = now_ms()
         started_s, completed_s = self.started_at_ms // 1000, self.completed_at_ms // 1000
@@ -694,6 +709,7 @@ class RunningTurn:
                 ],
                 durable=True,
             )
+            await self._turn_ended()
             await self.thread.set_status(IDLE)
             items = [self.last_agent_message] if self.last_agent_message else []
             await self._notify(
@@ -710,6 +726,7 @@ class RunningTurn:
                 lines = []
             lines.append(rollout.turn_aborted(self.id, "interrupted", started_s, completed_s, duration))
             await self.thread.append_rollout(lines, durable=True)
+            await self._turn_ended()
             await self.thread.set_status(IDLE)
             await self._notify("turn/completed", TurnNotification(thread_id, self._turn()))
         else:
@@ -723,6 +740,7 @@ class RunningTurn:
                 ],
                 durable=True,
             )
+            await self._turn_ended()
             await self.thread.set_status(SYSTEM_ERROR)
             await self._notify("error", ErrorNotification(self.error, False, thread_id, self.id))
             await self._notify("turn/completed", TurnNotification(thread_id, self._turn()))
