@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
@@ -46,6 +47,10 @@ BROADCAST_BACKLOG = 1024
 SLOW_CONSUMER_GRACE = 10.0
 #: seconds the writer may take to flush what is queued once the connection closes.
 FLUSH_TIMEOUT = 2.0
+#: seconds the families may take to release what they hold for a closed connection.
+CLOSED_CALLBACK_TIMEOUT = 5.0
+#: seconds each cleanup step of a closed connection gets even past its close deadline.
+CLEANUP_FLOOR = 0.1
 #: bytes the writer gathers from the queue into one transport write.
 WRITE_BATCH_BYTES = 256 * 1024
 #: default deadline for server->client requests (approvals are answered by a person).
@@ -85,6 +90,19 @@ class ConnectionClosed(Exception):
     """The connection went away while a server->client request waited for its answer."""
 
 
+class ServerRequestTimeout(trio.TooSlowError):
+    """The client did not answer a server->client request by its deadline.
+
+    A TooSlowError (callers that wait on a person treat both alike), but its own type, so
+    the dispatcher can tell it from a handler's own deadline and answer without calling it
+    an internal failure.
+    """
+
+    def __init__(self, method: str, timeout: float) -> None:
+        super().__init__(f"the client did not answer {method} within {timeout:g}s")
+        self.method = method
+
+
 @attrs.define(eq=False)
 class _PendingRequest:
     done: trio.Event = attrs.Factory(trio.Event)
@@ -121,8 +139,12 @@ class Connection:
         self._backlog: deque[bytes] = deque()
         self._backlog_flusher = False
         self._nursery: trio.Nursery | None = None
-        self._outer: trio.Nursery | None = None
-        #: broadcasts may be written straight to the transport (see `broadcast_nowait`).
+        self._outer: trio.CancelScope | None = None
+        #: trio time by which a closing connection must be gone (see `close`).
+        self._close_deadline = math.inf
+        #: the nursery of the writer, which also finishes a partial direct write.
+        self._outer_nursery: trio.Nursery | None = None
+        #: messages may be written straight to the transport (see `send`, `broadcast_nowait`).
         self._direct: NowaitSender | None = stream if isinstance(stream, NowaitSender) else None
         #: the writer waits on an empty queue: nothing is queued or being written.
         self._writer_idle = False
@@ -139,11 +161,17 @@ class Connection:
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
-        """Serve until the peer leaves, the transport breaks or `disconnect` is cancelled."""
+        """Serve until the peer leaves, the transport breaks or `disconnect` is cancelled.
+
+        This is the connection's firewall: whatever this connection raises (a transport
+        error, a client's misbehaviour, a handler bug) is logged with its id and ends this
+        connection only; nothing but cancellation leaves `run`.
+        """
         log.debug("connection %d opened (%s)", self.id, self.transport_name)
         try:
             async with trio.open_nursery() as outer:
-                self._outer = outer
+                self._outer = outer.cancel_scope
+                self._outer_nursery = outer
                 outer.start_soon(self._write_loop)
                 with self.disconnect:
                     async with trio.open_nursery() as work:
@@ -153,18 +181,41 @@ class Connection:
                 self._fail_pending()
                 self._out_send.close()
                 # Only the writer is left in `outer`: this bounds the time it may flush.
-                outer.cancel_scope.deadline = trio.current_time() + FLUSH_TIMEOUT
+                outer.cancel_scope.deadline = min(trio.current_time() + FLUSH_TIMEOUT, self._close_deadline)
+        except* Exception as failure:
+            log.error("connection %d failed; closing it", self.id, exc_info=_first_leaf(failure))
         finally:
+            self._fail_pending()
+            self._out_send.close()
             self.closed.set()
-            with trio.CancelScope(shield=True), trio.move_on_after(FLUSH_TIMEOUT):
+            with trio.CancelScope(shield=True, deadline=self._cleanup_deadline(FLUSH_TIMEOUT)):
                 await self.stream.aclose()
             log.debug("connection %d closed", self.id)
             if self._on_closed is not None:
-                with trio.CancelScope(shield=True):
-                    await self._on_closed(self)
+                with trio.CancelScope(shield=True, deadline=self._cleanup_deadline(CLOSED_CALLBACK_TIMEOUT)):
+                    try:
+                        await self._on_closed(self)
+                    except Exception:
+                        log.exception("connection %d: closing its resources failed", self.id)
 
-    def close(self) -> None:
-        """Disconnect: cancel this connection's work; queued output is still flushed."""
+    def _cleanup_deadline(self, limit: float) -> float:
+        """When a shielded cleanup step must end: within `limit`, and within the close
+        deadline except for a short floor (closing a socket or dropping a connection's
+        state is quick and must not be skipped because the flush used the time up)."""
+        now = trio.current_time()
+        return min(now + limit, max(self._close_deadline, now + CLEANUP_FLOOR))
+
+    def close(self, *, deadline: float = math.inf) -> None:
+        """Disconnect: cancel this connection's work; queued output is still flushed.
+
+        `deadline` (trio time) caps everything the closing connection may still wait for
+        (flushing queued output, closing the transport, releasing what families hold for it):
+        the server's shutdown budget.
+        """
+        if deadline < self._close_deadline:
+            self._close_deadline = deadline
+            if self._outer is not None and self.disconnect.cancel_called:
+                self._outer.deadline = min(self._outer.deadline, deadline)
         self.disconnect.cancel()
 
     async def _read_loop(self) -> None:
@@ -223,28 +274,33 @@ class Connection:
 
     async def _write_loop(self) -> None:
         try:
-            with self._out_receive:
-                while True:
+            while True:
+                try:
+                    data = self._out_receive.receive_nowait()
+                except trio.WouldBlock:
+                    # Idle only while parked on an empty queue (every producer clears it):
+                    # `receive` also yields once after taking a queued message.
+                    self._writer_idle = True
                     try:
-                        data = self._out_receive.receive_nowait()
-                    except trio.WouldBlock:
-                        # Idle only while parked on an empty queue (every producer clears
-                        # it): `receive` also yields once after taking a queued message.
-                        self._writer_idle = True
-                        try:
-                            data = await self._out_receive.receive()
-                        finally:
-                            self._writer_idle = False
-                    batch = self._take_ready(data)
-                    if len(batch) == 1:
-                        await self.stream.send_message(data)
-                    else:
-                        await self.stream.send_messages(batch)
+                        data = await self._out_receive.receive()
+                    finally:
+                        self._writer_idle = False
+                batch = self._take_ready(data)
+                if len(batch) == 1:
+                    await self.stream.send_message(data)
+                else:
+                    await self.stream.send_messages(batch)
         except trio.EndOfChannel:
-            return
+            pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.debug("connection %d: writer stopped, peer gone", self.id)
+        except Exception:
+            log.exception("connection %d: writer failed", self.id)
+        finally:
+            # Disconnect first: tasks blocked in `send` are then cancelled through the
+            # disconnect scope before closing the queue could wake them with an error.
             self.close()
+            self._out_receive.close()
 
     def _take_ready(self, first: bytes) -> list[bytes]:
         """`first` plus whatever else is already queued, up to WRITE_BATCH_BYTES: one write
@@ -264,20 +320,60 @@ class Connection:
     async def send(self, data: bytes) -> None:
         """Queue one encoded message, waiting while the outbound queue is full.
 
+        Never raises because the peer is gone: if the writer has stopped, the connection is
+        disconnected and a task inside its disconnect scope is cancelled here (it ends like
+        every other task of a closed connection); a task outside it (a turn that outlives the
+        connection) returns and the message is dropped.
+
         With the writer idle and nothing queued, the message is written from this task
         (a reply reaches the client without waking the writer); the order is the same.
         """
-        if self._writer_idle and not self._backlog and self._send_direct(data):
+        if self._writer_idle and not self._backlog and self._send_direct([data]):
             await trio.lowlevel.checkpoint()
             return
         self._writer_idle = False
-        await self._out_send.send(data)
+        try:
+            await self._out_send.send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close()
+            await trio.lowlevel.checkpoint()
+
+    async def send_many(self, messages: list[bytes]) -> None:
+        """Queue messages back to back, without yielding in between while there is room.
+
+        The writer then finds them together and sends them in one write: a reply and the
+        notifications that follow it (`initialize` and `remoteControl/status/changed`) reach
+        the client in one segment, so a client with Nagle's algorithm on never waits for a
+        delayed ACK before its next request. With the writer idle they are written from
+        this task, in one write as well.
+        """
+        if self._writer_idle and not self._backlog and self._send_direct(messages):
+            await trio.lowlevel.checkpoint()
+            return
+        self._writer_idle = False
+        for index, data in enumerate(messages):
+            try:
+                self._out_send.send_nowait(data)
+            except trio.WouldBlock:
+                for rest in messages[index:]:
+                    await self.send(rest)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.close()
+                break
+        await trio.lowlevel.checkpoint()
+
+    def notification(self, method: str, params: Any) -> bytes | None:
+        """A notification for this connection, encoded; None if the client opted out of it."""
+        if method in self.session.opted_out:
+            return None
+        return envelope.encode_notification(method, params)
 
     async def notify(self, method: str, params: Any) -> None:
         """Send a notification meant for this connection (skipped if the client opted out)."""
-        if method in self.session.opted_out:
-            return
-        await self.send(envelope.encode_notification(method, params))
+        encoded = self.notification(method, params)
+        if encoded is not None:
+            await self.send(encoded)
 
     def broadcast_nowait(self, method: str, encoded: bytes) -> None:
         """Queue a broadcast without waiting; a client that stays full is dropped.
@@ -290,7 +386,7 @@ class Connection:
         if method in self.session.opted_out or self.disconnect.cancel_called:
             return
         if not self._backlog:
-            if self._writer_idle and self._send_direct(encoded):
+            if self._writer_idle and self._send_direct([encoded]):
                 return
             try:
                 self._out_send.send_nowait(encoded)
@@ -310,19 +406,19 @@ class Connection:
             self._backlog_flusher = True
             self._nursery.start_soon(self._flush_backlog)
 
-    def _send_direct(self, encoded: bytes) -> bool:
+    def _send_direct(self, batch: list[bytes]) -> bool:
         """Write from the sending task itself, sparing the writer a wake-up (per connection,
         for a broadcast); only called while the writer is idle, so order is kept."""
-        if self._direct is None or self._outer is None:
+        if self._direct is None or self._outer_nursery is None:
             return False
         try:
-            done = self._direct.send_message_nowait(encoded)
+            done = self._direct.send_messages_nowait(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.close()
             return True
         if done == "partial":
             self._writer_idle = False
-            self._outer.start_soon(self._finish_direct, self._direct)
+            self._outer_nursery.start_soon(self._finish_direct, self._direct)
         return done != "refused"
 
     async def _finish_direct(self, direct: NowaitSender) -> None:
@@ -334,15 +430,8 @@ class Connection:
     async def _flush_backlog(self) -> None:
         try:
             while self._backlog:
-                self._writer_idle = False
                 with trio.move_on_after(SLOW_CONSUMER_GRACE) as waited:
-                    try:
-                        await self._out_send.send(self._backlog[0])
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        # the writer is gone (peer closed): nothing will be written any more
-                        self._backlog.clear()
-                        self.close()
-                        return
+                    await self.send(self._backlog[0])
                 if waited.cancelled_caught:
                     log.warning(
                         "connection %d stalled for %.0fs; disconnecting", self.id, SLOW_CONSUMER_GRACE
@@ -355,6 +444,10 @@ class Connection:
             self._backlog_flusher = False
 
     # ------------------------------------------------------------------ server -> client requests
+    def new_request_id(self) -> int:
+        """An id from the server-wide counter, for a request asked of several connections."""
+        return next(self._request_ids)
+
     async def request(
         self,
         method: str,
@@ -362,24 +455,30 @@ class Connection:
         *,
         timeout: float = SERVER_REQUEST_TIMEOUT,
         on_id: Callable[[RequestId], None] | None = None,
+        request_id: RequestId | None = None,
     ) -> Any:
         """Ask the client something and wait for its answer, with a deadline.
 
-        `on_id` learns the request's id before it is sent (for `serverRequest/resolved`).
-        Raises RpcError with the client's error, trio.TooSlowError at the deadline, and
-        ConnectionClosed if the connection goes away first.
+        `on_id` learns the request's id before it is sent (for `serverRequest/resolved`);
+        `request_id` re-sends a request another connection was already asked under that id.
+        Only this connection's own pending table routes answers, so a connection can answer
+        only what it was sent. Raises RpcError with the client's error, ServerRequestTimeout at
+        the deadline, and ConnectionClosed if the connection goes away first.
         """
-        request_id = next(self._request_ids)
+        if request_id is None:
+            request_id = next(self._request_ids)
         if on_id is not None:
             on_id(request_id)
         pending = _PendingRequest()
         self._pending[request_id] = pending
         try:
             await self.send(envelope.encode_request(request_id, method, params))
-            with trio.fail_after(timeout):
+            with trio.move_on_after(timeout) as waited:
                 await pending.done.wait()
         finally:
             self._pending.pop(request_id, None)
+        if waited.cancelled_caught:
+            raise ServerRequestTimeout(method, timeout)
         if pending.error is ConnectionClosed:
             raise ConnectionClosed(f"connection {self.id} closed")
         if pending.error is not None:
@@ -400,3 +499,9 @@ class Connection:
         for pending in self._pending.values():
             pending.error = ConnectionClosed
             pending.done.set()
+
+
+def _first_leaf(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group

@@ -90,7 +90,7 @@ async def test_a_pipelined_burst_is_answered_in_full(stdio_server: StdioServer) 
 
 
 async def test_lines_written_from_the_sending_task_stay_whole_and_in_order_on_a_full_pipe() -> None:
-    """`send_message_nowait` writes a line at once while the pipe has room; once the pipe is
+    """`send_messages_nowait` writes a line at once while the pipe has room; once the pipe is
     full a partial line's rest is written by `finish_send`, and later lines wait for it."""
     import os
 
@@ -118,7 +118,7 @@ async def test_lines_written_from_the_sending_task_stay_whole_and_in_order_on_a_
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_all)
             for line in lines:
-                results.append(stream.send_message_nowait(line))
+                results.append(stream.send_messages_nowait([line]))
                 if results[-1] != "sent":
                     break
             assert results[-1] == "partial", results

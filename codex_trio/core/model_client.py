@@ -34,13 +34,14 @@ import attrs
 import orjson
 import trio
 
-if TYPE_CHECKING:
-    import httpx
-
+from codex_trio import tracing
 from codex_trio.config.effective import ProviderConfig
 from codex_trio.core import rate_limits
 from codex_trio.core.sse import SseDecoder, SseError
 from codex_trio.protocol.account import RateLimitSnapshot
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -453,6 +454,13 @@ class ModelClient:
         self._auth = resolve_auth(self.provider, self._login, self._environ)
 
     async def _attempt(self, payload: bytes, headers: Mapping[str, str], on_event: EventHandler) -> Completed:
+        # One span per HTTP request; its `traceparent` goes along so a tracing gateway joins in.
+        with tracing.span("responses.stream_request", _REQUEST_SPAN):
+            return await self._attempt_traced(payload, tracing.with_trace_headers(headers), on_event)
+
+    async def _attempt_traced(
+        self, payload: bytes, headers: Mapping[str, str], on_event: EventHandler
+    ) -> Completed:
         import httpx
 
         # One idle scope covers the whole attempt: its deadline starts at the request and
@@ -485,6 +493,9 @@ class ModelClient:
             except httpx.TransportError as exc:
                 raise _stream_disconnected(f"error decoding response body: {exc}") from None
         raise _stream_disconnected("idle timeout waiting for SSE")
+
+
+_REQUEST_SPAN = {"transport": "responses_http", "http.method": "POST", "api.path": "/responses"}
 
 
 class _Unauthorized(Exception):

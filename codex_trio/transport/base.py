@@ -31,7 +31,7 @@ class MessageStream(Protocol):
     async def aclose(self) -> None: ...
 
 
-#: what `send_message_nowait` did: nothing ("refused"), all of it ("sent"), or a part, with
+#: what `send_messages_nowait` did: nothing ("refused"), all of it ("sent"), or a part, with
 #: the rest to be written by `finish_send` before anything else ("partial").
 NowaitResult = Literal["refused", "sent", "partial"]
 
@@ -44,7 +44,9 @@ class NowaitSender(Protocol):
     so the message keeps its place; it saves a task wake-up per connection per broadcast.
     """
 
-    def send_message_nowait(self, data: bytes) -> NowaitResult: ...
+    def send_messages_nowait(self, batch: Sequence[bytes]) -> NowaitResult:
+        """Write `batch` (one or more messages) in one write, if the transport takes it now."""
+        ...
 
     async def finish_send(self) -> None:
         """After "partial": write the rest; later sends wait for it."""

@@ -35,7 +35,7 @@ class LineStream:
         self._scanned = 0
         self._discarding = False
         self._eof = False
-        #: the rest of a line `send_message_nowait` could not write at once
+        #: the rest of a line `send_messages_nowait` could not write at once
         self._tail: memoryview | None = None
         self._tail_written = trio.lowlevel.ParkingLot()
 
@@ -68,13 +68,18 @@ class LineStream:
             else:
                 self._buffer += chunk
 
-    def send_message_nowait(self, data: bytes) -> NowaitResult:
-        """Write one line from the caller's task when the pipe takes it (the writer task is
+    def send_messages_nowait(self, batch: Sequence[bytes]) -> NowaitResult:
+        """Write lines from the caller's task when the pipe takes them (the writer task is
         idle: see `Connection.send`); a partial write leaves the rest to `finish_send`."""
         fd = self._send.fileno() if isinstance(self._send, trio.lowlevel.FdStream) else -1
-        if fd < 0 or self._tail is not None or len(data) >= SEPARATE_NEWLINE_BYTES:
+        if fd < 0 or self._tail is not None:
             return "refused"
-        line = data + b"\n"
+        if len(batch) == 1:
+            if len(batch[0]) >= SEPARATE_NEWLINE_BYTES:
+                return "refused"  # the writer sends it without a copy
+            line = batch[0] + b"\n"
+        else:
+            line = b"\n".join(batch) + b"\n"
         try:
             written = os.write(fd, line)
         except BlockingIOError:
