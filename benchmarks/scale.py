@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from report import fmt_ratio, log, percentile, publish, ratio, write_file
 from servers import Sandbox, ServerSpec, add_server_options, server_specs
 from transports import HANDSHAKE, running_ws_server
+from transports import client_frame as frame
 from turns import API_KEYS, Server
 
 from tests.responses_server import Paced, ResponsesServer, Text
@@ -76,18 +77,6 @@ def raise_fd_limit() -> int:
 
 
 # --------------------------------------------------------------------------- a blocking ws client
-def frame(message: Any) -> bytes:
-    payload = orjson.dumps(message)
-    size = len(payload)
-    if size < 126:
-        header = bytes([0x81, 0x80 | size])
-    elif size < 65536:
-        header = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
-    else:
-        header = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
-    return header + b"\0\0\0\0" + payload
-
-
 class Ws:
     """One blocking websocket client connection: text frames out, whole messages in."""
 

@@ -52,6 +52,19 @@ HANDSHAKE = (
 
 
 # --------------------------------------------------------------------------- a lean ws client
+def client_frame(message: Any) -> bytes:
+    """One masked client text frame carrying `message` as JSON (mask key zero: no XOR needed)."""
+    payload = orjson.dumps(message)
+    size = len(payload)
+    if size < 126:
+        header = bytes([0x81, 0x80 | size])
+    elif size < 65536:
+        header = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        header = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
+    return header + b"\0\0\0\0" + payload
+
+
 class RawWs:
     """A websocket client speaking raw frames: text out (zero mask), text in, nothing else."""
 
@@ -76,16 +89,8 @@ class RawWs:
         return cls(stream, rest)
 
     async def send(self, message: JSON) -> None:
-        payload = orjson.dumps(message)
-        size = len(payload)
-        if size < 126:
-            header = bytes([0x81, 0x80 | size])
-        elif size < 65536:
-            header = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
-        else:
-            header = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
         async with self.send_lock:
-            await self.stream.send_all(header + b"\0\0\0\0" + payload)
+            await self.stream.send_all(client_frame(message))
 
     async def _fill(self, size: int) -> None:
         while len(self.buffer) < size:
