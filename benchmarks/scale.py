@@ -81,8 +81,8 @@ class Ws:
     """One blocking websocket client connection: text frames out, whole messages in."""
 
     def __init__(self, port: int) -> None:
+        # Nagle stays on, as in most clients: a reply split in segments would show as a stall.
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.sendall(HANDSHAKE.format(port=port).encode())
         received = b""
         while b"\r\n\r\n" not in received:
@@ -266,6 +266,7 @@ async def measure_connections(
             rss0 = server.rss()
             for size in sizes:
                 accepts = []
+                firsts: list[float] = []
                 step = time.perf_counter()
                 while len(fleet.conns) < size:
                     start = time.perf_counter()
@@ -275,6 +276,10 @@ async def measure_connections(
                     ):
                         raise RuntimeError("initialize failed")
                     accepts.append(time.perf_counter() - start)
+                    if len(firsts) < opts.first_requests:
+                        start = time.perf_counter()
+                        ws.call(1, "fs/getMetadata", {"path": "/"})
+                        firsts.append(time.perf_counter() - start)
                     fleet.add(ws)
                 step_time = time.perf_counter() - step
                 await trio.sleep(opts.idle)
@@ -285,6 +290,10 @@ async def measure_connections(
                 point.values["accept_p50"] = percentile(accepts, 0.5)
                 point.values["accept_p99"] = percentile(accepts, 0.99)
                 point.values["accept_step_per_conn"] = step_time / max(1, len(accepts))
+                if firsts:
+                    firsts.sort()
+                    point.values["first_p50"] = percentile(firsts, 0.5)
+                    point.values["first_p99"] = percentile(firsts, 0.99)
                 samples = timed_calls(probe, opts.requests, "fs/getMetadata", {"path": "/"})
                 point.values["meta_p50"] = percentile(samples, 0.5)
                 point.values["meta_p99"] = percentile(samples, 0.99)
@@ -459,6 +468,8 @@ COLUMNS = {
         ("kib_per_conn", "memory / connection", "kib"),
         ("accept_p50", "accept p50", "s"),
         ("accept_step_per_conn", "accept, whole step / conn", "s"),
+        ("first_p50", "first request after `initialize` on a new connection, p50", "s"),
+        ("first_p99", "… p99", "s"),
         ("meta_p50", "getMetadata p50", "s"),
         ("meta_p99", "getMetadata p99", "s"),
     ],
@@ -528,6 +539,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="*", choices=list(FULL), default=list(FULL))
     parser.add_argument("--rounds", type=int, default=10, help="broadcast rounds per size")
     parser.add_argument("--requests", type=int, default=300, help="getMetadata requests per size")
+    parser.add_argument(
+        "--first-requests", type=int, default=50, help="new connections per size timed on their first request"
+    )
     parser.add_argument("--idle", type=float, default=1.0, help="seconds idle before reading RSS")
     parser.add_argument("--repeat", type=int, default=5, help="thread/read and thread/list per size")
     parser.add_argument("--turn-rounds", type=int, default=3, help="rounds of concurrent turns per size")
