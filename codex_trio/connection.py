@@ -325,10 +325,12 @@ class Connection:
         every other task of a closed connection); a task outside it (a turn that outlives the
         connection) returns and the message is dropped.
 
-        With the writer idle and nothing queued, the message is written from this task
-        (a reply reaches the client without waking the writer); the order is the same.
+        With the writer idle, nothing queued and no other request running, the message is
+        written from this task (a reply reaches the client without waking the writer); the
+        order is the same. With requests in flight, replies are left to the writer, which
+        gathers those that are ready into one write.
         """
-        if self._writer_idle and not self._backlog and self._send_direct([data]):
+        if self._writer_idle and self._alone() and self._send_direct([data]):
             await trio.lowlevel.checkpoint()
             return
         self._writer_idle = False
@@ -347,7 +349,7 @@ class Connection:
         delayed ACK before its next request. With the writer idle they are written from
         this task, in one write as well.
         """
-        if self._writer_idle and not self._backlog and self._send_direct(messages):
+        if self._writer_idle and self._alone() and self._send_direct(messages):
             await trio.lowlevel.checkpoint()
             return
         self._writer_idle = False
@@ -405,6 +407,12 @@ class Connection:
         if not self._backlog_flusher and self._nursery is not None:
             self._backlog_flusher = True
             self._nursery.start_soon(self._flush_backlog)
+
+    def _alone(self) -> bool:
+        """No broadcast backlog and at most one request running (the sender's own). On
+        stdio the reader holds a slot of its own while it waits for the next line."""
+        reader = 1 if self._overload == "backpressure" else 0
+        return not self._backlog and self._slots.value >= MAX_IN_FLIGHT - 1 - reader
 
     def _send_direct(self, batch: list[bytes]) -> bool:
         """Write from the sending task itself, sparing the writer a wake-up (per connection,
