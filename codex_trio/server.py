@@ -98,6 +98,7 @@ def _build_agent(server: AppServer) -> list[Any]:
     """Threads, accounts, MCP and turns know each other, so they come as one group."""
     from codex_trio.api.account import AccountApi
     from codex_trio.api.mcp import McpApi
+    from codex_trio.api.thread_commands import ThreadCommandsApi
     from codex_trio.api.threads import ThreadsApi
     from codex_trio.api.turns import TurnsApi
 
@@ -105,7 +106,8 @@ def _build_agent(server: AppServer) -> list[Any]:
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
     turns = TurnsApi(server, threads.manager, account.credentials, tool_providers=[mcp.tools])
-    return [account, threads, turns, mcp]
+    commands = ThreadCommandsApi(server, threads.manager, turns.start_turn, threads._loaded_wire)
+    return [account, threads, turns, mcp, commands]
 
 
 FAMILY_GROUPS = (
@@ -152,7 +154,13 @@ FAMILY_GROUPS = (
         _build_config,
     ),
     FamilyGroup(
-        ("codex_trio.api.account", "codex_trio.api.threads", "codex_trio.api.turns", "codex_trio.api.mcp"),
+        (
+            "codex_trio.api.account",
+            "codex_trio.api.threads",
+            "codex_trio.api.turns",
+            "codex_trio.api.mcp",
+            "codex_trio.api.thread_commands",
+        ),
         (
             "account/read",
             "account/login/start",
@@ -182,6 +190,13 @@ FAMILY_GROUPS = (
             "config/mcpServer/reload",
             "mcpServer/tool/call",
             "mcpServer/resource/read",
+            "thread/shellCommand",
+            "thread/compact/start",
+            "review/start",
+            "thread/settings/update",
+            "permissionProfile/list",
+            "thread/revert",
+            "thread/inject_items",
         ),
         _build_agent,
     ),

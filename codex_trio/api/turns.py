@@ -24,11 +24,11 @@ from codex_trio.config.auth import read_auth
 from codex_trio.config.effective import ProviderConfig, builtin_providers, provider_from_table
 from codex_trio.core.model_client import Login
 from codex_trio.core.tools import ToolProvider
-from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnSettings
+from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnBody, TurnSettings
 from codex_trio.protocol.converter import WireError, expected_variants
 from codex_trio.protocol.errors import invalid_request, server_shutting_down
 from codex_trio.protocol.sandbox import structure_sandbox_policy
-from codex_trio.protocol.turns import TurnInterruptParams, TurnStartParams, TurnSteerParams
+from codex_trio.protocol.turns import TurnInterruptParams, TurnStartParams, TurnSteerParams, UserInput
 from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.threads import LoadedThread, ThreadManager
@@ -88,11 +88,33 @@ class TurnsApi:
             # As the reference: input sent while a turn runs joins that turn.
             ctx.call_after_response(lambda: active.steer(list(params.input), params.client_user_message_id))
             return {"turn": active.wire()}
+        self._remember_overrides(runtime, params)
+        turn = await self.start_turn(
+            ctx,
+            thread,
+            list(params.input),
+            client_user_message_id=params.client_user_message_id,
+            output_schema=params.output_schema,
+        )
+        return {"turn": turn.wire()}
+
+    async def start_turn(
+        self,
+        ctx: RequestContext,
+        thread: LoadedThread,
+        inputs: list[UserInput],
+        *,
+        body: TurnBody | None = None,
+        client_user_message_id: str | None = None,
+        output_schema: Any = None,
+    ) -> RunningTurn:
+        """Run a turn next on `thread` (no turn of it accepts input); it starts once the
+        response is queued. `body` replaces the regular turn (compaction, review, shell)."""
+        runtime = ThreadRuntime.of(thread, self.services)
         previous = runtime.current
         if previous is not None and not previous.done.is_set():
             await previous.done.wait()  # an interrupted turn is still writing its end
-        self._remember_overrides(runtime, params)
-        settings = self._settings(ctx, thread, runtime, params)
+        settings = self._settings(ctx, thread, runtime, output_schema)
         if settings.provider.requires_openai_auth:
             login = await self._login()
             provider = _chatgpt_backend(settings.provider, login, thread.config)
@@ -101,15 +123,16 @@ class TurnsApi:
             thread,
             self.services,
             settings,
-            list(params.input),
-            client_user_message_id=params.client_user_message_id,
+            inputs,
+            client_user_message_id=client_user_message_id,
             tool_providers=self.tool_providers,
+            body=body,
         )
         if ctx.connection.id not in thread.subscribers:
             self.manager.subscribe(thread, ctx.connection.id)
         ctx.call_after_response(turn.ready.set)
         runtime.submit(turn)
-        return {"turn": turn.wire()}
+        return turn
 
     async def turn_steer(self, ctx: RequestContext, params: TurnSteerParams) -> dict[str, Any]:
         """`turn/steer`: add input to the running turn."""
@@ -173,14 +196,16 @@ class TurnsApi:
             except WireError as exc:
                 raise invalid_request(f"Invalid request: {exc}") from None
             updates["sandbox_policy"] = dict(params.sandbox_policy)
-        for key in ("model", "effort", "summary"):
+        for key in ("model", "effort", "summary", "service_tier"):
             value = getattr(params, key)
             if value is not None:
                 updates[key] = value
+        if isinstance(params.collaboration_mode, dict):
+            updates["collaboration_mode"] = params.collaboration_mode
         runtime.overrides.update(updates)
 
     def _settings(
-        self, ctx: RequestContext, thread: LoadedThread, runtime: ThreadRuntime, params: TurnStartParams
+        self, ctx: RequestContext, thread: LoadedThread, runtime: ThreadRuntime, output_schema: Any
     ) -> TurnSettings:
         o = runtime.overrides
         cwd = Path(o["cwd"]) if "cwd" in o else thread.cwd
@@ -192,15 +217,26 @@ class TurnsApi:
         client = session.client_name or "codex_trio"
         user_agent = f"{client}/{VERSION} {self._platform} ({client}; {session.client_version or VERSION})"
         summary = o.get("summary") or _str(config.get("model_reasoning_summary"))
+        model, effort = o.get("model", thread.model), o.get("effort", thread.reasoning_effort)
+        mode = o.get("collaboration_mode")
+        mode_settings = mode.get("settings") if isinstance(mode, dict) else None
+        if isinstance(mode_settings, dict):
+            # As the reference: the mode's own model and effort win over separate overrides.
+            model = _str(mode_settings.get("model")) or model
+            effort = _str(mode_settings.get("reasoning_effort")) or effort
+        limit = config.get("model_auto_compact_token_limit")
         return TurnSettings(
             cwd=cwd,
-            model=o.get("model", thread.model),
+            model=model,
             provider=provider_for(config, thread.model_provider),
             approval_policy=o.get("approval_policy", thread.approval_policy),
             sandbox_policy=o.get("sandbox_policy", thread.sandbox_policy),
-            effort=o.get("effort", thread.reasoning_effort),
+            effort=effort,
             summary=summary,
-            output_schema=params.output_schema,
+            output_schema=output_schema,
+            collaboration_mode=mode if isinstance(mode, dict) else None,
+            service_tier=o.get("service_tier", thread.service_tier),
+            auto_compact_limit=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
             base_instructions=thread.base_instructions,
             developer_instructions=thread.developer_instructions,
             context_window=context_window if isinstance(context_window, int) else None,
