@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +18,51 @@ import pytest
 import trio
 
 from codex_trio.client import ClientConnection
+from codex_trio.core import model_client
 from codex_trio.core.compaction import SUMMARIZATION_PROMPT, SUMMARY_PREFIX
 from codex_trio.core.review import UNCOMMITTED_PROMPT
 from codex_trio.server import open_app_server
 from codex_trio.settings import ServerSettings
 from tests.responses_server import ResponsesServer, Shell, Text
-from tests.test_turns import (  # noqa: F401  (fixtures)
+from tests.test_turns import (
     TEST_TIMEOUT,
     Message,
     collect,
     completed,
-    configured,
-    fast_backoff,
     find,
     method_is,
-    model,
     names,
-    rpc,
     start_thread,
     start_turn,
-    workspace,
 )
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_client, "RETRY_BASE_DELAY", 0.001)
+
+
+@pytest.fixture
+async def model(nursery: trio.Nursery) -> AsyncIterator[ResponsesServer]:
+    server = ResponsesServer()
+    await nursery.start(server.run)
+    yield server
+
+
+@pytest.fixture
+def configured(codex_home: Path, model: ResponsesServer) -> Path:
+    (codex_home / "config.toml").write_text(model.config_toml())
+    return codex_home
+
+
+@pytest.fixture
+def workspace(server_settings: ServerSettings) -> Path:
+    return server_settings.cwd
+
+
+@pytest.fixture
+async def rpc(configured: Path, client: ClientConnection) -> ClientConnection:
+    return client
 
 
 @pytest.fixture(autouse=True)
@@ -236,7 +261,8 @@ async def test_a_review_runs_apart_and_its_findings_reach_the_thread(
         "overall_explanation": "One bug.",
         "overall_confidence_score": 0.6,
     }
-    rendered = f"One bug.\n\nReview comment:\n\n- [P2] Off by one — {workspace / 'a.txt'}:1-2\n  The loop stops early."
+    location = f"{workspace / 'a.txt'}:1-2"
+    rendered = f"One bug.\n\nReview comment:\n\n- [P2] Off by one — {location}\n  The loop stops early."
     with trio.fail_after(TEST_TIMEOUT):
         thread_id = await start_thread(rpc, workspace)
         model.enqueue(Text("earlier answer"), Text(json.dumps(findings)), Text("will fix"))
