@@ -433,6 +433,11 @@ async def test_revert_drops_later_turns_from_what_the_model_sees_even_after_a_re
             rpc = await server.connect()
             await rpc.initialize("after")
             await rpc.call("thread/resume", {"threadId": thread_id})
+            listed = await rpc.call("thread/turns/list", {"threadId": thread_id})
+            assert [t["items"][0]["content"][0]["text"] for t in reversed(listed["data"])] == [
+                "question one",
+                "question two, edited",
+            ]
             model.enqueue(Text("answer three"))
             await collect(rpc, completed(await start_turn(rpc, thread_id, "question three")))
             await rpc.aclose()
