@@ -30,6 +30,10 @@ from codex_trio.routing import RequestContext, Route
 
 log = logging.getLogger(__name__)
 
+#: transports whose peer is on this machine by construction (a child's pipes, the same process).
+LOCAL_TRANSPORTS = frozenset({"stdio", "in_process"})
+
+
 class _LazyGroup:
     """Methods whose routes are built on first use; concurrent first calls share one load."""
 
@@ -157,6 +161,8 @@ class Router:
         params = r.spec.read_params(request.params)
         if r.spec.experimental and not session.experimental_api:
             raise experimental_required(r.spec.name)
+        if r.local_only and ctx.connection.transport_name not in LOCAL_TRANSPORTS:
+            raise invalid_request(f"{r.spec.name} is not available over remote transports")
         result = await r.handler(ctx, params)
         if result is None:
             return {}

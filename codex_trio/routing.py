@@ -59,6 +59,8 @@ class Route:
     inline: bool = False
     #: allowed before `initialize`.
     before_initialize: bool = False
+    #: refused on remote transports (ws, unix) before the handler runs (device keys).
+    local_only: bool = False
 
 
 def route(
@@ -69,6 +71,7 @@ def route(
     experimental: bool = False,
     inline: bool = False,
     before_initialize: bool = False,
+    local_only: bool = False,
 ) -> Route:
     """A `Route` for `name`, whose params are structured into `params` (None: no params)."""
-    return Route(MethodSpec(name, params, experimental), handler, inline, before_initialize)
+    return Route(MethodSpec(name, params, experimental), handler, inline, before_initialize, local_only)

@@ -94,6 +94,18 @@ def _build_config(server: AppServer) -> list[Any]:
     return [ConfigApi(server), CatalogApi(server), LegacyApi(server)]
 
 
+def _build_plugins(server: AppServer) -> list[Any]:
+    from codex_trio.api.plugins import PluginsApi
+
+    return [PluginsApi(server)]
+
+
+def _build_device_keys(server: AppServer) -> list[Any]:
+    from codex_trio.api.device_keys import DeviceKeysApi
+
+    return [DeviceKeysApi(server)]
+
+
 def _build_agent(server: AppServer) -> list[Any]:
     """Threads, accounts, MCP and turns know each other, so they come as one group."""
     from codex_trio.api.account import AccountApi
@@ -105,7 +117,7 @@ def _build_agent(server: AppServer) -> list[Any]:
     threads = ThreadsApi(server)
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
-    turns = TurnsApi(server, threads.manager, account.credentials, tool_providers=[mcp.tools])
+    turns = TurnsApi(server, threads.manager, account.model_login, tool_providers=[mcp.tools])
     commands = ThreadCommandsApi(server, threads.manager, turns.start_turn, threads._loaded_wire)
     return [account, threads, turns, mcp, commands]
 
@@ -142,8 +154,6 @@ FAMILY_GROUPS = (
             "experimentalFeature/list",
             "skills/list",
             "hooks/list",
-            "plugin/installed",
-            "plugin/list",
             "collaborationMode/list",
             "gitDiffToRemote",
             "fuzzyFileSearch",
@@ -152,6 +162,25 @@ FAMILY_GROUPS = (
             "fuzzyFileSearch/sessionStop",
         ),
         _build_config,
+    ),
+    FamilyGroup(
+        ("codex_trio.api.plugins",),
+        (
+            "plugin/list",
+            "plugin/installed",
+            "plugin/read",
+            "plugin/install",
+            "plugin/uninstall",
+            "marketplace/add",
+            "marketplace/remove",
+            "marketplace/upgrade",
+        ),
+        _build_plugins,
+    ),
+    FamilyGroup(
+        ("codex_trio.api.device_keys",),
+        ("device/key/create", "device/key/public", "device/key/sign"),
+        _build_device_keys,
     ),
     FamilyGroup(
         (
@@ -166,6 +195,7 @@ FAMILY_GROUPS = (
             "account/login/start",
             "account/login/cancel",
             "account/logout",
+            "account/rateLimits/read",
             "getAuthStatus",
             "account/bedrock/checkGovCloudRequirements",
             "thread/start",

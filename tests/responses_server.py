@@ -12,6 +12,10 @@ test. Tests queue replies; each `POST …/responses` takes the next one (or `DEF
 * `Failed(message)`         a `response.failed` event
 * `Dropped(before)`         the stream ends after one delta, without `response.completed`
 * `Paced(pieces, gap)`      deltas sent `gap` seconds apart, each send time recorded (benchmarks)
+* `WithEvents(events, then)` raw events after `response.created`, then `then` (a `Text`)
+
+`headers` go with every event stream, `authorize` may refuse a request with a 401, and
+`json_routes` answer other paths (the ChatGPT backend's `wham/*`) with fixed JSON.
 
 Every request is recorded (`requests`) with its headers and JSON body.
 """
@@ -356,7 +360,28 @@ class Paced:
         await sse.completed()
 
 
-Reply = Text | Reasoning | Shell | FunctionCall | Patch | Stall | Status | Failed | Dropped | Paced
+@attrs.define
+class WithEvents:
+    """Raw events (`{"type": ..., ...}`) right after `response.created`, then `then`'s stream."""
+
+    events: list[dict[str, Any]]
+    then: Text
+
+    async def send(self, sse: SseWriter, request: RecordedRequest) -> None:
+        original = sse.created
+
+        async def created() -> None:
+            await original()
+            for event in self.events:
+                await sse.event(event["type"], {k: v for k, v in event.items() if k != "type"})
+
+        sse.created = created  # type: ignore[method-assign]
+        await self.then.send(sse, request)
+
+
+Reply = (
+    WithEvents | Text | Reasoning | Shell | FunctionCall | Patch | Stall | Status | Failed | Dropped | Paced
+)
 DEFAULT = Text("Hello from the scripted model.")
 
 
@@ -425,6 +450,12 @@ class ResponsesServer:
         self._arrived = trio.Event()
         #: called with each request before it is answered (tests may block here).
         self.on_request: Callable[[RecordedRequest], Awaitable[None]] | None = None
+        #: extra headers of every event-stream answer (rate-limit headers...).
+        self.headers: dict[str, str] = {}
+        #: a request this refuses gets a 401 without using up a scripted reply.
+        self.authorize: Callable[[RecordedRequest], bool] | None = None
+        #: JSON answers to other requests, by path without the query (`/backend-api/wham/usage`).
+        self.json_routes: dict[str, Any] = {}
 
     @property
     def base_url(self) -> str:
@@ -499,6 +530,9 @@ class ResponsesServer:
                 await self.on_request(request)
             if method == "POST" and path.split("?")[0].endswith("/responses"):
                 keep_alive = await self._reply(reader.stream, request)
+            elif path.split("?")[0] in self.json_routes:
+                await _send_json(reader.stream, 200, self.json_routes[path.split("?")[0]])
+                keep_alive = True
             else:
                 await _send_json(reader.stream, 404, {"error": {"message": f"no route {method} {path}"}})
                 keep_alive = True
@@ -511,6 +545,10 @@ class ResponsesServer:
 
     async def _reply(self, stream: trio.abc.Stream, request: RecordedRequest) -> bool:
         """Answer with the next scripted reply; False when the connection must close after it."""
+        if self.authorize is not None and not self.authorize(request):
+            error = {"message": "Your authentication token has expired.", "type": "invalid_request_error"}
+            await _send_json(stream, 401, {"error": {**error, "code": "token_expired"}})
+            return True
         reply = self.replies.popleft() if self.replies else DEFAULT
         if isinstance(reply, Status):
             await _send_json(
@@ -520,9 +558,10 @@ class ResponsesServer:
                 reply.headers,
             )
             return True
+        extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()).encode()
         await stream.send_all(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"cache-control: no-cache\r\n" + extra + b"transfer-encoding: chunked\r\n\r\n"
         )
         model = request.body.get("model", self.model) if isinstance(request.body, dict) else self.model
         await reply.send(SseWriter(stream, model), request)

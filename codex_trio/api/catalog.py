@@ -3,14 +3,14 @@ and collaboration modes (MCP server status is the MCP family's, `codex_trio.api.
 
 Content is honest: the models come from config plus a small built-in catalog
 (`codex_trio.config.models`), feature flags from the effective config, skills from
-`SKILL.md` files on disk; hooks and plugins are empty because this server runs none.
-Pages use the reference's decimal offset cursors.
+`SKILL.md` files on disk (`codex_trio.skills`, with the skills of installed plugins from
+`codex_trio.plugins.store`);
+hooks are empty because this server runs none. Plugins are the plugin family's
+(`codex_trio.api.plugins`). Pages use the reference's decimal offset cursors.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -18,26 +18,22 @@ import trio
 from codex_trio.config.defaults import KNOWN_FEATURES
 from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.config.models import BUILTIN_MODELS, DEFAULT_MODEL, configured_model_entry
+from codex_trio.plugins.store import installed_plugin_skills
 from codex_trio.protocol.catalog import (
     CollaborationModeListParams,
     ExperimentalFeatureListParams,
     HooksListParams,
     ModelListParams,
-    PluginInstalledParams,
-    PluginListParams,
     SkillsListParams,
 )
 from codex_trio.protocol.errors import invalid_request
 from codex_trio.protocol.paging import page
 from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
+from codex_trio.skills import scan_skills
 
 #: worker threads for config reads and skill scans.
 CATALOG_THREADS = 2
-#: skills listed per root at most; a skills folder is small, this only bounds a stray one.
-MAX_SKILLS_PER_ROOT = 200
-#: how deep below a skills root a SKILL.md is looked for.
-SKILL_DEPTH = 3
 
 #: `collaborationMode/list`: the reference's two presets.
 COLLABORATION_MODES: tuple[dict[str, Any], ...] = (
@@ -56,60 +52,6 @@ def model_entries(config: EffectiveConfig, include_hidden: bool) -> list[dict[st
     return entries
 
 
-def _frontmatter(text: str) -> dict[str, str]:
-    """`key: value` lines of a leading `---` block (the SKILL.md header); quotes stripped."""
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "---":
-        return {}
-    fields: dict[str, str] = {}
-    for line in lines[1:]:
-        if line.strip() == "---":
-            break
-        key, sep, value = line.partition(":")
-        if sep and key and not key.startswith((" ", "\t")):
-            fields[key.strip()] = value.strip().strip("\"'")
-    return fields
-
-
-def scan_skills(root: Path, scope: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """SKILL.md files under `root` (blocking): skills and the files that did not parse."""
-    skills: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
-    if not root.is_dir():
-        return skills, errors
-    base_depth = len(root.parts)
-    for dirpath, dirnames, filenames in os.walk(root):
-        if len(Path(dirpath).parts) - base_depth >= SKILL_DEPTH:
-            dirnames.clear()
-        dirnames.sort()
-        if "SKILL.md" not in filenames:
-            continue
-        path = Path(dirpath) / "SKILL.md"
-        try:
-            meta = _frontmatter(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append({"path": str(path), "message": str(exc)})
-            continue
-        if not meta.get("name") or not meta.get("description"):
-            errors.append({"path": str(path), "message": "missing `name` or `description` in front matter"})
-            continue
-        skill_scope = "system" if ".system" in Path(dirpath).relative_to(root).parts else scope
-        skills.append({
-            "name": meta["name"],
-            "description": meta["description"],
-            "shortDescription": meta.get("short_description"),
-            "interface": None,
-            "dependencies": None,
-            "path": str(path),
-            "scope": skill_scope,
-            "enabled": True,
-            "pluginId": None,
-        })
-        if len(skills) >= MAX_SKILLS_PER_ROOT:
-            break
-    return skills, errors
-
-
 class CatalogApi:
     """The catalog family: read-only views over config and disk."""
 
@@ -124,8 +66,6 @@ class CatalogApi:
             route("experimentalFeature/list", ExperimentalFeatureListParams, self.feature_list),
             route("skills/list", SkillsListParams, self.skills_list),
             route("hooks/list", HooksListParams, self.hooks_list),
-            route("plugin/installed", PluginInstalledParams, self.plugin_installed),
-            route("plugin/list", PluginListParams, self.plugin_list),
             route(
                 "collaborationMode/list",
                 CollaborationModeListParams,
@@ -171,6 +111,11 @@ class CatalogApi:
         user_skills, user_errors = await trio.to_thread.run_sync(
             scan_skills, user_root, "user", limiter=self._limiter
         )
+        config = await self._config()
+        plugin_skills, plugin_errors = await trio.to_thread.run_sync(
+            installed_plugin_skills, self._settings.codex_home, config.raw, limiter=self._limiter
+        )
+        user_skills, user_errors = plugin_skills + user_skills, plugin_errors + user_errors
         data = []
         for cwd in self._cwds(params.cwds):
             repo_root = (self._settings.cwd / cwd).absolute() / ".codex" / "skills"
@@ -187,14 +132,6 @@ class CatalogApi:
         """`hooks/list`: this server runs no hooks."""
         cwds = self._cwds(params.cwds)
         return {"data": [{"cwd": cwd, "hooks": [], "warnings": [], "errors": []} for cwd in cwds]}
-
-    async def plugin_installed(self, ctx: RequestContext, params: PluginInstalledParams) -> dict[str, Any]:
-        """`plugin/installed`: no plugins are installed here."""
-        return {"marketplaces": [], "marketplaceLoadErrors": []}
-
-    async def plugin_list(self, ctx: RequestContext, params: PluginListParams) -> dict[str, Any]:
-        """`plugin/list`: no plugin marketplaces here."""
-        return {"marketplaces": [], "marketplaceLoadErrors": [], "featuredPluginIds": []}
 
     async def collaboration_modes(
         self, ctx: RequestContext, params: CollaborationModeListParams

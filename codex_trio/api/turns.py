@@ -58,14 +58,14 @@ class TurnsApi:
         self,
         services: Services,
         manager: ThreadManager,
-        credentials: Callable[[], Awaitable[tuple[str, str] | None]] | None = None,
+        login: Callable[[], Awaitable[Login | None]] | None = None,
         tool_providers: Sequence[ToolProvider] = (),
     ) -> None:
-        """`credentials` is the account family's `(mode, secret)` of the current login;
-        `tool_providers` offer tools beyond the built-in ones (see `codex_trio.core.tools`)."""
+        """`login` is the account family's current login (external tokens come with their
+        refresh); `tool_providers` offer tools beyond the built-in ones (see `codex_trio.core.tools`)."""
         self.services = services
         self.manager = manager
-        self._credentials = credentials
+        self._account_login = login
         self.tool_providers = list(tool_providers)
         self._platform = f"({platform.system()} {platform.release()}; {platform.machine()})"
 
@@ -166,14 +166,10 @@ class TurnsApi:
     # ------------------------------------------------------------------ settings
     async def _login(self) -> Login | None:
         """The account's current login (in-memory tokens first, then auth.json)."""
+        if self._account_login is not None:
+            return await self._account_login()
         stored = await trio.to_thread.run_sync(read_auth, self.services.settings.codex_home)
         account_id = stored.identity.account_id if stored is not None else None
-        if self._credentials is not None:
-            current = await self._credentials()
-            if current is None:
-                return None
-            mode, secret = current
-            return Login(mode, secret, account_id if mode != "apikey" else None)
         if stored is None:
             return None
         token = stored.api_key if stored.mode == "apikey" else stored.access_token

@@ -8,6 +8,7 @@ It is blocking; the API runs it in a worker thread, one batch at a time.
 
 from __future__ import annotations
 
+import threading
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,10 @@ class ConfigWriteError(Exception):
         self.code = code
         self.message = message
 
+
+#: one read-modify-write of a config file at a time, whoever writes (the config methods,
+#: plugin installs, marketplace changes): each runs in a worker thread.
+_WRITE_LOCK = threading.Lock()
 
 VALIDATION = "configValidationError"
 VERSION_CONFLICT = "configVersionConflict"
@@ -132,6 +137,11 @@ def _upsert(table: Any, values: dict[str, Any]) -> None:
 
 def apply_edits(path: Path, edits: Sequence[Edit], expected_version: str | None) -> WriteResult:
     """Apply a batch to `path` atomically; raises `ConfigWriteError`. Blocking."""
+    with _WRITE_LOCK:
+        return _apply_edits(path, edits, expected_version)
+
+
+def _apply_edits(path: Path, edits: Sequence[Edit], expected_version: str | None) -> WriteResult:
     text = _read(path)
     try:
         doc = tomlkit.parse(text)

@@ -8,6 +8,10 @@ that says why, in the reference's words. Stream-level retries ("Reconnecting... 
 to the turn, which must tell the client about them; this module only says whether an error
 is worth another attempt (`ModelError.retryable`).
 
+An HTTP 401 for a login that can be refreshed (external ChatGPT tokens, `Login.refresh`) asks
+for new tokens once and repeats the request once with them. Each answer's rate-limit headers
+ride on its `Completed` event (`codex_trio.core.rate_limits`).
+
 The HTTP client (httpx, run on Trio through anyio) is opened per turn by `open_model_client`,
 so its connections are owned by the turn's task and dropped when the turn is cancelled:
 an interrupted turn abandons the stream at once, as the reference does.
@@ -30,7 +34,9 @@ import orjson
 import trio
 
 from codex_trio.config.effective import ProviderConfig
+from codex_trio.core import rate_limits
 from codex_trio.core.sse import SseDecoder, SseError
+from codex_trio.protocol.account import RateLimitSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +220,8 @@ class OutputItemDone:
 class Completed:
     response_id: str | None
     usage: TokenUsage | None
+    #: the answer's rate-limit snapshot, from its headers (`codex_trio.core.rate_limits`).
+    rate_limits: RateLimitSnapshot = attrs.Factory(RateLimitSnapshot)
 
 
 ResponseEvent = (
@@ -301,11 +309,17 @@ class Auth:
 
 @attrs.frozen
 class Login:
-    """The account's login as the account family holds it (`apikey`, `chatgpt`, …)."""
+    """The account's login as the account family holds it (`apikey`, `chatgpt`, …).
+
+    `refresh` is set for external ChatGPT tokens: after an HTTP 401 the client awaits it with
+    the login that was refused and retries once with the login it returns; it raises
+    ModelError when no new tokens came (the text is what the turn reports).
+    """
 
     mode: str
     secret: str
     account_id: str | None = None
+    refresh: Callable[[Login], Awaitable[Login]] | None = attrs.field(default=None, eq=False, repr=False)
 
 
 def resolve_auth(
@@ -365,12 +379,22 @@ def responses_url(provider: ProviderConfig) -> str:
 class ModelClient:
     """Streams Responses-API requests to one provider over one HTTP connection pool."""
 
-    def __init__(self, provider: ProviderConfig, http: httpx.AsyncClient, auth: Auth) -> None:
+    def __init__(
+        self,
+        provider: ProviderConfig,
+        http: httpx.AsyncClient,
+        auth: Auth,
+        login: Login | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """`login` is kept only when it is what authenticates (for its `refresh` on a 401)."""
         self.provider = provider
         ms = provider.stream_idle_timeout_ms
         self._idle_timeout = ms / 1000 if ms > 0 else None
         self._http = http
         self._auth = auth
+        self._login = login if login is not None and _auth_uses_login(provider) else None
+        self._environ = environ
         self.url = responses_url(provider)
 
     async def stream(
@@ -382,17 +406,22 @@ class ModelClient:
         `request_max_retries` on 429, 5xx and connection failures. Raises ModelError.
         """
         payload = orjson.dumps(body)
-        request_headers = {
+        base_headers = {
             "accept": "text/event-stream",
             "content-type": "application/json",
             **self.provider.headers(),
             **headers,
-            **self._auth.headers,
         }
         attempt = 0
+        refreshed = False
         while True:
             try:
-                return await self._attempt(payload, request_headers, on_event)
+                return await self._attempt(payload, {**base_headers, **self._auth.headers}, on_event)
+            except _Unauthorized as denied:
+                if refreshed:
+                    raise denied.error from None
+                await self._refresh(denied.error)
+                refreshed = True
             except _RetryableRequest as retry:
                 attempt += 1
                 if attempt > self.provider.request_max_retries:
@@ -400,6 +429,14 @@ class ModelClient:
                 delay = backoff_delay(attempt, retry.retry_after)
                 log.info("model request failed (%s); retry %d in %.2fs", retry.error, attempt, delay)
                 await trio.sleep(delay)
+
+    async def _refresh(self, unauthorized: ModelError) -> None:
+        """Swap in new tokens after a 401, or raise why there are none."""
+        login = self._login
+        if login is None or login.refresh is None:
+            raise unauthorized
+        self._login = await login.refresh(login)
+        self._auth = resolve_auth(self.provider, self._login, self._environ)
 
     async def _attempt(self, payload: bytes, headers: Mapping[str, str], on_event: EventHandler) -> Completed:
         # One idle scope covers the whole attempt: its deadline starts at the request and
@@ -414,6 +451,8 @@ class ModelClient:
                     if response.status_code >= 300:
                         body = await _read_capped(response)
                         error = status_error(response.status_code, body, self.url)
+                        if response.status_code == 401:
+                            raise _Unauthorized(error)
                         if response.status_code == 429 or response.status_code >= 500:
                             raise _RetryableRequest(error, _retry_after(response))
                         raise error
@@ -430,6 +469,17 @@ class ModelClient:
             except httpx.TransportError as exc:
                 raise _stream_disconnected(f"error decoding response body: {exc}") from None
         raise _stream_disconnected("idle timeout waiting for SSE")
+
+
+class _Unauthorized(Exception):
+    def __init__(self, error: ModelError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _auth_uses_login(provider: ProviderConfig) -> bool:
+    """Whether `resolve_auth` authenticates with the account's login (see its order)."""
+    return provider.requires_openai_auth and not provider.env_key and not provider.experimental_bearer_token
 
 
 class _RetryableRequest(Exception):
@@ -461,6 +511,7 @@ async def _consume(
 ) -> Completed:
     """Decode and hand over events until `response.completed`; each chunk moves `idle`'s deadline."""
     decoder = SseDecoder()
+    limits = rate_limits.from_headers(response.headers)
     async for chunk in response.aiter_raw():
         if idle_timeout is not None:
             idle.deadline = trio.current_time() + idle_timeout
@@ -480,6 +531,8 @@ async def _consume(
             event = decode_event(str(kind), data)
             if event is None:
                 continue
+            if isinstance(event, Completed):
+                event = attrs.evolve(event, rate_limits=limits)
             await on_event(event)
             if isinstance(event, Completed):
                 return event
@@ -505,7 +558,7 @@ async def open_model_client(
     trust_env = not _is_loopback(provider.base_url or "")
     verify = await _ssl_context()
     async with httpx.AsyncClient(timeout=timeout, trust_env=trust_env, verify=verify) as http:
-        yield ModelClient(provider, http, auth)
+        yield ModelClient(provider, http, auth, login, environ)
 
 
 _SSL_CONTEXT: ssl.SSLContext | None = None

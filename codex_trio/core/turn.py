@@ -67,7 +67,7 @@ from codex_trio.core.prompt import (
 )
 from codex_trio.core.tools import FILE_WORK, ToolCall, ToolOutput, ToolProvider, ToolTurn, TurnInterrupted
 from codex_trio.ids import now_ms, uuid7
-from codex_trio.protocol.account import RateLimitsUpdated
+from codex_trio.protocol.account import RateLimitSnapshot, RateLimitsUpdated
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.items import (
     AgentMessageItem,
@@ -162,6 +162,7 @@ class _Sample:
     rollout: list[dict[str, Any]] = attrs.Factory(list)
     calls: list[ToolCall] = attrs.Factory(list)
     usage: TokenUsage | None = None
+    rate_limits: RateLimitSnapshot | None = None
     open_messages: dict[str, AgentMessageItem] = attrs.Factory(dict)
     open_reasoning: dict[str, ReasoningItem] = attrs.Factory(dict)
 
@@ -408,7 +409,7 @@ class RunningTurn:
                 for call in sample.calls:
                     await self._run_tool(history, call)
                 if sample.usage is not None:
-                    await self.report_usage(runtime, sample.usage)
+                    await self.report_usage(runtime, sample.usage, sample.rate_limits)
                 if not sample.calls and not self._pending:
                     return
                 if history is runtime.history and compaction.needs_compaction(self, runtime):
@@ -503,6 +504,7 @@ class RunningTurn:
                     )
         elif isinstance(event, Completed):
             sample.usage = event.usage
+            sample.rate_limits = event.rate_limits
 
     async def _on_item_added(self, sample: _Sample, item: dict[str, Any]) -> None:
         kind, item_id = item.get("type"), item.get("id")
@@ -625,7 +627,9 @@ class RunningTurn:
             "summary": s.summary,
         }
 
-    async def report_usage(self, runtime: ThreadRuntime, last: TokenUsage) -> None:
+    async def report_usage(
+        self, runtime: ThreadRuntime, last: TokenUsage, limits: RateLimitSnapshot | None = None
+    ) -> None:
         total = last if runtime.total_usage is None else runtime.total_usage + last
         runtime.total_usage = total
         runtime.last_usage = last
@@ -633,7 +637,10 @@ class RunningTurn:
             conversation.usage_breakdown(total), conversation.usage_breakdown(last), self._context_window()
         )
         await self._notify("thread/tokenUsage/updated", TokenUsageUpdated(self.thread.id, self.id, usage))
-        self.services.broadcaster.broadcast("account/rateLimits/updated", RateLimitsUpdated())
+        # As the reference: after every response with usage, the limits its headers reported.
+        self.services.broadcaster.broadcast(
+            "account/rateLimits/updated", RateLimitsUpdated(limits or RateLimitSnapshot())
+        )
         await self.thread.append_rollout(
             [
                 rollout.token_count(

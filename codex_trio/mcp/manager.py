@@ -39,6 +39,7 @@ from codex_trio.config.effective import load_config
 from codex_trio.core.approvals import NO_ANSWER, ask_subscribers, policy_name
 from codex_trio.mcp.config import McpServerConfig, parse_servers
 from codex_trio.mcp.state import ServerState
+from codex_trio.plugins.store import plugin_mcp_servers
 from codex_trio.protocol import mcp as wire
 from codex_trio.protocol.errors import RpcError, server_shutting_down
 from codex_trio.protocol.thread import WAITING_ON_APPROVAL
@@ -77,6 +78,16 @@ def session_module() -> Any:
             f"the `mcp` package is not installed (pip install 'codex-trio[mcp]'): {exc}"
         ) from exc
     return session
+
+
+def with_plugin_servers(codex_home: Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """`[mcp_servers]` plus the servers of installed, enabled plugins (configured names win);
+    blocking: reads the plugin cache."""
+    configured = config.get("mcp_servers")
+    return {
+        **plugin_mcp_servers(codex_home, config),
+        **(configured if isinstance(configured, Mapping) else {}),
+    }
 
 
 def new_state(config: McpServerConfig) -> ServerState:
@@ -327,7 +338,7 @@ class McpRegistry:
     def prestart(self, thread: LoadedThread) -> None:
         """A thread was loaded: start its servers now, as the reference does, so they are
         ready (or reported failed) before its first turn."""
-        if not thread.config.get("mcp_servers") or self.services.draining:
+        if self.services.draining or not (thread.config.get("mcp_servers") or thread.config.get("plugins")):
             return
         try:
             self.services.start_detached(self.for_thread, thread, name=f"mcp start {thread.id}")
@@ -336,19 +347,25 @@ class McpRegistry:
 
     async def _configs(self, thread: LoadedThread) -> list[McpServerConfig]:
         settings = self.services.settings
-        table: Any = thread.config.get("mcp_servers")
+        config: Mapping[str, Any] = thread.config
         if self.generation > 0:
             effective = await trio.to_thread.run_sync(
                 lambda: load_config(settings, thread.cwd), limiter=CONFIG_THREADS
             )
-            table = effective.mcp_servers
+            config = effective.raw
+        table = await trio.to_thread.run_sync(
+            with_plugin_servers, settings.codex_home, config, limiter=CONFIG_THREADS
+        )
         return parse_servers(table, dict(os.environ), Path(settings.cwd))
 
     async def server_configs(self) -> list[McpServerConfig]:
         """The servers of the server-level config (for requests without a thread)."""
         settings = self.services.settings
         effective = await trio.to_thread.run_sync(lambda: load_config(settings), limiter=CONFIG_THREADS)
-        return parse_servers(effective.mcp_servers, dict(os.environ), Path(settings.cwd))
+        table = await trio.to_thread.run_sync(
+            with_plugin_servers, settings.codex_home, effective.raw, limiter=CONFIG_THREADS
+        )
+        return parse_servers(table, dict(os.environ), Path(settings.cwd))
 
     def reload(self) -> None:
         """`config/mcpServer/reload`: every thread's servers restart on their next use."""

@@ -137,19 +137,49 @@ class GovCloudRequirementsResponse:
 
 
 @attrs.frozen
+class RateLimitWindow:
+    """One rate-limit window: how much of it is used, how long it is, when it resets."""
+
+    used_percent: int
+    window_duration_mins: int | None = None
+    resets_at: int | None = None
+
+
+@attrs.frozen
+class CreditsSnapshot:
+    """The account's credits, as the backend or the response headers report them."""
+
+    has_credits: bool
+    unlimited: bool = False
+    balance: str | None = None
+
+
+@attrs.frozen
 class RateLimitSnapshot:
-    """What this server knows of the account's rate limits: which limit, nothing measured."""
+    """One limit's state (`codex_trio.core.rate_limits` reads it); unknown fields stay null."""
 
     limit_id: str = "codex"
     limit_name: str | None = None
     normal_model_slug: str | None = None
-    primary: Any = None
-    secondary: Any = None
-    credits: Any = None
+    primary: RateLimitWindow | None = None
+    secondary: RateLimitWindow | None = None
+    credits: CreditsSnapshot | None = None
     individual_limit: Any = None
     spend_control_reached: Any = None
     plan_type: str | None = None
     rate_limit_reached_type: str | None = None
+
+
+@attrs.frozen
+class GetAccountRateLimitsResponse:
+    """`account/rateLimits/read` result: the backend's `codex` limit and every limit by id."""
+
+    rate_limits: RateLimitSnapshot
+    rate_limits_by_limit_id: dict[str, RateLimitSnapshot] | None = None
+    ordinary_usage_allowed: bool | None = None
+    rate_limit_reset_credits: Any = None
+    account_id: str | None = None
+    rate_limit_upsell: Any = None
 
 
 @attrs.frozen

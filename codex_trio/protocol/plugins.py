@@ -1,0 +1,46 @@
+"""Params of the plugin and marketplace methods (`plugin/read`, `plugin/install`, …).
+
+`plugin/list` and `plugin/installed` params live with the catalog ones
+(`codex_trio.protocol.catalog`); results are built as plain dicts by `codex_trio.api.plugins`.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class PluginReadParams:
+    plugin_name: str
+    marketplace_path: str | None = None
+    remote_marketplace_name: str | None = None
+
+
+@attrs.frozen
+class PluginInstallParams:
+    plugin_name: str
+    marketplace_path: str | None = None
+    remote_marketplace_name: str | None = None
+    install_attempt_id: str | None = None
+
+
+@attrs.frozen
+class PluginUninstallParams:
+    plugin_id: str
+
+
+@attrs.frozen
+class MarketplaceAddParams:
+    source: str
+    ref_name: str | None = None
+    sparse_paths: list[str] | None = None
+
+
+@attrs.frozen
+class MarketplaceRemoveParams:
+    marketplace_name: str
+
+
+@attrs.frozen
+class MarketplaceUpgradeParams:
+    marketplace_name: str | None = None
