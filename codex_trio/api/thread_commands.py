@@ -25,10 +25,10 @@ from codex_trio.core.compaction import Compaction
 from codex_trio.core.review import Review, ReviewTargetError, resolve_target
 from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnBody
 from codex_trio.core.user_shell import UserShellCommand, run_user_shell
-from codex_trio.protocol.converter import WireError, unstructure
+from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import invalid_request, server_shutting_down
 from codex_trio.protocol.paging import page
-from codex_trio.protocol.sandbox import structure_sandbox_policy
+from codex_trio.protocol.sandbox import policy_overrides
 from codex_trio.protocol.thread_commands import (
     PermissionProfileListParams,
     ReviewStartParams,
@@ -56,7 +56,6 @@ PERMISSION_PROFILES: dict[str, dict[str, Any]] = {
     },
     ":danger-full-access": {"type": "dangerFullAccess"},
 }
-_APPROVAL_POLICIES = ("untrusted", "on-request", "on-failure", "never")
 
 
 class StartTurn(Protocol):
@@ -182,17 +181,8 @@ class ThreadCommandsApi:
         updates: dict[str, Any] = {}
         if params.permissions is not None and params.sandbox_policy is not None:
             raise invalid_request("`permissions` cannot be combined with `sandboxPolicy`")
-        if params.approval_policy is not None:
-            policy = params.approval_policy
-            if not (policy in _APPROVAL_POLICIES or (isinstance(policy, dict) and "granular" in policy)):
-                raise invalid_request(f"Invalid request: unknown approval policy `{policy}`")
-            updates["approval_policy"] = policy
+        updates.update(policy_overrides(params.approval_policy, params.sandbox_policy))
         if params.sandbox_policy is not None:
-            try:
-                structure_sandbox_policy(params.sandbox_policy)
-            except WireError as exc:
-                raise invalid_request(f"Invalid request: {exc}") from None
-            updates["sandbox_policy"] = dict(params.sandbox_policy)
             updates["active_permission_profile"] = None
         if params.permissions is not None:
             sandbox = PERMISSION_PROFILES.get(params.permissions)

@@ -25,15 +25,12 @@ from codex_trio.config.effective import ProviderConfig, builtin_providers, provi
 from codex_trio.core.model_client import Login
 from codex_trio.core.tools import ToolProvider
 from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnBody, TurnSettings
-from codex_trio.protocol.converter import WireError, expected_variants
 from codex_trio.protocol.errors import invalid_request, server_shutting_down
-from codex_trio.protocol.sandbox import structure_sandbox_policy
+from codex_trio.protocol.sandbox import policy_overrides
 from codex_trio.protocol.turns import TurnInterruptParams, TurnStartParams, TurnSteerParams, UserInput
 from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.threads import LoadedThread, ThreadManager
-
-_APPROVAL_POLICIES = ("untrusted", "on-request", "on-failure", "never")
 
 
 def provider_for(config: Mapping[str, Any], provider_id: str) -> ProviderConfig:
@@ -180,18 +177,7 @@ class TurnsApi:
         updates: dict[str, Any] = {}
         if params.cwd is not None:
             updates["cwd"] = params.cwd
-        if params.approval_policy is not None:
-            policy = params.approval_policy
-            if not (policy in _APPROVAL_POLICIES or (isinstance(policy, dict) and "granular" in policy)):
-                expected = expected_variants(_APPROVAL_POLICIES)
-                raise invalid_request(f"Invalid request: unknown variant `{policy}`, {expected}")
-            updates["approval_policy"] = policy
-        if params.sandbox_policy is not None:
-            try:
-                structure_sandbox_policy(params.sandbox_policy)
-            except WireError as exc:
-                raise invalid_request(f"Invalid request: {exc}") from None
-            updates["sandbox_policy"] = dict(params.sandbox_policy)
+        updates.update(policy_overrides(params.approval_policy, params.sandbox_policy))
         for key in ("model", "effort", "summary", "service_tier"):
             value = getattr(params, key)
             if value is not None:
