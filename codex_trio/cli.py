@@ -137,6 +137,11 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         enable_features=tuple(args.enable),
         disable_features=tuple(args.disable),
         ws_auth=ws_auth,
+        secret_files=tuple(
+            Path(path).absolute()
+            for path in (args.ws_token_file, args.ws_shared_secret_file)
+            if path is not None
+        ),
     )
 
 
@@ -185,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from codex_trio.proxy import main as proxy_main
 
         sys.exit(proxy_main(argv[1:]))
+    if argv[:1] == ["migrate-threads"]:
+        from codex_trio.migrate import main as migrate_main
+
+        sys.exit(migrate_main(argv[1:]))
     args = build_parser().parse_args(argv)
     configure_logging()
     try:

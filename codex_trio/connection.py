@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
@@ -46,6 +47,10 @@ BROADCAST_BACKLOG = 1024
 SLOW_CONSUMER_GRACE = 10.0
 #: seconds the writer may take to flush what is queued once the connection closes.
 FLUSH_TIMEOUT = 2.0
+#: seconds the families may take to release what they hold for a closed connection.
+CLOSED_CALLBACK_TIMEOUT = 5.0
+#: seconds each cleanup step of a closed connection gets even past its close deadline.
+CLEANUP_FLOOR = 0.1
 #: bytes the writer gathers from the queue into one transport write.
 WRITE_BATCH_BYTES = 256 * 1024
 #: default deadline for server->client requests (approvals are answered by a person).
@@ -85,6 +90,19 @@ class ConnectionClosed(Exception):
     """The connection went away while a server->client request waited for its answer."""
 
 
+class ServerRequestTimeout(trio.TooSlowError):
+    """The client did not answer a server->client request by its deadline.
+
+    A TooSlowError (callers that wait on a person treat both alike), but its own type, so
+    the dispatcher can tell it from a handler's own deadline and answer without calling it
+    an internal failure.
+    """
+
+    def __init__(self, method: str, timeout: float) -> None:
+        super().__init__(f"the client did not answer {method} within {timeout:g}s")
+        self.method = method
+
+
 @attrs.define(eq=False)
 class _PendingRequest:
     done: trio.Event = attrs.Factory(trio.Event)
@@ -121,6 +139,9 @@ class Connection:
         self._backlog: deque[bytes] = deque()
         self._backlog_flusher = False
         self._nursery: trio.Nursery | None = None
+        self._outer: trio.CancelScope | None = None
+        #: trio time by which a closing connection must be gone (see `close`).
+        self._close_deadline = math.inf
 
     @property
     def transport_name(self) -> str:
@@ -134,10 +155,16 @@ class Connection:
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
-        """Serve until the peer leaves, the transport breaks or `disconnect` is cancelled."""
+        """Serve until the peer leaves, the transport breaks or `disconnect` is cancelled.
+
+        This is the connection's firewall: whatever this connection raises (a transport
+        error, a client's misbehaviour, a handler bug) is logged with its id and ends this
+        connection only; nothing but cancellation leaves `run`.
+        """
         log.debug("connection %d opened (%s)", self.id, self.transport_name)
         try:
             async with trio.open_nursery() as outer:
+                self._outer = outer.cancel_scope
                 outer.start_soon(self._write_loop)
                 with self.disconnect:
                     async with trio.open_nursery() as work:
@@ -147,18 +174,41 @@ class Connection:
                 self._fail_pending()
                 self._out_send.close()
                 # Only the writer is left in `outer`: this bounds the time it may flush.
-                outer.cancel_scope.deadline = trio.current_time() + FLUSH_TIMEOUT
+                outer.cancel_scope.deadline = min(trio.current_time() + FLUSH_TIMEOUT, self._close_deadline)
+        except* Exception as failure:
+            log.error("connection %d failed; closing it", self.id, exc_info=_first_leaf(failure))
         finally:
+            self._fail_pending()
+            self._out_send.close()
             self.closed.set()
-            with trio.CancelScope(shield=True), trio.move_on_after(FLUSH_TIMEOUT):
+            with trio.CancelScope(shield=True, deadline=self._cleanup_deadline(FLUSH_TIMEOUT)):
                 await self.stream.aclose()
             log.debug("connection %d closed", self.id)
             if self._on_closed is not None:
-                with trio.CancelScope(shield=True):
-                    await self._on_closed(self)
+                with trio.CancelScope(shield=True, deadline=self._cleanup_deadline(CLOSED_CALLBACK_TIMEOUT)):
+                    try:
+                        await self._on_closed(self)
+                    except Exception:
+                        log.exception("connection %d: closing its resources failed", self.id)
 
-    def close(self) -> None:
-        """Disconnect: cancel this connection's work; queued output is still flushed."""
+    def _cleanup_deadline(self, limit: float) -> float:
+        """When a shielded cleanup step must end: within `limit`, and within the close
+        deadline except for a short floor (closing a socket or dropping a connection's
+        state is quick and must not be skipped because the flush used the time up)."""
+        now = trio.current_time()
+        return min(now + limit, max(self._close_deadline, now + CLEANUP_FLOOR))
+
+    def close(self, *, deadline: float = math.inf) -> None:
+        """Disconnect: cancel this connection's work; queued output is still flushed.
+
+        `deadline` (trio time) caps everything the closing connection may still wait for
+        (flushing queued output, closing the transport, releasing what families hold for it):
+        the server's shutdown budget.
+        """
+        if deadline < self._close_deadline:
+            self._close_deadline = deadline
+            if self._outer is not None and self.disconnect.cancel_called:
+                self._outer.deadline = min(self._outer.deadline, deadline)
         self.disconnect.cancel()
 
     async def _read_loop(self) -> None:
@@ -217,16 +267,21 @@ class Connection:
 
     async def _write_loop(self) -> None:
         try:
-            with self._out_receive:
-                async for data in self._out_receive:
-                    batch = self._take_ready(data)
-                    if len(batch) == 1:
-                        await self.stream.send_message(data)
-                    else:
-                        await self.stream.send_messages(batch)
+            async for data in self._out_receive:
+                batch = self._take_ready(data)
+                if len(batch) == 1:
+                    await self.stream.send_message(data)
+                else:
+                    await self.stream.send_messages(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.debug("connection %d: writer stopped, peer gone", self.id)
+        except Exception:
+            log.exception("connection %d: writer failed", self.id)
+        finally:
+            # Disconnect first: tasks blocked in `send` are then cancelled through the
+            # disconnect scope before closing the queue could wake them with an error.
             self.close()
+            self._out_receive.close()
 
     def _take_ready(self, first: bytes) -> list[bytes]:
         """`first` plus whatever else is already queued, up to WRITE_BATCH_BYTES: one write
@@ -244,14 +299,50 @@ class Connection:
 
     # ------------------------------------------------------------------ outbound
     async def send(self, data: bytes) -> None:
-        """Queue one encoded message, waiting while the outbound queue is full."""
-        await self._out_send.send(data)
+        """Queue one encoded message, waiting while the outbound queue is full.
+
+        Never raises because the peer is gone: if the writer has stopped, the connection is
+        disconnected and a task inside its disconnect scope is cancelled here (it ends like
+        every other task of a closed connection); a task outside it (a turn that outlives the
+        connection) returns and the message is dropped.
+        """
+        try:
+            await self._out_send.send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close()
+            await trio.lowlevel.checkpoint()
+
+    async def send_many(self, messages: list[bytes]) -> None:
+        """Queue messages back to back, without yielding in between while there is room.
+
+        The writer then finds them together and sends them in one write: a reply and the
+        notifications that follow it (`initialize` and `remoteControl/status/changed`) reach
+        the client in one segment, so a client with Nagle's algorithm on never waits for a
+        delayed ACK before its next request.
+        """
+        for index, data in enumerate(messages):
+            try:
+                self._out_send.send_nowait(data)
+            except trio.WouldBlock:
+                for rest in messages[index:]:
+                    await self.send(rest)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.close()
+                break
+        await trio.lowlevel.checkpoint()
+
+    def notification(self, method: str, params: Any) -> bytes | None:
+        """A notification for this connection, encoded; None if the client opted out of it."""
+        if method in self.session.opted_out:
+            return None
+        return envelope.encode_notification(method, params)
 
     async def notify(self, method: str, params: Any) -> None:
         """Send a notification meant for this connection (skipped if the client opted out)."""
-        if method in self.session.opted_out:
-            return
-        await self.send(envelope.encode_notification(method, params))
+        encoded = self.notification(method, params)
+        if encoded is not None:
+            await self.send(encoded)
 
     def broadcast_nowait(self, method: str, encoded: bytes) -> None:
         """Queue a broadcast without waiting; a client that stays full is dropped.
@@ -285,7 +376,7 @@ class Connection:
         try:
             while self._backlog:
                 with trio.move_on_after(SLOW_CONSUMER_GRACE) as waited:
-                    await self._out_send.send(self._backlog[0])
+                    await self.send(self._backlog[0])
                 if waited.cancelled_caught:
                     log.warning(
                         "connection %d stalled for %.0fs; disconnecting", self.id, SLOW_CONSUMER_GRACE
@@ -298,6 +389,10 @@ class Connection:
             self._backlog_flusher = False
 
     # ------------------------------------------------------------------ server -> client requests
+    def new_request_id(self) -> int:
+        """An id from the server-wide counter, for a request asked of several connections."""
+        return next(self._request_ids)
+
     async def request(
         self,
         method: str,
@@ -305,24 +400,30 @@ class Connection:
         *,
         timeout: float = SERVER_REQUEST_TIMEOUT,
         on_id: Callable[[RequestId], None] | None = None,
+        request_id: RequestId | None = None,
     ) -> Any:
         """Ask the client something and wait for its answer, with a deadline.
 
-        `on_id` learns the request's id before it is sent (for `serverRequest/resolved`).
-        Raises RpcError with the client's error, trio.TooSlowError at the deadline, and
-        ConnectionClosed if the connection goes away first.
+        `on_id` learns the request's id before it is sent (for `serverRequest/resolved`);
+        `request_id` re-sends a request another connection was already asked under that id.
+        Only this connection's own pending table routes answers, so a connection can answer
+        only what it was sent. Raises RpcError with the client's error, ServerRequestTimeout at
+        the deadline, and ConnectionClosed if the connection goes away first.
         """
-        request_id = next(self._request_ids)
+        if request_id is None:
+            request_id = next(self._request_ids)
         if on_id is not None:
             on_id(request_id)
         pending = _PendingRequest()
         self._pending[request_id] = pending
         try:
             await self.send(envelope.encode_request(request_id, method, params))
-            with trio.fail_after(timeout):
+            with trio.move_on_after(timeout) as waited:
                 await pending.done.wait()
         finally:
             self._pending.pop(request_id, None)
+        if waited.cancelled_caught:
+            raise ServerRequestTimeout(method, timeout)
         if pending.error is ConnectionClosed:
             raise ConnectionClosed(f"connection {self.id} closed")
         if pending.error is not None:
@@ -343,3 +444,9 @@ class Connection:
         for pending in self._pending.values():
             pending.error = ConnectionClosed
             pending.done.set()
+
+
+def _first_leaf(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group

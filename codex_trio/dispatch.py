@@ -15,7 +15,8 @@ from typing import Any
 import attrs
 import trio
 
-from codex_trio.connection import Connection, Session
+from codex_trio import tracing
+from codex_trio.connection import Connection, ServerRequestTimeout, Session
 from codex_trio.protocol import envelope
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import (
@@ -121,27 +122,47 @@ class Router:
 
     async def dispatch(self, connection: Connection, request: envelope.Request) -> None:
         """Run one request behind the gates and send exactly one response."""
+        if not tracing.enabled():
+            await self._dispatch(connection, request)
+            return
+        # The request's span: current while it is handled and answered, and inherited by
+        # every task it starts (see `codex_trio.tracing`).
+        with tracing.request_span(
+            request.method,
+            request.id,
+            connection.transport_name,
+            connection.id,
+            _client_of(connection.session, request),
+            request.trace,
+        ):
+            await self._dispatch(connection, request)
+
+    async def _dispatch(self, connection: Connection, request: envelope.Request) -> None:
         ctx = RequestContext(connection, request.id, request.method)
         try:
             result = await self._call(ctx, request)
             encoded = envelope.encode_result(request.id, result)
         except RpcError as exc:
+            tracing.set_attribute("rpc.jsonrpc.error_code", exc.code)
             encoded = envelope.encode_error(request.id, exc.code, exc.message, exc.data)
         except trio.Cancelled:
             raise
+        except ServerRequestTimeout as exc:
+            log.warning("%s: %s", request.method, exc)
+            encoded = envelope.encode_error(request.id, INTERNAL_ERROR, str(exc))
         except Exception as exc:
             error = _rpc_error_in_group(exc)
             if error is None:
                 log.exception("%s failed", request.method)
                 error = RpcError(INTERNAL_ERROR, f"internal error: {exc}")
+            tracing.set_attribute("rpc.jsonrpc.error_code", error.code)
             encoded = envelope.encode_error(request.id, error.code, error.message, error.data)
+        following = (connection.notification(method, params) for method, params in ctx.after_response)
         try:
-            await connection.send(encoded)
+            await connection.send_many([encoded, *(data for data in following if data is not None)])
         finally:
             for callback in ctx.on_sent:
                 callback()
-        for method, params in ctx.after_response:
-            await connection.notify(method, params)
 
     async def _call(self, ctx: RequestContext, request: envelope.Request) -> Any:
         r = self._routes.get(request.method)
@@ -169,6 +190,15 @@ class Router:
         if attrs.has(type(result)):
             return unstructure(result)
         return result
+
+
+def _client_of(session: Session, request: envelope.Request) -> tuple[str, str]:
+    """(name, version) of the client: `initialize` carries it, later requests find it in the session."""
+    if request.method == "initialize" and isinstance(request.params, dict):
+        info = request.params.get("clientInfo")
+        if isinstance(info, dict):
+            return str(info.get("name") or ""), str(info.get("version") or "")
+    return session.client_name, session.client_version
 
 
 def _rpc_error_in_group(exc: Exception) -> RpcError | None:

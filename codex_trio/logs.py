@@ -59,6 +59,8 @@ def configure_logging() -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # RUST_LOG filters stderr only: the server's log store takes every record.
+    handler.setLevel(level_from_env(os.environ.get("RUST_LOG")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level_from_env(os.environ.get("RUST_LOG")))
+    root.setLevel(logging.DEBUG)

@@ -83,6 +83,7 @@ class SpawnSpec:
 
     `stdin`: give the child a pipe to write to (else it reads /dev/null). `tty`: run on a new
     PTY of this size (stdin is then always writable, and stderr is merged into stdout).
+    `pass_fds`: extra descriptors the child inherits (the sandbox's seccomp program).
     """
 
     argv: Sequence[str]
@@ -90,6 +91,7 @@ class SpawnSpec:
     env: Mapping[str, str]
     stdin: bool = False
     tty: TerminalSize | None = None
+    pass_fds: tuple[int, ...] = ()
 
 
 def exit_code_of(returncode: int) -> int:
@@ -349,6 +351,7 @@ async def spawn(spec: SpawnSpec) -> AsyncIterator[Child]:
                 env=dict(spec.env),
                 start_new_session=True,
                 preexec_fn=preexec,
+                pass_fds=spec.pass_fds,
             )
         except OSError as exc:
             raise SpawnError(os_error_text(exc)) from exc

@@ -18,7 +18,10 @@ Imports the API families, `dispatch`, `connection`, `outgoing`, `client`, `trans
 
 Shutdown is a two-stage drain: stop accepting and refuse new threads and turns, give detached
 work `drain_grace` seconds, cancel it, then disconnect every connection (which cancels its
-requests and kills its processes) and let each writer flush for a bounded time.
+requests and kills its processes) and let each writer flush for a bounded time. Every stage
+draws from one budget, `shutdown_timeout` seconds from the moment the drain starts: when it
+is spent, whatever is still running is cancelled, so a client that does not read can never
+hold the process open.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import functools
 import importlib
 import itertools
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,10 +39,12 @@ import attrs
 import trio
 import trio_util
 
+from codex_trio import tracing
 from codex_trio.api.session import SessionApi
 from codex_trio.client import ClientConnection
 from codex_trio.connection import Connection, OverloadPolicy
 from codex_trio.dispatch import Router
+from codex_trio.log_store import LogStore
 from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.errors import server_shutting_down
 from codex_trio.settings import ServerSettings
@@ -55,6 +61,12 @@ log = logging.getLogger(__name__)
 
 #: seconds all families together may take to release their resources at the end of `run`.
 FAMILY_CLOSE_TIMEOUT = 2.0
+#: seconds each connection may spend flushing once the drain disconnects it: a client that
+#: reads takes milliseconds, one that does not must not hold the exit for long.
+SHUTDOWN_FLUSH_TIMEOUT = 0.5
+#: seconds the families get to release their resources even when the shutdown budget is spent
+#: (closing database handles is quick and must not be skipped).
+FAMILY_CLOSE_FLOOR = 0.25
 
 
 F = TypeVar("F")
@@ -89,9 +101,10 @@ def _build_command_exec(server: AppServer) -> list[Any]:
 def _build_config(server: AppServer) -> list[Any]:
     from codex_trio.api.catalog import CatalogApi
     from codex_trio.api.config import ConfigApi
+    from codex_trio.api.external_agent import ExternalAgentApi
     from codex_trio.api.legacy import LegacyApi
 
-    return [ConfigApi(server), CatalogApi(server), LegacyApi(server)]
+    return [ConfigApi(server), CatalogApi(server), LegacyApi(server), ExternalAgentApi()]
 
 
 def _build_plugins(server: AppServer) -> list[Any]:
@@ -109,17 +122,29 @@ def _build_device_keys(server: AppServer) -> list[Any]:
 def _build_agent(server: AppServer) -> list[Any]:
     """Threads, accounts, MCP and turns know each other, so they come as one group."""
     from codex_trio.api.account import AccountApi
+    from codex_trio.api.background_terminals import BackgroundTerminalsApi
+    from codex_trio.api.feedback import FeedbackApi
+    from codex_trio.api.goals import GoalsApi
     from codex_trio.api.mcp import McpApi
+    from codex_trio.api.read_state import ReadStateApi
     from codex_trio.api.thread_commands import ThreadCommandsApi
+    from codex_trio.api.thread_search import ThreadSearchApi
     from codex_trio.api.threads import ThreadsApi
     from codex_trio.api.turns import TurnsApi
 
     threads = ThreadsApi(server)
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
-    turns = TurnsApi(server, threads.manager, account.model_login, tool_providers=[mcp.tools])
+    # goal accounting runs before the read-state change at a turn's end, as in the reference
+    goals = GoalsApi(server, threads.manager)
+    read_state = ReadStateApi(server, threads.manager)
+    turns = TurnsApi(server, threads.manager, account.model_login, tool_providers=[goals.tools, mcp.tools])
+    goals.start_turn = turns.start_automatic_turn
+    terminals = BackgroundTerminalsApi(server, threads.manager)
+    search = ThreadSearchApi(threads.thread_list)
+    feedback = FeedbackApi(server, threads.rollout_of, server.log_store)
     commands = ThreadCommandsApi(server, threads.manager, turns.start_turn, threads._loaded_wire)
-    return [account, threads, turns, mcp, commands]
+    return [account, threads, turns, mcp, read_state, goals, terminals, search, feedback, commands]
 
 
 FAMILY_GROUPS = (
@@ -144,7 +169,12 @@ FAMILY_GROUPS = (
         _build_command_exec,
     ),
     FamilyGroup(
-        ("codex_trio.api.config", "codex_trio.api.catalog", "codex_trio.api.legacy"),
+        (
+            "codex_trio.api.config",
+            "codex_trio.api.catalog",
+            "codex_trio.api.legacy",
+            "codex_trio.api.external_agent",
+        ),
         (
             "config/read",
             "config/value/write",
@@ -153,6 +183,7 @@ FAMILY_GROUPS = (
             "model/list",
             "experimentalFeature/list",
             "skills/list",
+            "skills/config/write",
             "hooks/list",
             "collaborationMode/list",
             "gitDiffToRemote",
@@ -160,6 +191,7 @@ FAMILY_GROUPS = (
             "fuzzyFileSearch/sessionStart",
             "fuzzyFileSearch/sessionUpdate",
             "fuzzyFileSearch/sessionStop",
+            "externalAgentConfig/detect",
         ),
         _build_config,
     ),
@@ -188,6 +220,11 @@ FAMILY_GROUPS = (
             "codex_trio.api.threads",
             "codex_trio.api.turns",
             "codex_trio.api.mcp",
+            "codex_trio.api.feedback",
+            "codex_trio.api.read_state",
+            "codex_trio.api.goals",
+            "codex_trio.api.background_terminals",
+            "codex_trio.api.thread_search",
             "codex_trio.api.thread_commands",
         ),
         (
@@ -220,6 +257,16 @@ FAMILY_GROUPS = (
             "config/mcpServer/reload",
             "mcpServer/tool/call",
             "mcpServer/resource/read",
+            "feedback/save",
+            "feedback/upload",
+            "thread/readState/update",
+            "thread/goal/get",
+            "thread/goal/set",
+            "thread/goal/clear",
+            "thread/backgroundTerminals/list",
+            "thread/backgroundTerminals/terminate",
+            "thread/backgroundTerminals/clean",
+            "thread/search",
             "thread/shellCommand",
             "thread/compact/start",
             "review/start",
@@ -243,7 +290,10 @@ class AppServer:
         self.draining = False
         self.stopped = trio.Event()
         self._shutdown = trio.Event()
+        #: trio time by which shutdown must be over (set when the drain starts).
+        self._shutdown_deadline = math.inf
         self._root_scope = trio.CancelScope()
+        self._forced = False
         self._listeners_scope = trio.CancelScope()
         self._connection_ids = itertools.count()
         self._server_request_ids = itertools.count()
@@ -251,13 +301,15 @@ class AppServer:
         self._connections: trio.Nursery | None = None
         self._detached: trio.Nursery | None = None
         self._families: list[Any] = []
+        #: every log record of the process goes here while the server runs (feedback bundles).
+        self.log_store = LogStore(settings.codex_home) if settings.log_store else None
         #: where the ws:// or unix:// listener listens, once `run` has started it.
         self.listening: WebSocketEndpoint | ControlSocket | None = None
         self._build_routes()
 
     def _build_routes(self) -> None:
         """The method table: the handshake now, every other family on first use."""
-        self._session_api = SessionApi(self.settings.codex_home)
+        self._session_api = SessionApi(self.settings.codex_home, self.settings.bwrap)
         self._add_families([self._session_api])
         for group in FAMILY_GROUPS:
             self.router.add_lazy(group.methods, functools.partial(self._load_group, group))
@@ -290,26 +342,87 @@ class AppServer:
         home = self.settings.codex_home
         await trio.to_thread.run_sync(functools.partial(home.mkdir, parents=True, exist_ok=True))
         await self._session_api.load_installation_id()
+        owned_provider = await self._start_tracing()
+        if self.log_store is not None:
+            self.log_store.attach()
         try:
             with self._root_scope:
                 async with trio.open_nursery() as connections:
                     self._connections = connections
+                    if self.log_store is not None:
+                        connections.start_soon(self.log_store.run)
                     async with trio.open_nursery() as detached:
                         self._detached = detached
                         await self._start_listeners(connections)
                         task_status.started(self)
                         await self._shutdown.wait()
+                        self._start_budget()
                         await self._drain_detached(detached)
+                    if self.log_store is not None:
+                        self.log_store.stop()
+                    flush_by = min(trio.current_time() + SHUTDOWN_FLUSH_TIMEOUT, self._shutdown_deadline)
                     for connection in self.broadcaster.connections:
-                        connection.close()
+                        connection.close(deadline=flush_by)
         finally:
+            if self._root_scope.cancelled_caught and not self._forced:
+                log.warning("shutdown budget (%gs) spent; cancelled the rest", self.settings.shutdown_timeout)
             await self._close_families()
+            await self._stop_tracing(owned_provider)
+            await self._close_log_store()
             self.stopped.set()
             log.debug("server stopped")
 
+    async def _start_tracing(self) -> Any:
+        """Install the tracer provider; returns the one this server built (and must close)."""
+        provider = self.settings.tracer_provider
+        if provider is not None:
+            tracing.install(provider)
+            return None
+        overrides: list[tuple[str, Any]] = [
+            (key, value) for key, value in self.settings.config_overrides if key.split(".")[0] == "otel"
+        ]
+        if overrides:
+            from codex_trio.config.layers import parse_override_value
+
+            overrides = [(key, parse_override_value(value)) for key, value in overrides]
+        config = await trio.to_thread.run_sync(tracing.exporter_config, self.settings.codex_home, overrides)
+        if config is None:
+            return None
+        # Importing the SDK and the exporter is blocking work: off the loop.
+        provider = await trio.to_thread.run_sync(tracing.build_provider, config)
+        tracing.install(provider)
+        log.info("tracing: exporting spans to %s (%s)", config["endpoint"], config["protocol"])
+        return provider
+
+    async def _stop_tracing(self, provider: Any) -> None:
+        """Flush the last spans and join the exporter thread (bounded by the export timeouts)."""
+        if self.settings.tracer_provider is None and provider is None:
+            return
+        tracing.uninstall()
+        if provider is not None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(tracing.close_provider, provider)
+                except Exception:
+                    log.exception("closing the trace exporter failed")
+
+    async def _close_log_store(self) -> None:
+        """Write the last records (at most the bounded queue) and close the database."""
+        store = self.log_store
+        if store is None:
+            return
+        store.detach()
+        with trio.CancelScope(shield=True):
+            try:
+                await store.close()
+            except Exception:
+                log.exception("closing the log store failed")
+
     async def _close_families(self) -> None:
         """Let each family release what it holds (database handles...) once no task uses it."""
-        with trio.CancelScope(shield=True), trio.move_on_after(FAMILY_CLOSE_TIMEOUT):
+        now = trio.current_time()
+        deadline = min(now + FAMILY_CLOSE_TIMEOUT, max(self._shutdown_deadline, now + FAMILY_CLOSE_FLOOR))
+        with trio.CancelScope(shield=True, deadline=deadline):
             for family in reversed(self._families):
                 aclose = getattr(family, "aclose", None)
                 if aclose is not None:
@@ -331,7 +444,7 @@ class AppServer:
             drain_started = getattr(family, "drain_started", None)
             if drain_started is not None:
                 drain_started()
-        with trio.move_on_after(self.settings.drain_grace):
+        with trio.move_on_at(min(trio.current_time() + self.settings.drain_grace, self._shutdown_deadline)):
             await self._detached_running.wait_value(0)
         detached.cancel_scope.cancel()
 
@@ -339,9 +452,18 @@ class AppServer:
         """Start the graceful drain (idempotent)."""
         self._shutdown.set()
 
+    def _start_budget(self) -> None:
+        """Start the shutdown budget: at its end the root scope cancels whatever is left.
+
+        Shielded cleanups (killing process groups, closing transports) are bounded on their own.
+        """
+        self._shutdown_deadline = trio.current_time() + self.settings.shutdown_timeout
+        self._root_scope.deadline = self._shutdown_deadline
+
     def force_shutdown(self) -> None:
         """Stop now: everything is cancelled; cleanup code still kills child processes."""
         self._shutdown.set()
+        self._forced = True
         self._root_scope.cancel()
 
     async def _start_listeners(self, nursery: trio.Nursery) -> None:

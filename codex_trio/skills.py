@@ -25,9 +25,48 @@ def _frontmatter(text: str) -> dict[str, str]:
         if line.strip() == "---":
             break
         key, sep, value = line.partition(":")
-        if sep and key and not key.startswith((" ", "\t")):
+        nested = key.startswith((" ", "\t"))
+        if sep and key and (not nested or key.strip() == "short-description"):
             fields[key.strip()] = value.strip().strip("\"'")
     return fields
+
+
+#: `agents/openai.yaml` interface keys and their wire names.
+_INTERFACE_KEYS = {
+    "display_name": "displayName",
+    "short_description": "shortDescription",
+    "icon_small": "iconSmall",
+    "icon_large": "iconLarge",
+    "brand_color": "brandColor",
+    "default_prompt": "defaultPrompt",
+}
+
+
+def _interface(skill_dir: Path) -> dict[str, Any] | None:
+    """The `interface:` block of a skill's `agents/openai.yaml` (flat `key: "value"` lines)."""
+    try:
+        text = (skill_dir / "agents" / "openai.yaml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    values: dict[str, str] = {}
+    inside = False
+    for line in text.splitlines():
+        if not line.startswith((" ", "\t")):
+            inside = line.strip() == "interface:"
+            continue
+        key, sep, value = line.strip().partition(":")
+        if inside and sep and key in _INTERFACE_KEYS:
+            values[key] = value.strip().strip("\"'")
+    if not values:
+        return None
+    wire: dict[str, Any] = {name: None for name in _INTERFACE_KEYS.values()}
+    wire.update({"iconSmallUrl": None, "iconLargeUrl": None})
+    for key, value in values.items():
+        if key.startswith("icon_"):
+            value = str((skill_dir / value).resolve())
+        wire[_INTERFACE_KEYS[key]] = value
+    order = ("displayName", "shortDescription", "iconSmall", "iconLarge", "iconSmallUrl", "iconLargeUrl")
+    return {k: wire[k] for k in (*order, "brandColor", "defaultPrompt")}
 
 
 def scan_skills(root: Path, scope: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
@@ -56,8 +95,8 @@ def scan_skills(root: Path, scope: str) -> tuple[list[dict[str, Any]], list[dict
         skills.append({
             "name": meta["name"],
             "description": meta["description"],
-            "shortDescription": meta.get("short_description"),
-            "interface": None,
+            "shortDescription": meta.get("short_description") or meta.get("short-description"),
+            "interface": _interface(Path(dirpath)),
             "dependencies": None,
             "path": str(path),
             "scope": skill_scope,

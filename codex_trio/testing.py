@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
@@ -103,7 +104,9 @@ def codex_home(tmp_path: Path) -> Path:
 def server_settings(codex_home: Path, tmp_path: Path) -> ServerSettings:
     workspace = tmp_path / "workspace"
     workspace.mkdir(exist_ok=True)
-    return ServerSettings(codex_home=codex_home, listen=NoListen(), cwd=workspace)
+    # No SQLite log store: its writer works in a worker thread, and a MockClock that sees every
+    # task blocked on that thread would jump to the next deadline (tests that want it opt in).
+    return ServerSettings(codex_home=codex_home, listen=NoListen(), cwd=workspace, log_store=False)
 
 
 @pytest.fixture
@@ -151,6 +154,15 @@ async def stdio_server(
 ) -> AsyncIterator[StdioServer]:
     workspace = tmp_path / "workspace"
     workspace.mkdir(exist_ok=True)
+    async with spawn_stdio_server(codex_home, workspace, nursery) as server:
+        yield server
+
+
+@asynccontextmanager
+async def spawn_stdio_server(
+    codex_home: Path, workspace: Path, nursery: trio.Nursery
+) -> AsyncIterator[StdioServer]:
+    """`python -m codex_trio` over stdio; SIGTERM (then SIGKILL to its group) when the block ends."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "codex_trio"],
         stdin=subprocess.PIPE,

@@ -21,6 +21,10 @@ Getting at threads
   `manager.on_loaded` hooks run for every thread that becomes loaded (start, resume, fork).
 * Drain: check `services.draining` yourself in `turn/start` and raise
   `protocol.errors.server_shutting_down()`; `thread/start` does so here.
+* Leases: with a store shared by several servers (PostgreSQL) only the holder of a thread's
+  lease appends to it. `turn/start` calls `await manager.claim(thread)` first: it takes the
+  lease or raises -32600 (`data.reason = "threadLeasedByAnotherServer"`); True means the
+  thread was re-read from the store (drop anything cached from its rollout).
 
 A LoadedThread
 --------------
@@ -35,6 +39,9 @@ thread, as in the reference):
   `-c` flags and the request's `config` overrides; use it for `model_providers`, etc.),
   `base_instructions: str | None`, `developer_instructions: str | None`.
 * `subscribers: set[int]` — connection ids that receive the thread's turn/item events.
+* `open_requests: list[OpenRequest]` — server->client requests (approvals, elicitations) still
+  waiting for an answer. They belong to the thread, not to the connection that was asked:
+  `thread/resume` offers each to the connection that subscribes (`offer_open_requests`).
 * `status: dict` — the wire ThreadStatus (``{"type": "idle"}``, ``{"type": "active",
   "activeFlags": [...]}``, ``{"type": "systemError"}``).
 * `turn_state: Any` — a free slot owned by the turns engine (e.g. the running turn, its cancel
@@ -88,21 +95,23 @@ import logging
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
 
+from codex_trio import tracing
 from codex_trio.ids import now_ms
-from codex_trio.protocol.errors import invalid_request
+from codex_trio.protocol.errors import RpcError, invalid_request
 from codex_trio.protocol.thread import IDLE, NOT_LOADED
-from codex_trio.store import GitInfo, GitInfoPatch, ThreadRecord, rollout
-from codex_trio.store.local import LocalThreadStore
+from codex_trio.store import GitInfo, GitInfoPatch, LeaseHeld, ThreadRecord, ThreadStore, rollout
+from codex_trio.store.thread_state import ThreadStateStore
 
 if TYPE_CHECKING:
+    from codex_trio.connection import Connection
     from codex_trio.services import Services
 
 log = logging.getLogger(__name__)
@@ -111,6 +120,7 @@ __all__ = [
     "DEFAULT_UNLOAD_DELAY",
     "LoadedThread",
     "ThreadManager",
+    "TurnEnd",
     "parse_thread_id",
 ]
 
@@ -147,6 +157,14 @@ def uuid_error(raw: str) -> str:
     return f"invalid length: expected length 32 for simple format, found {len(body)}"
 
 
+class OpenRequest(Protocol):
+    """A server->client request a thread is waiting on (see `codex_trio.core.approvals`)."""
+
+    def offer(self, connection: Connection) -> None:
+        """Send the request to `connection` too, unless it was already asked."""
+        ...
+
+
 @attrs.define(eq=False)
 class LoadedThread:
     """A thread in memory: settings, subscribers, status and ordered rollout writes.
@@ -174,6 +192,7 @@ class LoadedThread:
     subscribers: set[int] = attrs.Factory(set)
     status: dict[str, Any] = attrs.Factory(lambda: dict(IDLE))
     turn_state: Any = None
+    open_requests: list[OpenRequest] = attrs.Factory(list)
     unloaded: trio.Event = attrs.Factory(trio.Event)
     #: the ordering lane: one writer at a time, in arrival order (trio's FIFO lock is fair).
     lane: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
@@ -185,6 +204,8 @@ class LoadedThread:
     #: forked threads copy these lines after their session_meta when first written.
     pending_lines: list[dict[str, Any]] = attrs.Factory(list)
     forked_from_ordinal: int | None = None
+    #: this server holds the thread's store lease (it may append); see `ThreadManager.claim`.
+    leased: bool = False
 
     @property
     def id(self) -> str:
@@ -223,25 +244,61 @@ class LoadedThread:
                 return list(self.memory_lines)
             return await self.manager.store.read_lines(self.record)
 
+    def offer_open_requests(self, connection_id: int) -> None:
+        """Ask a (re-)subscribed connection every question this thread still waits on."""
+        connection = self.manager.services.broadcaster.get(connection_id)
+        if connection is None or connection_id not in self.subscribers:
+            return
+        for request in list(self.open_requests):
+            request.offer(connection)
+
     def mark_user_content(self, preview: str) -> None:
         """The thread has a user message: it is listed from now on (indexed at the next append)."""
         if not self.record.has_user_event:
             self.record = attrs.evolve(self.record, preview=preview, has_user_event=True)
 
 
+@attrs.define
+class TurnEnd:
+    """What the turns engine tells `ThreadManager.on_turn_end` hooks when a turn ends:
+    its id, how it ended (`completed`, `interrupted`, `failed`), the tokens its model
+    responses used, and whether it was started automatically (a goal continuation).
+    A hook that schedules a follow-up turn sets `continues`; later hooks see it."""
+
+    turn_id: str
+    status: str
+    tokens_used: int = 0
+    automatic: bool = False
+    duration_ms: int = 0
+    continues: bool = False
+
+
 class ThreadManager:
     """The registry of loaded threads, their subscriptions, lanes and unload timers."""
 
-    def __init__(self, services: Services, store: LocalThreadStore) -> None:
+    def __init__(self, services: Services, store: ThreadStore) -> None:
         self.services = services
         self.store = store
         self._loaded: dict[str, LoadedThread] = {}
+        #: read markers and goals (`codex_trio.store.thread_state`).
+        self.state = ThreadStateStore(services.settings.codex_home)
         #: lanes of threads that are not loaded (name/metadata writes), dropped when idle.
         self._idle_lanes: dict[str, trio.StrictFIFOLock] = {}
         self.unload_delay = DEFAULT_UNLOAD_DELAY
         #: called with every thread that becomes loaded (start, resume, fork); other families
         #: start per-thread work here (the MCP family starts the thread's servers).
         self.on_loaded: list[Callable[[LoadedThread], None]] = []
+        #: awaited, in order, when a turn ends, before the thread goes idle and before
+        #: `turn/completed` (read state, goal accounting); a hook must not raise.
+        self.on_turn_end: list[Callable[[LoadedThread, TurnEnd], Awaitable[None]]] = []
+
+    async def turn_ended(self, thread: LoadedThread, end: TurnEnd) -> None:
+        """Run the `on_turn_end` hooks; one that fails is logged, the turn still ends."""
+        for hook in self.on_turn_end:
+            try:
+                await hook(thread, end)
+            except Exception:
+                log.exception("turn-end hook failed for thread %s", thread.id)
 
     # ------------------------------------------------------------------ lookups
     def loaded(self, thread_id: str) -> LoadedThread | None:
@@ -279,6 +336,66 @@ class ThreadManager:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._idle_lanes.pop(thread_id, None)
 
+    # ------------------------------------------------------------------ leases
+    async def try_lease(self, thread: LoadedThread) -> None:
+        """Take the thread's lease if nobody else holds it (a thread loaded without it is read-only)."""
+        if thread.ephemeral or thread.leased:
+            return
+        try:
+            await self.store.acquire_lease(thread.id)
+        except LeaseHeld:
+            return
+        thread.leased = True
+
+    async def claim(self, thread: LoadedThread) -> bool:
+        """Make sure this server may run turns on the thread: take its lease, or refuse.
+
+        A thread resumed while another server held it was loaded without the lease; once the
+        lease is ours, its row and next ordinal are re-read, since the other server may have
+        appended meanwhile. True when that happened (anything cached from the rollout, such
+        as the model's history, is stale).
+        """
+        if thread.ephemeral or thread.leased:
+            return False
+        async with thread.lane:
+            if thread.leased:
+                return False
+            try:
+                await self.store.acquire_lease(thread.id)
+            except LeaseHeld as held:
+                raise lease_held_error(held) from None
+            thread.leased = True
+            if thread.record.materialized:
+                stored = await self.store.get(thread.id)
+                if stored is not None:
+                    thread.record = stored
+                    lines = await self.store.read_lines(stored)
+                    thread.next_ordinal = rollout.next_ordinal(lines)
+            return True
+
+    async def release(self, thread: LoadedThread) -> None:
+        """Give the thread's lease back (unload, archive, delete)."""
+        if thread.leased:
+            thread.leased = False
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.store.release_lease(thread.id)
+                except Exception:
+                    # The lease then simply expires.
+                    log.warning("releasing the lease of %s failed", thread.id, exc_info=True)
+
+    async def keep_leases(self) -> None:
+        """The heartbeat: renew this server's leases until cancelled (a store without leases returns)."""
+        interval = self.store.lease_interval
+        if interval is None:
+            return
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.store.renew_leases()
+            except Exception:
+                log.warning("renewing thread leases failed", exc_info=True)
+
     # ------------------------------------------------------------------ registration
     def register(self, thread: LoadedThread) -> None:
         self._loaded[thread.id] = thread
@@ -312,7 +429,8 @@ class ThreadManager:
         thread.unload_scope = scope
         try:
             self.services.start_detached(self._unload_later, thread, scope, name=f"unload {thread.id}")
-        except Exception:
+        except RpcError as exc:  # the drain started in between: shutdown unloads it anyway
+            log.debug("thread %s: not scheduling its unload: %s", thread.id, exc.message)
             thread.unload_scope = None
 
     async def _unload_later(self, thread: LoadedThread, scope: trio.CancelScope) -> None:
@@ -337,6 +455,7 @@ class ThreadManager:
         del self._loaded[thread.id]
         thread.unload_scope = None
         thread.unloaded.set()
+        await self.release(thread)
         await thread.set_status(dict(NOT_LOADED))
         if closed:
             self.services.broadcaster.broadcast("thread/closed", {"threadId": thread.id})
@@ -395,13 +514,18 @@ class ThreadManager:
             thread.memory_lines.extend(full)
             thread.record = updated
             return
-        state = await self.store.append(thread.record, full, durable=durable)
+        try:
+            await self.store.append(updated, full, durable=durable)
+        except LeaseHeld:
+            # Another server took the thread over: the next `turn/start` here is refused.
+            thread.leased = False
+            raise
         thread.record = updated
-        await self.store.update_record(updated, state)
 
     async def capture_git(self, thread: LoadedThread) -> None:
         """Start-up work: record the repository's commit, branch and origin (if a git repo)."""
-        info = await git_info(thread.cwd)
+        with tracing.span("app_server.thread_start.git_info", {"conversation.id": thread.id}):
+            info = await git_info(thread.cwd)
         if info is None or info.empty:
             return
         async with thread.lane:
@@ -411,6 +535,16 @@ class ThreadManager:
                     thread.record = await self.store.update_git(thread.id, patch)
             elif thread.record.git.empty:
                 thread.record = attrs.evolve(thread.record, git=info)
+
+
+def lease_held_error(held: LeaseHeld) -> RpcError:
+    """-32600 for a turn on a thread another server has loaded, naming who and for how long."""
+    return RpcError(
+        -32600,
+        f"thread {held.thread_id} is loaded on another server ({held.owner}); "
+        f"its lease expires in {held.expires_in_s:.0f}s unless that server renews it",
+        {"reason": "threadLeasedByAnotherServer", "owner": held.owner},
+    )
 
 
 def _fold_metadata(record: ThreadRecord, lines: list[dict[str, Any]]) -> ThreadRecord:

@@ -427,6 +427,19 @@ class _Reader:
         del self.buffer[: end + len(marker)]
         return data
 
+    async def request_head(self) -> tuple[str, str, dict[str, str]] | None:
+        """(method, path, lower-cased headers) of the next request, None at the end."""
+        head = await self.until(b"\r\n\r\n")
+        if head is None:
+            return None
+        line, *lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = line.split(" ", 2)
+        headers = {}
+        for header in lines:
+            name, _, value = header.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return method, path, headers
+
     async def exactly(self, size: int) -> bytes | None:
         while len(self.buffer) < size:
             chunk = await self.stream.receive_some(65536)
@@ -438,7 +451,34 @@ class _Reader:
         return data
 
 
-class ResponsesServer:
+class LoopbackHttpServer:
+    """HTTP/1.1 on 127.0.0.1, keep-alive: `_one` reads and answers one request (False: close)."""
+
+    port: int | None = None
+    errors: list[BaseException]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._serve, listeners)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        reader = _Reader(stream)
+        try:
+            async with stream:
+                while await self._one(reader):
+                    pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception as exc:
+            self.errors.append(exc)
+
+    async def _one(self, reader: _Reader) -> bool:
+        raise NotImplementedError
+
+
+class ResponsesServer(LoopbackHttpServer):
     """Start with `await nursery.start(server.run)`; `base_url` is then usable."""
 
     def __init__(self, model: str = "gpt-5.5") -> None:
@@ -487,33 +527,11 @@ class ResponsesServer:
             f"stream_max_retries = {retries}\n"
         )
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._serve, listeners)
-
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        reader = _Reader(stream)
-        try:
-            async with stream:
-                while await self._one(reader):
-                    pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except Exception as exc:
-            self.errors.append(exc)
-
     async def _one(self, reader: _Reader) -> bool:
-        head = await reader.until(b"\r\n\r\n")
-        if head is None:
+        request = await reader.request_head()
+        if request is None:
             return False
-        line, *lines = head.decode("latin-1").split("\r\n")
-        method, path, _ = line.split(" ", 2)
-        headers = {}
-        for header in lines:
-            name, _, value = header.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        method, path, headers = request
         raw = await reader.exactly(int(headers.get("content-length", "0")))
         if raw is None:
             return False

@@ -123,9 +123,11 @@ async def test_skills_are_read_from_skill_files_on_disk(tmp_path: Path) -> None:
         result = await client.call("skills/list", {})
         [entry] = result["data"]
         assert entry["cwd"] == str(tmp_path)
-        assert [(s["name"], s["description"], s["scope"], s["enabled"]) for s in entry["skills"]] == [
+        user = [s for s in entry["skills"] if s["scope"] != "system"]
+        assert [(s["name"], s["description"], s["scope"], s["enabled"]) for s in user] == [
             ("greet", "Say hello nicely", "user", True)
         ]
+        assert len(entry["skills"]) == len(user) + 5  # and the bundled system skills
         assert entry["errors"][0]["path"].endswith("broken/SKILL.md")
 
 

@@ -411,7 +411,7 @@ async def test_an_interrupt_resolves_a_pending_elicitation_before_the_turn_compl
     assert after[-1]["params"]["turn"]["status"] == "completed"
 
 
-async def test_a_client_that_disconnects_cancels_its_pending_elicitation(
+async def test_a_pending_elicitation_outlives_its_client_and_is_asked_again_on_resume(
     configure: Configure, app_server: AppServer, model: ResponsesServer, workspace: Path
 ) -> None:
     configure(server_table(extra=APPROVED))
@@ -419,23 +419,22 @@ async def test_a_client_that_disconnects_cancels_its_pending_elicitation(
     with trio.fail_after(TEST_TIMEOUT):
         owner = await app_server.connect()
         await owner.initialize()
-        watcher = await app_server.connect()
-        await watcher.initialize()
         thread_id = await start_thread(owner, workspace, approval="on-request")
         await start_turn(owner, thread_id)
-        await collect(owner, is_request)
+        asked = (await collect(owner, is_request))[-1]
         await owner.aclose()
-        # the watcher is not subscribed: it sees the thread go idle (broadcast), then reads it
-        await watcher.wait_for(
-            "thread/status/changed", lambda p: p["threadId"] == thread_id and p["status"] == {"type": "idle"}
-        )
-        read = await watcher.call("thread/read", {"threadId": thread_id, "includeTurns": True})
-        await watcher.aclose()
-    # the MCP server was told `cancel`; its tool finished and the turn went on without the client
-    assert read["thread"]["turns"][0]["status"] == "completed"
-    assert last_output(model.posts[1]).endswith('{"result":"elicitation cancel"}')
-    (item,) = [i for i in read["thread"]["turns"][0]["items"] if i["type"] == "mcpToolCall"]
-    assert item["result"]["structuredContent"] == {"result": "elicitation cancel"}
+        # the question belongs to the thread: a client that resumes it is asked the same request
+        other = await app_server.connect()
+        await other.initialize()
+        read = await other.call("thread/read", {"threadId": thread_id})
+        assert read["thread"]["status"] == {"type": "active", "activeFlags": ["waitingOnApproval"]}
+        await other.call("thread/resume", {"threadId": thread_id, "excludeTurns": True})
+        again = (await collect(other, is_request))[-1]
+        assert again["id"] == asked["id"] and again["params"] == asked["params"]
+        await other.respond(again["id"], {"action": "decline"})
+        await collect(other, lambda m: m.get("method") == "turn/completed")
+        await other.aclose()
+    assert last_output(model.posts[1]).endswith('{"result":"elicitation decline"}')
 
 
 # ---------------------------------------------------------------------------- failures and the API

@@ -13,8 +13,8 @@ import pytest
 import trio
 
 from codex_trio.store import GitInfoPatch, ListQuery, NoRollout, ThreadRecord, history, rollout
-from codex_trio.store.index import INDEX_FILE
 from codex_trio.store.local import LocalThreadStore
+from codex_trio.store.rows import INDEX_FILE
 
 BASE_MS = 1_795_600_000_000
 

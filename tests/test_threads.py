@@ -1,4 +1,8 @@
-"""The thread API over an in-process server: lifecycle, listing, metadata, fan-out, restarts."""
+"""The thread API over an in-process server: lifecycle, listing, metadata, fan-out, restarts.
+
+Every test runs against both stores: the local one (rollout files + SQLite) and PostgreSQL
+(a real database in the session's throwaway cluster, see conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import trio
 
@@ -39,10 +42,6 @@ def exists(path: str) -> bool:
     return Path(path).exists()
 
 
-def read_lines(path: str) -> list[bytes]:
-    return Path(path).read_bytes().splitlines()
-
-
 def make_repo(repo: Path, home: Path) -> None:
     """A git repository with one commit on `main` and an origin remote."""
     repo.mkdir()
@@ -60,9 +59,21 @@ def make_repo(repo: Path, home: Path) -> None:
         subprocess.run(["git", *args], cwd=repo, check=True, env=env, capture_output=True)
 
 
+@pytest.fixture(params=["local", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture
-def settings(codex_home: Path, tmp_path: Path) -> ServerSettings:
-    (codex_home / "config.toml").write_text(CONFIG)
+def settings(
+    codex_home: Path, tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> ServerSettings:
+    config = CONFIG
+    if store_kind == "postgres":
+        url = request.getfixturevalue("pg_url")
+        config += f'\n[thread_store]\nkind = "postgres"\nurl = "{url}"\n'
+    (codex_home / "config.toml").write_text(config)
     workspace = tmp_path / "workspace"
     workspace.mkdir(exist_ok=True)
     return ServerSettings(codex_home=codex_home, listen=NoListen(), cwd=workspace)
@@ -82,6 +93,18 @@ async def connect(server: AppServer, **capabilities: Any) -> ClientConnection:
 
 async def api(server: AppServer) -> ThreadsApi:
     return await server.family(ThreadsApi)
+
+
+async def stored_lines(server: AppServer, thread_id: str) -> list[dict[str, Any]]:
+    """The thread's rollout lines as its store holds them (a file, or PostgreSQL rows)."""
+    store = (await api(server)).store
+    record = await store.get(thread_id)
+    assert record is not None
+    return await store.read_lines(record)
+
+
+def is_local(server: AppServer) -> bool:
+    return server.settings.codex_home.joinpath("config.toml").read_text().find("[thread_store]") < 0
 
 
 async def fake_turn(server: AppServer, thread_id: str, text: str, answer: str = "ok") -> str:
@@ -133,13 +156,17 @@ async def test_thread_start_answers_first_then_tells_every_connection(server: Ap
         response = await first.request("thread/start", {})
         thread = response["result"]["thread"]
         assert thread["status"] == {"type": "idle"} and thread["ephemeral"] is False
-        assert thread["modelProvider"] == "mock" and thread["path"].endswith(f"-{thread['id']}.jsonl")
+        assert thread["modelProvider"] == "mock"
+        if is_local(server):
+            assert thread["path"].endswith(f"-{thread['id']}.jsonl")
+        else:
+            assert thread["path"] is None, "a PostgreSQL thread has no rollout file"
         assert response["result"]["sandbox"] == {"type": "readOnly", "networkAccess": False}
         started = await first.wait_for("thread/started")
         assert started["params"]["thread"]["id"] == thread["id"]
         other = await second.wait_for("thread/started")
         assert other["params"]["thread"]["id"] == thread["id"]
-        assert not exists(thread["path"]), "nothing is written before the first turn"
+        assert await (await api(server)).store.get(thread["id"]) is None, "nothing is written before a turn"
 
 
 async def test_a_thread_is_listed_and_written_only_once_it_has_a_user_message(server: AppServer) -> None:
@@ -150,13 +177,13 @@ async def test_a_thread_is_listed_and_written_only_once_it_has_a_user_message(se
         assert await listed(client) == []
         await fake_turn(server, used["id"], "alpha apple")
         assert await listed(client) == [used["id"]]
-        assert exists(used["path"])
+        assert not is_local(server) or exists(used["path"])
         page = await client.call("thread/list", {})
         assert page["data"][0]["preview"] == "alpha apple"
         assert page["readStates"][used["id"]]["firstUnread"]["type"] == "turn"
         assert empty not in await listed(client, modelProviders=[])
         summary = (await client.call("getConversationSummary", {"conversationId": used["id"]}))["summary"]
-        assert summary["preview"] == "alpha apple" and summary["path"] == used["path"]
+        assert summary["preview"] == "alpha apple" and summary["path"] == (used["path"] or "")
         error = await error_of(client, "getConversationSummary", {"conversationId": empty})
         assert error.message == f"no rollout found for conversation id {empty}"
 
@@ -265,8 +292,8 @@ async def test_concurrent_metadata_updates_to_one_thread_are_serialized(server: 
         assert thread["gitInfo"]["sha"].startswith("sha") and thread["gitInfo"]["branch"].startswith("branch")
         assert thread["name"].startswith("name ")
         assert len(thread["turns"]) == 16
-        lines = read_lines(thread["path"])
-        ordinals = [orjson.loads(line)["ordinal"] for line in lines]
+        lines = await stored_lines(server, thread_id)
+        ordinals = [line["ordinal"] for line in lines]
         assert ordinals == list(range(len(lines))), "appends never interleave"
 
 
@@ -432,5 +459,5 @@ async def test_git_info_is_captured_and_written_with_the_rollout(server: AppServ
             "branch": "main",
             "originUrl": "https://example.com/r.git",
         }
-        meta = orjson.loads(read_lines(read["path"])[0])
+        meta = (await stored_lines(server, thread_id))[0]
         assert meta["payload"]["git"]["commit_hash"] == info.sha

@@ -32,6 +32,16 @@ def files_of(server: AppServer) -> ControlSocket:
     return server.listening
 
 
+async def serve_and_initialize(server_settings: ServerSettings, path: Path) -> None:
+    """Serve on `path` and initialize a client through it."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            open_app_server(unix_settings(server_settings, path)),
+            connect(unix_path=connectable_path(path), resource="/rpc") as client,
+        ):
+            await client.rpc.initialize()
+
+
 def assert_private_socket_layout(path: Path, files: ControlSocket) -> None:
     assert path.is_symlink()
     real = Path(os.path.realpath(path))
@@ -122,12 +132,7 @@ async def test_a_stale_socket_is_replaced(
             stale.bind(os.fspath(path))  # bound, never listening: connect is refused
     else:
         path.symlink_to(tmp_path / "gone")
-    with trio.fail_after(TIMEOUT):
-        async with (
-            open_app_server(unix_settings(server_settings, path)),
-            connect(unix_path=connectable_path(path), resource="/rpc") as client,
-        ):
-            await client.rpc.initialize()
+    await serve_and_initialize(server_settings, path)
 
 
 async def test_a_live_server_on_the_path_is_an_error(
@@ -211,3 +216,55 @@ async def test_the_drain_closes_unix_connections_and_removes_the_files(
                 await client.rpc.closed.wait()
             await server.stopped.wait()
     assert_removed(files)
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner"),
+    [(0o777, None), (0o775, None), (0o757, None), (0o755, 4321)],
+    ids=["world-writable", "group-writable", "other-writable", "someone-elses"],
+)
+async def test_a_parent_other_users_could_write_to_is_refused_as_the_reference_does(
+    leak_check: Any, server_settings: ServerSettings, tmp_path: Path, mode: int, owner: int | None
+) -> None:
+    """Issue 11 finding 6: in such a directory another user can swap PATH for a link to their
+    own listener; the reference refuses to start, with this message."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    if owner is not None:
+        os.chown(shared, owner, -1)
+    planted = shared / "ctl.sock"
+    planted.symlink_to(tmp_path / "attacker.sock")
+    with (
+        trio.fail_after(TIMEOUT),
+        pytest.RaisesGroup(
+            pytest.RaisesExc(
+                ControlSocketError,
+                match="^socket parent must be owned by the user or root and prevent other users from "
+                "replacing socket entries$",
+            ),
+            flatten_subgroups=True,
+        ),
+    ):
+        async with open_app_server(unix_settings(server_settings, planted)):
+            pass
+    assert planted.is_symlink(), "the planted link must be left alone"
+
+
+async def test_a_sticky_shared_parent_is_accepted(
+    leak_check: Any, server_settings: ServerSettings, tmp_path: Path
+) -> None:
+    shared = tmp_path / "sticky"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    await serve_and_initialize(server_settings, shared / "ctl.sock")
+
+
+async def test_every_missing_parent_is_created_private(
+    leak_check: Any, server_settings: ServerSettings, tmp_path: Path
+) -> None:
+    path = tmp_path / "a" / "b" / "c" / "ctl.sock"
+    with trio.fail_after(TIMEOUT):
+        async with open_app_server(unix_settings(server_settings, path)):
+            for directory in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"):
+                assert stat.S_IMODE(directory.stat().st_mode) == 0o700

@@ -3,6 +3,7 @@ and the drain, against an in-process server listening on an ephemeral loopback p
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from codex_trio.server import AppServer, open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.auth import AuthConfigError, CapabilityTokenAuth
 from codex_trio.transport.listen import WebSocketListen
-from codex_trio.transport.websocket import MAX_FRAME_BYTES, WebSocketEndpoint, banner
+from codex_trio.transport.websocket import MAX_FRAME_BYTES, WebSocketEndpoint, WebSocketMessageStream, banner
 from tests.ws_client import (
     WsClient,
     body_of,
@@ -441,3 +442,44 @@ def test_the_banner_says_where_to_connect_and_whether_auth_is_on() -> None:
     remote = banner(WebSocketEndpoint("::", 80), CapabilityTokenAuth(b"\0" * 32))
     assert "ws://[::]:80" in remote and "auth: capability-token" in remote
     assert "websocket auth is required for non-localhost listeners" in remote
+
+
+async def test_accepted_sockets_send_without_nagle_delay(ws_server: AppServer) -> None:
+    """Issue 17: a reply must not wait for the client's delayed ACK. Every reply is one write
+    of one whole frame (`ReplayStream.send_all`), and the accepted socket has TCP_NODELAY."""
+    with trio.fail_after(TIMEOUT):
+        async with connect(port_of(ws_server)) as client:
+            await client.rpc.initialize()
+            [connection] = ws_server.broadcaster.connections
+            stream = connection.stream
+            assert isinstance(stream, WebSocketMessageStream)
+            socket_stream = stream._stream._stream
+            assert isinstance(socket_stream, trio.SocketStream)
+            assert socket_stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def frame_readers() -> list[trio.lowlevel.Task]:
+    found, stack = [], [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task.name.endswith(("_run_frames", "_reader_task")):
+            found.append(task)
+        stack.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return found
+
+
+async def test_a_client_that_pipelines_and_leaves_leaves_no_frame_reader_behind(ws_server: AppServer) -> None:
+    """Issue 11: a frame reader parked handing a message to a connection that has gone must
+    end with it (it used to stay until the server stopped: one task per such client)."""
+    with trio.fail_after(TIMEOUT):
+        stream, _ = await raw_upgrade(port_of(ws_server))
+        await trio.testing.wait_all_tasks_blocked()
+        [connection] = ws_server.broadcaster.connections
+        request = {"method": "fs/getMetadata", "params": {"path": "/"}}
+        frames = b"".join(client_frame(orjson.dumps({"id": index, **request})) for index in range(300))
+        async with stream:
+            with trio.move_on_after(0.5):
+                await stream.send_all(frames)
+        await connection.closed.wait()
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        assert frame_readers() == []

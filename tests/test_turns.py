@@ -205,36 +205,6 @@ async def test_interrupt_with_an_approval_pending_resolves_the_request_first(
     assert len(model.posts) == 1
 
 
-async def test_a_disconnect_with_an_approval_pending_cancels_it_and_ends_the_turn(
-    app_server: AppServer, configured: Path, model: ResponsesServer, workspace: Path
-) -> None:
-    with trio.fail_after(TEST_TIMEOUT):
-        owner = await app_server.connect()
-        await owner.initialize("owner")
-        watcher = await app_server.connect()
-        await watcher.initialize("watcher")
-        thread_id = await start_thread(owner, workspace, approval="untrusted")
-        model.enqueue(Shell("touch never-made.txt"), Text("unused"))
-        turn_id = await start_turn(owner, thread_id, "try it")
-        await collect(owner, method_is("item/commandExecution/requestApproval"))
-        await owner.aclose()
-        statuses = await collect(
-            watcher,
-            lambda m: (
-                m.get("method") == "thread/status/changed" and m["params"]["status"] == {"type": "idle"}
-            ),
-        )
-        assert {"type": "active", "activeFlags": ["waitingOnApproval"]} in [
-            m["params"]["status"] for m in statuses if m.get("method") == "thread/status/changed"
-        ]
-        read = await watcher.call("thread/read", {"threadId": thread_id, "includeTurns": True})
-        await watcher.aclose()
-    turn = read["thread"]["turns"][-1]
-    assert turn["id"] == turn_id and turn["status"] == "interrupted"
-    assert not (workspace / "never-made.txt").exists()
-    assert len(model.posts) == 1
-
-
 # ---------------------------------------------------------------------------- approvals
 @pytest.mark.parametrize("decision", ["accept", "acceptForSession", "decline", "cancel"])
 async def test_command_approval_decisions(

@@ -100,14 +100,35 @@ def test_a_planned_patch_applies_adds_deletes_and_moves(tmp_path: Path) -> None:
     "cmd, safe",
     [
         ("ls -la", True),
-        ("git status", True),
         ("rg foo src", True),
         ("sed -n 1,20p x.py", True),
-        ("echo hi", False),
+        ("sed -n '1,5p' x.py", True),
+        ("echo hi", True),
+        ("ls | wc -l", True),
+        ("ls && pwd", True),
+        ("grep -R foo -n || true", True),
+        ("find . -name x.py", True),
+        ("git status", False),
+        ("git push", False),
+        ("'git status'", False),
         ("ls; rm -rf x", False),
         ("cat a > b", False),
+        ("cat < a", False),
+        ("ls 2>/dev/null", False),
+        ("(ls)", False),
+        ("ls &", False),
+        ("echo $(pwd)", False),
+        ("echo $HOME", False),
+        ("ls *.py", False),
         ("find . -delete", False),
-        ("git push", False),
+        ("find . -fprint out", False),
+        ("rg --pre=cat foo", False),
+        ("rg -z foo", False),
+        ("base64 -o out x", False),
+        ("sed -n p x.py", False),
+        ("sed -i 1d x.py", False),
+        ("python3 -c 1", False),
+        ("", False),
     ],
 )
 def test_known_safe_commands(cmd: str, safe: bool) -> None:
@@ -123,6 +144,13 @@ def test_policies_decide_when_a_command_asks() -> None:
         )
 
     assert asks("untrusted", FULL)
+    for safe in ("true", "ls", "echo hi", "cat README"):
+        assert command_needs_approval(
+            "untrusted", FULL, safe, ["/bin/bash", "-lc", safe], "d", escalated=False, approvals=none
+        ), "as the reference, untrusted asks before every command"
+    assert not command_needs_approval(
+        "on-request", READ_ONLY, "ls", ["/bin/bash", "-lc", "ls"], "d", escalated=False, approvals=none
+    )
     assert not asks("never", READ_ONLY)
     assert not asks("on-request", FULL)
     assert asks("on-request", FULL, escalated=True)

@@ -349,7 +349,8 @@ class AccountApi:
                 f"External auth must use one of workspace(s) {json.dumps(forced)}, "
                 f"but received {json.dumps(params.chatgpt_account_id)}."
             )
-        ctx.connection.nursery.start_soon(
+        # Its outcome is broadcast to every connection, so the server owns it, not this request.
+        self._services.start_detached(
             self._discover,
             config.chatgpt_base_url,
             params.access_token,
@@ -357,6 +358,7 @@ class AccountApi:
             params.chatgpt_plan_type or identity.plan_type or "unknown",
             identity,
             ctx.connection,
+            name="account workspace discovery",
         )
         return {"type": "chatgptAuthTokens"}
 
@@ -370,9 +372,11 @@ class AccountApi:
         owner: Connection,
     ) -> None:
         try:
-            routing, name = await discover_workspace(base_url, token, account_id)
-        except DiscoveryError as exc:
-            self._broadcast("account/login/completed", AccountLoginCompleted(None, False, str(exc)))
+            with trio.fail_after(DISCOVERY_TIMEOUT + 1):
+                routing, name = await discover_workspace(base_url, token, account_id)
+        except (DiscoveryError, trio.TooSlowError) as exc:
+            reason = str(exc) or f"workspace discovery timed out after {DISCOVERY_TIMEOUT:g}s"
+            self._broadcast("account/login/completed", AccountLoginCompleted(None, False, reason))
             return
         self._external = ExternalTokens(token, account_id, plan_type, identity, routing, name, owner)
         self._broadcast("account/login/completed", AccountLoginCompleted(None, True))

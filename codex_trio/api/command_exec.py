@@ -9,6 +9,10 @@ every path ends in `process.spawn`'s cleanup, which kills the whole process grou
 the child and closes its fds. Process ids are per connection: the key includes the
 connection, so one connection can never reach another's processes.
 
+Confinement: the command runs in the bubblewrap sandbox of its `sandboxPolicy` (else the
+`permissionProfile`, else the configured `sandbox_mode`; see codex_trio.sandbox), with the
+environment of `[shell_environment_policy]` under the request's `env`.
+
 Ordering: streamed output is queued on the connection (awaiting room: backpressure) before
 the final response, so the response always follows the last `command/exec/outputDelta`.
 Stdin writes to one process go through a FIFO lock taken before the handler's first
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,8 @@ import attrs
 import orjson
 import trio
 
+from codex_trio.config.effective import load_config
+from codex_trio.config.shell_env import shell_environment_policy
 from codex_trio.process import (
     Child,
     Finished,
@@ -37,7 +43,6 @@ from codex_trio.process import (
     StreamName,
     TerminalSize,
     run_to_exit,
-    spawn,
 )
 from codex_trio.protocol.b64 import Base64Error, decode_base64, encode_base64
 from codex_trio.protocol.command_exec import (
@@ -62,6 +67,17 @@ from codex_trio.protocol.command_exec import (
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.errors import RpcError, internal_error, invalid_params, invalid_request, os_error
 from codex_trio.routing import RequestContext, Route, route
+from codex_trio.sandbox import (
+    Confinement,
+    SandboxUnavailable,
+    check_support,
+    confinement_for,
+    confines,
+    hidden_paths,
+    policy_from_config,
+    policy_from_profile,
+    spawn_confined,
+)
 from codex_trio.services import Services
 
 log = logging.getLogger(__name__)
@@ -129,13 +145,6 @@ class CommandExecApi:
             raise invalid_request("command/exec.permissionProfile requires experimentalApi capability")
         check_exec_params(params)
         tty = params.tty
-        spec = SpawnSpec(
-            argv=tuple(params.command),
-            cwd=_resolve_cwd(self._settings.cwd, params.cwd),
-            env=_child_env(params.env),
-            stdin=tty or params.stream_stdin,
-            tty=_terminal_size(params) if tty else None,
-        )
         entry = _Exec(params.process_id, stream_stdin=tty or params.stream_stdin, tty=tty)
         key: ProcessKey = (
             ctx.connection.id,
@@ -147,13 +156,47 @@ class CommandExecApi:
             raise duplicate_process(params.process_id)
         self._running[key] = entry
         try:
-            return await self._run(ctx, params, spec, entry)
+            confinement, base_env = await self._confinement(params)
+            spec = SpawnSpec(
+                argv=tuple(params.command),
+                cwd=_resolve_cwd(self._settings.cwd, params.cwd),
+                env=_child_env(base_env, params.env),
+                stdin=tty or params.stream_stdin,
+                tty=_terminal_size(params) if tty else None,
+            )
+            return await self._run(ctx, params, spec, entry, confinement)
         finally:
             del self._running[key]
             entry.spawned.set()  # wake writers that waited for a spawn that failed
 
+    async def _confinement(self, params: CommandExecParams) -> tuple[Confinement | None, dict[str, str]]:
+        """The request's sandbox (its policy, else the configured one) and the base environment."""
+        try:
+            raw: Mapping[str, Any] = (await trio.to_thread.run_sync(load_config, self._settings)).raw
+        except ValueError as exc:  # an invalid config.toml: the strictest defaults apply
+            log.warning("command/exec: config not loaded (%s); using the default sandbox", exc)
+            raw = {}
+        policy = params.sandbox_policy
+        if policy is None and params.permission_profile is not None:
+            policy = policy_from_profile(params.permission_profile)
+        if policy is None:
+            policy = policy_from_config(raw)
+        base_env = shell_environment_policy(raw).apply()
+        if not confines(policy):
+            return None, base_env
+        try:
+            support = await check_support(self._settings.bwrap)
+            return confinement_for(policy, support, hidden_paths(self._settings)), base_env
+        except SandboxUnavailable as exc:
+            raise internal_error(f"failed to spawn command: sandbox unavailable: {exc}") from None
+
     async def _run(
-        self, ctx: RequestContext, params: CommandExecParams, spec: SpawnSpec, entry: _Exec
+        self,
+        ctx: RequestContext,
+        params: CommandExecParams,
+        spec: SpawnSpec,
+        entry: _Exec,
+        confinement: Confinement | None,
     ) -> CommandExecResponse:
         stream_output = params.tty or params.stream_stdout_stderr
         cap = (
@@ -183,7 +226,7 @@ class CommandExecApi:
             timeout_ms = DEFAULT_TIMEOUT_MS if params.timeout_ms is None else params.timeout_ms
             entry.scope.deadline = trio.current_time() + timeout_ms / 1000
         try:
-            async with spawn(spec) as child:
+            async with spawn_confined(spec, confinement) as child:
                 entry.child = child
                 entry.spawned.set()
                 finished = await run_to_exit(child, on_output, stop=entry.scope)
@@ -260,9 +303,9 @@ def no_longer_running(process_id: str) -> RpcError:
     return invalid_request(f"command/exec {process_id_repr(process_id)} is no longer running")
 
 
-def _child_env(overrides: dict[str, str | None] | None) -> dict[str, str]:
-    """The server's environment with the request's overrides; `null` unsets a variable."""
-    env = dict(os.environ)
+def _child_env(base: dict[str, str], overrides: dict[str, str | None] | None) -> dict[str, str]:
+    """The shell environment policy's variables with the request's; `null` unsets one."""
+    env = dict(base)
     for name, value in (overrides or {}).items():
         if value is None:
             env.pop(name, None)

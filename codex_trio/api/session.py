@@ -18,6 +18,7 @@ from codex_trio.atomic_files import write_atomic
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.initialize import InitializeParams, InitializeResponse, RemoteControlStatusChanged
 from codex_trio.routing import RequestContext, Route, route
+from codex_trio.sandbox import check_support
 
 
 def installation_id(codex_home: Path) -> str:
@@ -38,8 +39,9 @@ class SessionApi:
     """Owns the handshake; one per server, so the originator (the first client's name) and
     the installation id are server-wide, as the reference's are process-wide."""
 
-    def __init__(self, codex_home: Path) -> None:
+    def __init__(self, codex_home: Path, bwrap: str = "bwrap") -> None:
         self._codex_home = codex_home
+        self._bwrap = bwrap
         self._originator: str | None = None
         self._installation_id: str | None = None
         self._platform = f"({platform.system()} {platform.release()}; {platform.machine()})"
@@ -69,6 +71,9 @@ class SessionApi:
             session.experimental_api = capabilities.experimental_api
             session.opted_out = frozenset(capabilities.opt_out_notification_methods or ())
         terminal = os.environ.get("TERM", "unknown")
+        support = await check_support(self._bwrap)
+        if support.problem is not None:
+            ctx.notify_after_response("configWarning", {"summary": support.problem, "details": None})
         ctx.notify_after_response(
             "remoteControl/status/changed",
             unstructure(RemoteControlStatusChanged("disabled", socket.gethostname(), self._installation_id)),

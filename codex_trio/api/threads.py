@@ -11,17 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Mapping
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import attrs
 import trio
 
-from codex_trio.config.effective import EffectiveConfig, load_config
+from codex_trio.api.thread_history import check_limit, fork_cut, items_page, resume_cursors, turns_page
+from codex_trio.api.thread_settings import SettingsResolver, ThreadSettings, absolute, bad_params
+from codex_trio.config.thread_store import ThreadStoreConfig, ThreadStoreConfigError, thread_store_config
 from codex_trio.connection import Connection
 from codex_trio.ids import now_ms, uuid7
-from codex_trio.protocol.converter import WireError, describe, unstructure
+from codex_trio.protocol.converter import describe, unstructure
 from codex_trio.protocol.errors import (
     INVALID_PARAMS,
     RpcError,
@@ -58,7 +59,6 @@ from codex_trio.protocol.thread import (
     ThreadStartResponse,
     ThreadTurnsListParams,
     ThreadUnsubscribeResponse,
-    read_approval_policy,
     sandbox_policy,
 )
 from codex_trio.routing import RequestContext, Route, route
@@ -67,17 +67,22 @@ from codex_trio.store import (
     KEEP,
     GitInfoPatch,
     InvalidCursor,
+    LeaseHeld,
     ListQuery,
     NoRollout,
+    StoreError,
     ThreadRecord,
+    ThreadStore,
     history,
     rollout,
 )
 from codex_trio.store.local import LocalThreadStore
+from codex_trio.store.thread_state import derived_read_mark, read_state_wire
 from codex_trio.threads import (
     DEFAULT_UNLOAD_DELAY,
     LoadedThread,
     ThreadManager,
+    lease_held_error,
     parse_thread_id,
 )
 
@@ -86,7 +91,6 @@ log = logging.getLogger(__name__)
 #: `thread/list` page size when the request gives none, and the most it returns (the reference's).
 DEFAULT_LIST_LIMIT = 25
 MAX_LIST_LIMIT = 100
-U32_MAX = 2**32 - 1
 #: `excludedThreadIds` entries accepted at most (the schema's documented bound).
 MAX_EXCLUDED_IDS = 100
 DEPRECATION_SUMMARY = (
@@ -99,25 +103,22 @@ def _no_rollout(thread_id: str) -> RpcError:
     return invalid_request(f"no rollout found for thread id {thread_id}")
 
 
-def _bad_params(message: str) -> RpcError:
-    return invalid_request(f"Invalid request: {message}")
-
-
-@attrs.frozen
-class ThreadSettings:
-    """What a new or reloaded thread runs with, resolved from config and the request."""
-
-    cwd: Path
-    model: str
-    model_provider: str
-    reasoning_effort: str | None
-    approval_policy: Any
-    approvals_reviewer: str
-    sandbox_mode: str
-    active_permission_profile: dict[str, Any] | None
-    service_tier: str | None
-    config: Mapping[str, Any]
-    effective: EffectiveConfig
+def _postgres_store(config: ThreadStoreConfig) -> ThreadStore:
+    """The PostgreSQL store (psycopg is imported only by servers configured for it)."""
+    try:
+        from codex_trio.store.postgres import PostgresThreadStore
+    except ImportError as exc:
+        raise invalid_request(
+            f"failed to load configuration: thread_store.kind = \"postgres\" needs psycopg ({exc}); "
+            "install codex-trio[postgres]"
+        ) from None
+    assert config.url is not None
+    options: dict[str, Any] = {}
+    if config.lease_ttl_secs is not None:
+        options["lease_ttl"] = config.lease_ttl_secs
+    if config.pool_size is not None:
+        options["pool_size"] = config.pool_size
+    return PostgresThreadStore(config.url, **options)
 
 
 class ThreadsApi:
@@ -125,12 +126,14 @@ class ThreadsApi:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.store = LocalThreadStore(services.settings.codex_home)
+        #: the local store until config.toml's `[thread_store]` names another (see `_ready`).
+        self.store: ThreadStore = LocalThreadStore(services.settings.codex_home)
         self.manager = ThreadManager(services, self.store)
-        self._config: EffectiveConfig | None = None
+        self.resolver = SettingsResolver(services)
         self._opened = False
         self._open_lock = trio.Lock()
         self._backfill_started = False
+        self._heartbeat = trio.CancelScope()
 
     def routes(self) -> list[Route]:
         return [
@@ -155,10 +158,16 @@ class ThreadsApi:
         """Drop the connection's subscriptions."""
         self.manager.drop_connection(connection.id)
 
+    def drain_started(self) -> None:
+        """The lease heartbeat never ends by itself: stop it so the drain does not wait for it."""
+        self._heartbeat.cancel()
+
     async def aclose(self) -> None:
-        """The server stopped: close the SQLite handle, so no file descriptor outlives it."""
+        """The server stopped: close the store (handles, connections, leases), so nothing outlives it."""
         self._backfill_started = False
-        await self.store.release()
+        self._heartbeat.cancel()
+        await self.store.aclose()
+        await self.manager.state.aclose()
 
     # ------------------------------------------------------------------ shared helpers
     async def _ready(self) -> None:
@@ -168,101 +177,27 @@ class ThreadsApi:
         async with self._open_lock:
             if self._opened:
                 return
-            # Both are worker-thread calls: run them side by side.
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.store.open)
-                config = await self._load_config(None, None)
+            config = await self.resolver.load_config(None, None)
+            try:
+                store_config = thread_store_config(config.raw)
+            except ThreadStoreConfigError as exc:
+                raise invalid_request(f"failed to load configuration: {exc}") from None
+            if store_config.kind == "postgres":
+                self.store = self.manager.store = _postgres_store(store_config)
+            try:
+                await self.store.open()
+            except StoreError as exc:
+                raise invalid_request(f"thread store unavailable: {exc}") from None
             delay = config.thread_unload_delay_secs
             self.manager.unload_delay = DEFAULT_UNLOAD_DELAY if delay is None else delay
+            if self.store.lease_interval is not None and not self.services.draining:
+                self._heartbeat = trio.CancelScope()
+                self.services.start_detached(self._keep_leases, self._heartbeat, name="thread leases")
             self._opened = True
 
-    async def _load_config(self, cwd: Path | None, overrides: Mapping[str, Any] | None) -> EffectiveConfig:
-        settings = self.services.settings
-        try:
-            config = await trio.to_thread.run_sync(
-                lambda: load_config(settings, cwd, request_overrides=overrides or None)
-            )
-        except (OSError, ValueError) as exc:
-            raise invalid_request(f"failed to load configuration: {exc}") from None
-        if overrides is None and cwd is None:
-            self._config = config
-        return config
-
-    async def _default_provider(self) -> str:
-        if self._config is None:
-            await self._load_config(None, None)
-        assert self._config is not None
-        return self._config.model_provider_id
-
-    def _resolve_cwd(self, raw: str | None) -> Path:
-        """A request's cwd against the server's (the reference does not check it exists)."""
-        return _absolute(Path(os.path.abspath(self.services.settings.cwd)), raw or ".")
-
-    def _stored_cwd(self, raw: str | None, record: ThreadRecord) -> Path:
-        """The cwd of a resumed or forked thread: the request's, else the stored thread's."""
-        if raw is not None:
-            return self._resolve_cwd(raw)
-        return Path(record.cwd or self.services.settings.cwd)
-
-    async def _settings(
-        self,
-        ctx: RequestContext,
-        params: ThreadOverrides,
-        *,
-        cwd: Path,
-        fallback: ThreadRecord | None = None,
-    ) -> ThreadSettings:
-        """Resolve the thread's settings: request fields over `config` over config.toml.
-
-        `fallback` is the stored thread being resumed or forked: its model and provider apply
-        when neither the request nor its `config` names one.
-        """
-        approval_policy = params.approval_policy
-        model, model_provider, sandbox = params.model, params.model_provider, params.sandbox
-        fallback_model = fallback.model if fallback is not None else None
-        fallback_provider = fallback.model_provider if fallback is not None else None
-        policy = None
-        if approval_policy is not None:
-            try:
-                policy = read_approval_policy(approval_policy)
-            except WireError as exc:
-                raise _bad_params(str(exc)) from None
-            if isinstance(policy, dict) and not ctx.connection.session.experimental_api:
-                raise invalid_request("askForApproval.granular requires experimentalApi capability")
-        overrides: dict[str, Any] = dict(params.config or {})
-        if model is not None:
-            overrides["model"] = model
-        elif fallback_model is not None and "model" not in overrides:
-            overrides["model"] = fallback_model
-        if model_provider is not None:
-            overrides["model_provider"] = model_provider
-        elif fallback_provider is not None and "model_provider" not in overrides:
-            overrides["model_provider"] = fallback_provider
-        if policy is not None:
-            overrides["approval_policy"] = policy
-        if sandbox is not None:
-            overrides["sandbox_mode"] = sandbox
-        effective = await self._load_config(cwd, overrides)
-        provider = effective.model_provider_id
-        if provider not in effective.model_providers:
-            raise invalid_request(f"failed to load configuration: Model provider `{provider}` not found")
-        mode = effective.sandbox_mode
-        if mode not in ("read-only", "workspace-write", "danger-full-access"):
-            mode = "read-only"
-        profile = None if sandbox is not None else {"id": f":{mode}", "extends": None}
-        return ThreadSettings(
-            cwd=cwd,
-            model=effective.model,
-            model_provider=provider,
-            reasoning_effort=effective.model_reasoning_effort,
-            approval_policy=effective.approval_policy,
-            approvals_reviewer=params.approvals_reviewer or "user",
-            sandbox_mode=mode,
-            active_permission_profile=profile,
-            service_tier=params.service_tier if params.service_tier is not None else effective.service_tier,
-            config=effective.raw,
-            effective=effective,
-        )
+    async def _keep_leases(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self.manager.keep_leases()
 
     def _fresh_record(
         self,
@@ -279,10 +214,9 @@ class ThreadsApi:
         """
         thread_id = uuid7()
         now = now_ms()
-        codex_home = self.services.settings.codex_home
         record = ThreadRecord(
             id=thread_id,
-            rollout_path=None if ephemeral else str(codex_home / rollout.rollout_relpath(now, thread_id)),
+            rollout_path=None if ephemeral else self.store.new_rollout_path(now, thread_id),
             created_at_ms=now,
             updated_at_ms=now,
             cwd=str(settings.cwd),
@@ -319,7 +253,9 @@ class ThreadsApi:
             reasoning_effort=settings.reasoning_effort,
             approval_policy=settings.approval_policy,
             approvals_reviewer=settings.approvals_reviewer,
-            sandbox_policy=sandbox_policy(settings.sandbox_mode),
+            sandbox_policy=sandbox_policy(
+                settings.sandbox_mode, settings.config.get("sandbox_workspace_write")
+            ),
             sandbox_mode=settings.sandbox_mode,
             config=settings.config,
             base_instructions=params.base_instructions,
@@ -406,14 +342,14 @@ class ThreadsApi:
             "reasoning_effort": thread.reasoning_effort,
         }
 
-    @staticmethod
-    def _read_state(record: ThreadRecord) -> dict[str, Any] | None:
-        if not record.materialized:
+    async def _read_state(self, record: ThreadRecord) -> dict[str, Any] | None:
+        if record.ephemeral:
             return None
-        if record.first_turn_id is None:
-            return {"firstUnread": None, "revision": f"initial:{record.id}"}
-        revision = str(uuid.uuid5(uuid.NAMESPACE_URL, f"codex-trio:{record.id}:{record.first_turn_id}"))
-        return {"firstUnread": {"type": "turn", "turnId": record.first_turn_id}, "revision": revision}
+        state = self.manager.state
+        mark = await state.run(state.db.read_mark, record.id)
+        if mark is None:
+            mark = derived_read_mark(record.id, record.materialized, record.first_turn_id)
+        return read_state_wire(mark)
 
     def _announce_started(self, ctx: RequestContext, thread: LoadedThread) -> None:
         """`thread/started` to every initialized connection; the caller gets it after the response."""
@@ -429,6 +365,11 @@ class ThreadsApi:
     async def _record(self, thread_id: str) -> tuple[ThreadRecord | None, LoadedThread | None]:
         loaded = self.manager.loaded(thread_id)
         if loaded is not None:
+            if self.store.lease_interval is not None and loaded.record.materialized:
+                # A shared store: another server may have renamed it or patched its git info.
+                stored = await self.store.get(thread_id)
+                if stored is not None:
+                    loaded.record = attrs.evolve(loaded.record, name=stored.name, git=stored.git)
             return loaded.record, loaded
         await self._ready()
         return await self.store.get(thread_id), None
@@ -438,19 +379,33 @@ class ThreadsApi:
             return await loaded.read_rollout()
         return await self.store.read_lines(record)
 
+    async def rollout_of(self, thread_id: str) -> tuple[str | None, list[dict[str, Any]]]:
+        """The rollout's file name and lines of a thread (None, [] when it has none yet)."""
+        record, loaded = await self._record(thread_id)
+        if record is None or record.rollout_path is None:
+            return None, []
+        try:
+            lines = await self._lines(record, loaded)
+        except (NoRollout, OSError):
+            return None, []
+        return os.path.basename(record.rollout_path), lines
+
     # ------------------------------------------------------------------ thread/start
     async def thread_start(self, ctx: RequestContext, params: ThreadStartParams) -> ThreadStartResponse:
         if self.services.draining:
             raise server_shutting_down()
         await self._ready()
-        cwd = self._resolve_cwd(params.cwd)
-        settings = await self._settings(ctx, params, cwd=cwd)
+        cwd = self.resolver.resolve_cwd(params.cwd)
+        settings = await self.resolver.resolve(
+            params, experimental_api=ctx.connection.session.experimental_api, cwd=cwd
+        )
         if self.services.draining:
             raise server_shutting_down()
         record = self._fresh_record(
             ctx, settings, ephemeral=bool(params.ephemeral), thread_source=params.thread_source
         )
         thread = self._new_loaded(record, settings, params)
+        await self.manager.try_lease(thread)
         self.manager.register(thread)
         self.manager.subscribe(thread, ctx.connection.id)
         self._announce_started(ctx, thread)
@@ -475,25 +430,32 @@ class ThreadsApi:
             self.manager.subscribe(thread, ctx.connection.id)
             if not params.exclude_turns:
                 self._deprecation(ctx)
+            # Approvals the thread still waits on are asked again, after this response.
+            ctx.call_after_response(partial(thread.offer_open_requests, ctx.connection.id))
             return self._resume_response(thread, turns, None if params.exclude_turns else turns)
         record = await self.store.get(thread_id)
         if record is None or record.archived:
             raise _no_rollout(thread_id)
         lines = await self.store.read_lines(record)
-        cwd = self._stored_cwd(params.cwd, record)
-        settings = await self._settings(ctx, params, cwd=cwd, fallback=record)
+        cwd = self.resolver.stored_cwd(params.cwd, record)
+        settings = await self.resolver.resolve(
+            params, experimental_api=ctx.connection.session.experimental_api, cwd=cwd, fallback=record
+        )
         # Another request may have loaded it meanwhile: then this is a plain re-subscribe.
         thread = self.manager.loaded(thread_id)
         if thread is None:
             thread = self._new_loaded(record, settings, params)
             thread.status = dict(NOT_LOADED)
-            thread.next_ordinal = max((int(line.get("ordinal", 0) or 0) for line in lines), default=-1) + 1
+            thread.next_ordinal = rollout.next_ordinal(lines)
             self.manager.register(thread)
             self.manager.subscribe(thread, ctx.connection.id)
+            # Held by another server: loaded read-only; `turn/start` claims it or says who has it.
+            await self.manager.try_lease(thread)
             await thread.set_status(dict(IDLE))
             self.services.broadcaster.broadcast("thread/goal/cleared", {"threadId": thread_id})
         else:
             self.manager.subscribe(thread, ctx.connection.id)
+            ctx.call_after_response(partial(thread.offer_open_requests, ctx.connection.id))
         turns = history.build_turns(lines)
         if not params.exclude_turns:
             self._deprecation(ctx)
@@ -503,17 +465,7 @@ class ThreadsApi:
         self, thread: LoadedThread, built: list[history.BuiltTurn], shown: list[history.BuiltTurn] | None
     ) -> ThreadResumeResponse:
         wire_turns = [t.to_wire("full") for t in shown] if shown is not None else []
-        turns_cursor = (
-            history.HistoryCursor(thread.id, built[-1].ordinal, True, history.TURNS_SCOPE).encode()
-            if built
-            else None
-        )
-        last_item = history.last_item_ordinal(built)
-        items_cursor = (
-            history.HistoryCursor(thread.id, last_item, True, history.ITEMS_SCOPE).encode()
-            if last_item is not None
-            else None
-        )
+        turns_cursor, items_cursor = resume_cursors(thread.id, built)
         common = self._start_like(thread, wire_turns)
         return ThreadResumeResponse(
             **common,
@@ -546,18 +498,21 @@ class ThreadsApi:
         turns = history.build_turns(lines)
         copied = [line for line in lines if line.get("type") != "session_meta"]
         if params.last_turn_id is not None:
-            cut = _fork_cut(lines, turns, params.last_turn_id)
+            cut = fork_cut(lines, turns, params.last_turn_id)
             if cut is None:
                 raise invalid_request(f"turn not found: {params.last_turn_id}")
             copied = [line for line in copied if int(line.get("ordinal", 0) or 0) <= cut]
             turns = [t for t in turns if t.ordinal <= cut]
-        cwd = self._stored_cwd(params.cwd, record)
-        settings = await self._settings(ctx, params, cwd=cwd, fallback=record)
+        cwd = self.resolver.stored_cwd(params.cwd, record)
+        settings = await self.resolver.resolve(
+            params, experimental_api=ctx.connection.session.experimental_api, cwd=cwd, fallback=record
+        )
         fork = self._fresh_record(
             ctx, settings, ephemeral=params.ephemeral, thread_source=params.thread_source, fork_of=record
         )
         thread = self._new_loaded(fork, settings, params)
         records = [{"type": line["type"], "payload": line.get("payload")} for line in copied]
+        await self.manager.try_lease(thread)
         async with thread.lane:
             if params.ephemeral:
                 thread.next_ordinal = 1
@@ -595,13 +550,12 @@ class ThreadsApi:
             wire = self._loaded_wire(loaded, turns)
         else:
             wire = self._thread_wire(record, status=dict(NOT_LOADED), loaded=None, turns=turns)
-        return ThreadReadResponse(wire, self._read_state(record))
+        return ThreadReadResponse(wire, await self._read_state(record))
 
     # ------------------------------------------------------------------ thread/list
     async def thread_list(self, ctx: RequestContext, params: ThreadListParams) -> ThreadListResponse:
         limit = DEFAULT_LIST_LIMIT if params.limit is None else params.limit
-        if limit < 0 or limit > U32_MAX:
-            raise _bad_params(f"invalid value: integer `{limit}`, expected u32")
+        check_limit(limit)
         if params.originators:
             raise RpcError(INVALID_PARAMS, "originator filtering is not supported by the local app-server")
         excluded: list[str] = []
@@ -618,7 +572,7 @@ class ThreadsApi:
         await self._ready()
         providers: list[str] | None
         if params.model_providers is None:
-            providers = [await self._default_provider()]
+            providers = [await self.resolver.default_provider()]
         else:
             providers = list(params.model_providers) or None
         query = ListQuery(
@@ -644,7 +598,7 @@ class ThreadsApi:
             loaded = self.manager.loaded(record.id)
             status = loaded.status if loaded is not None else dict(NOT_LOADED)
             data.append(self._thread_wire(record, status=status, loaded=loaded, listed=True))
-            state = self._read_state(record)
+            state = await self._read_state(record)
             if state is not None:
                 read_states[record.id] = state
         return ThreadListResponse(data, read_states, page.next_cursor, page.backwards_cursor)
@@ -668,16 +622,15 @@ class ThreadsApi:
             return None
         values = [raw] if isinstance(raw, str) else raw
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise _bad_params("data did not match any variant of untagged enum ThreadListCwdFilter")
-        return [str(self._resolve_cwd(v)) for v in values]
+            raise bad_params("data did not match any variant of untagged enum ThreadListCwdFilter")
+        return [str(self.resolver.resolve_cwd(v)) for v in values]
 
     # ------------------------------------------------------------------ thread/loaded/list
     async def thread_loaded_list(
         self, ctx: RequestContext, params: ThreadLoadedListParams
     ) -> ThreadLoadedListResponse:
         ids = self.manager.loaded_ids()
-        if params.limit is not None and (params.limit < 0 or params.limit > U32_MAX):
-            raise _bad_params(f"invalid value: integer `{params.limit}`, expected u32")
+        check_limit(params.limit)
         if params.cursor is not None and ids:
             try:
                 cursor = str(uuid.UUID(params.cursor))
@@ -747,6 +700,8 @@ class ThreadsApi:
                 await self.store.archive(thread_id)
             except NoRollout:
                 raise _no_rollout(thread_id) from None
+            except LeaseHeld as held:
+                raise lease_held_error(held) from None
             if loaded is not None:
                 await self.manager.unload(loaded, closed=False)
         self.services.broadcaster.broadcast("thread/archived", {"threadId": thread_id})
@@ -776,6 +731,8 @@ class ThreadsApi:
                 await self.store.delete(thread_id)
             except NoRollout:
                 raise _no_rollout(thread_id) from None
+            except LeaseHeld as held:
+                raise lease_held_error(held) from None
             if loaded is not None:
                 await self.manager.unload(loaded, closed=False)
         self.services.broadcaster.broadcast("thread/deleted", {"threadId": thread_id})
@@ -814,67 +771,21 @@ class ThreadsApi:
 
     async def thread_turns_list(self, ctx: RequestContext, params: ThreadTurnsListParams) -> PageResponse:
         thread_id = parse_thread_id(params.thread_id)
-        limit = _limit(params.limit)
+        check_limit(params.limit)
         turns, _ = await self._history(thread_id, "thread/turns/list")
-        cursor = None
-        if params.cursor is not None:
-            try:
-                cursor = history.decode_cursor(params.cursor, thread_id, history.TURNS_SCOPE)
-            except history.BadCursor:
-                raise invalid_request(f"invalid cursor: {params.cursor}") from None
-        page = history.paginate(
-            turns,
-            lambda t: t.ordinal,
-            thread_id=thread_id,
-            scope=history.TURNS_SCOPE,
-            direction=params.sort_direction or "desc",
-            limit=limit,
-            cursor=cursor,
-        )
-        view = params.items_view or "summary"
-        return PageResponse([t.to_wire(view) for t in page.rows], page.next_cursor, page.backwards_cursor)
+        return turns_page(turns, thread_id, params)
 
     async def thread_items_list(self, ctx: RequestContext, params: ThreadItemsListParams) -> PageResponse:
         thread_id = parse_thread_id(params.thread_id)
-        limit = _limit(params.limit)
+        check_limit(params.limit)
         turns, _ = await self._history(thread_id, "thread/items/list")
-        if params.turn_id is not None:
-            turns = [t for t in turns if t.id == params.turn_id]
-            if not turns:
-                raise invalid_request(f"turn not found: {params.turn_id}")
-        items = [i for t in turns for i in t.items]
-        cursor = None
-        if isinstance(params.cursor, str):
-            try:
-                cursor = history.decode_cursor(params.cursor, thread_id, history.ITEMS_SCOPE)
-            except history.BadCursor:
-                raise invalid_request(f"invalid cursor: {params.cursor}") from None
-        elif isinstance(params.cursor, dict):
-            item_id = params.cursor.get("itemId")
-            anchor = next((i for i in items if i.item.get("id") == item_id), None)
-            if anchor is None:
-                raise invalid_request(f"item not found: {item_id}")
-            cursor = history.HistoryCursor(thread_id, anchor.ordinal, False, history.ITEMS_SCOPE)
-        elif params.cursor is not None:
-            raise _bad_params(f"invalid type: {describe(params.cursor)}, expected a cursor")
-        page = history.paginate(
-            items,
-            lambda i: i.ordinal,
-            thread_id=thread_id,
-            scope=history.ITEMS_SCOPE,
-            direction=params.sort_direction or "asc",
-            limit=limit,
-            cursor=cursor,
-        )
-        return PageResponse(
-            [history.item_entry(i) for i in page.rows], page.next_cursor, page.backwards_cursor
-        )
+        return items_page(turns, thread_id, params)
 
     # ------------------------------------------------------------------ getConversationSummary
     async def get_conversation_summary(
         self, ctx: RequestContext, params: GetConversationSummaryParams
     ) -> GetConversationSummaryResponse:
-        untagged = _bad_params("data did not match any variant of untagged enum GetConversationSummaryParams")
+        untagged = bad_params("data did not match any variant of untagged enum GetConversationSummaryParams")
         await self._ready()
         if isinstance(params.conversation_id, str):
             try:
@@ -886,7 +797,7 @@ class ThreadsApi:
             if record is None or record.ephemeral or not record.materialized:
                 raise invalid_request(f"no rollout found for conversation id {thread_id}")
         elif isinstance(params.rollout_path, str) and params.conversation_id is ABSENT:
-            path = _absolute(self.services.settings.codex_home, params.rollout_path)
+            path = absolute(self.services.settings.codex_home, params.rollout_path)
             if not await trio.to_thread.run_sync(path.is_file):
                 raise invalid_request(f"failed to resolve rollout path `{path}`: file does not exist")
             found = await self.store.find_by_path(str(path))
@@ -899,11 +810,11 @@ class ThreadsApi:
         else:
             raise untagged
         git = record.git
-        assert record.rollout_path is not None
         return GetConversationSummaryResponse(
             ConversationSummary(
                 conversation_id=record.id,
-                path=record.rollout_path,
+                # A thread in a database (not moved from a CODEX_HOME) has no rollout file.
+                path=record.rollout_path or "",
                 preview=record.preview,
                 timestamp=rollout.iso_ms(record.created_at_ms),
                 updated_at=rollout.iso_ms(record.updated_at_ms),
@@ -918,35 +829,12 @@ class ThreadsApi:
         )
 
 
-def _absolute(base: Path, raw: str) -> Path:
-    """`raw` made absolute against `base` and normalized (no file access)."""
-    return Path(os.path.normpath(os.path.join(base, raw)))
-
-
-def _limit(value: int | None) -> int | None:
-    if value is None:
-        return None
-    if value < 0 or value > U32_MAX:
-        raise _bad_params(f"invalid value: integer `{value}`, expected u32")
-    return value
-
-
-def _fork_cut(lines: list[dict[str, Any]], turns: list[history.BuiltTurn], last_turn_id: str) -> int | None:
-    """The last ordinal a fork through `last_turn_id` keeps (the end of that turn)."""
-    index = next((n for n, t in enumerate(turns) if t.id == last_turn_id), None)
-    if index is None:
-        return None
-    if index + 1 < len(turns):
-        return turns[index + 1].ordinal - 1
-    return max((int(line.get("ordinal", 0) or 0) for line in lines), default=0)
-
-
 def _git_patch(raw: Any) -> GitInfoPatch:
     """Validate a `gitInfo` patch: absent/null fields keep/clear, strings must not be empty."""
     if raw is ABSENT or raw is None:
         raise invalid_request("thread metadata update must include at least one field")
     if not isinstance(raw, dict):
-        raise _bad_params(f"invalid type: {describe(raw)}, expected struct ThreadMetadataGitInfoUpdateParams")
+        raise bad_params(f"invalid type: {describe(raw)}, expected struct ThreadMetadataGitInfoUpdateParams")
     fields = {"sha": "sha", "branch": "branch", "originUrl": "origin_url"}
     values: dict[str, Any] = {}
     for wire_key, attr in fields.items():
@@ -955,7 +843,7 @@ def _git_patch(raw: Any) -> GitInfoPatch:
             continue
         value = raw[wire_key]
         if value is not None and not isinstance(value, str):
-            raise _bad_params(f"invalid type: {describe(value)}, expected a string")
+            raise bad_params(f"invalid type: {describe(value)}, expected a string")
         if value is not None and not value.strip():
             raise invalid_request(f"gitInfo.{wire_key} must not be empty")
         values[attr] = value

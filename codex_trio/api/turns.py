@@ -19,9 +19,11 @@ from typing import Any
 import attrs
 import trio
 
+from codex_trio import tracing
 from codex_trio._version import VERSION
 from codex_trio.config.auth import read_auth
 from codex_trio.config.effective import ProviderConfig, builtin_providers, provider_from_table
+from codex_trio.config.shell_env import shell_environment_policy
 from codex_trio.core.model_client import Login
 from codex_trio.core.tools import ToolProvider
 from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnBody, TurnSettings
@@ -79,11 +81,16 @@ class TurnsApi:
         if self.services.draining:
             raise server_shutting_down()
         thread = await self.manager.get_loaded(params.thread_id)
+        # Several servers may share the store: only the lease holder runs turns on a thread.
+        reloaded = await self.manager.claim(thread)
         runtime = ThreadRuntime.of(thread, self.services)
+        if reloaded and runtime.active_turn is None:
+            runtime.history = None  # another server may have run turns since: rebuild it
         active = runtime.active_turn
         if active is not None:
             # As the reference: input sent while a turn runs joins that turn.
             ctx.call_after_response(lambda: active.steer(list(params.input), params.client_user_message_id))
+            tracing.set_attribute("turn.id", active.id)
             return {"turn": active.wire()}
         self._remember_overrides(runtime, params)
         turn = await self.start_turn(
@@ -111,11 +118,9 @@ class TurnsApi:
         previous = runtime.current
         if previous is not None and not previous.done.is_set():
             await previous.done.wait()  # an interrupted turn is still writing its end
-        settings = self._settings(ctx, thread, runtime, output_schema)
-        if settings.provider.requires_openai_auth:
-            login = await self._login()
-            provider = _chatgpt_backend(settings.provider, login, thread.config)
-            settings = attrs.evolve(settings, login=login, provider=provider)
+        session = ctx.connection.session
+        settings = self._settings(thread, runtime, session.client_name, session.client_version, output_schema)
+        settings = await self._with_login(thread, settings)
         turn = RunningTurn(
             thread,
             self.services,
@@ -128,6 +133,7 @@ class TurnsApi:
         if ctx.connection.id not in thread.subscribers:
             self.manager.subscribe(thread, ctx.connection.id)
         ctx.call_after_response(turn.ready.set)
+        tracing.set_attribute("turn.id", turn.id)
         runtime.submit(turn)
         return turn
 
@@ -186,8 +192,41 @@ class TurnsApi:
             updates["collaboration_mode"] = params.collaboration_mode
         runtime.overrides.update(updates)
 
+    async def start_automatic_turn(
+        self, thread: LoadedThread, hidden_items: list[dict[str, Any]]
+    ) -> RunningTurn | None:
+        """Start a turn the server decided on (a goal continuation): no user input, the
+        thread's current settings, `hidden_items` as its context. None when the thread is
+        busy, gone or the server is draining (the caller tries again at the next idle)."""
+        if self.services.draining or self.manager.loaded(thread.id) is not thread:
+            return None
+        runtime = ThreadRuntime.of(thread, self.services)
+        previous = runtime.current
+        if previous is not None and not previous.done.is_set():
+            return None
+        client = previous.settings.originator if previous is not None else None
+        settings = await self._with_login(thread, self._settings(thread, runtime, client, None, None))
+        turn = RunningTurn(
+            thread, self.services, settings, [], tool_providers=self.tool_providers, hidden_items=hidden_items
+        )
+        turn.ready.set()
+        runtime.submit(turn)
+        return turn
+
+    async def _with_login(self, thread: LoadedThread, settings: TurnSettings) -> TurnSettings:
+        if not settings.provider.requires_openai_auth:
+            return settings
+        login = await self._login()
+        provider = _chatgpt_backend(settings.provider, login, thread.config)
+        return attrs.evolve(settings, login=login, provider=provider)
+
     def _settings(
-        self, ctx: RequestContext, thread: LoadedThread, runtime: ThreadRuntime, output_schema: Any
+        self,
+        thread: LoadedThread,
+        runtime: ThreadRuntime,
+        client_name: str | None,
+        client_version: str | None,
+        output_schema: Any,
     ) -> TurnSettings:
         o = runtime.overrides
         cwd = Path(o["cwd"]) if "cwd" in o else thread.cwd
@@ -195,9 +234,8 @@ class TurnsApi:
             cwd = self.services.settings.cwd / cwd
         config = thread.config
         context_window = config.get("model_context_window")
-        session = ctx.connection.session
-        client = session.client_name or "codex_trio"
-        user_agent = f"{client}/{VERSION} {self._platform} ({client}; {session.client_version or VERSION})"
+        client = client_name or "codex_trio"
+        user_agent = f"{client}/{VERSION} {self._platform} ({client}; {client_version or VERSION})"
         summary = o.get("summary") or _str(config.get("model_reasoning_summary"))
         model, effort = o.get("model", thread.model), o.get("effort", thread.reasoning_effort)
         mode = o.get("collaboration_mode")
@@ -224,6 +262,7 @@ class TurnsApi:
             context_window=context_window if isinstance(context_window, int) else None,
             originator=client,
             user_agent=user_agent,
+            shell_environment=shell_environment_policy(config),
         )
 
 

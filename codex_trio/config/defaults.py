@@ -7,6 +7,9 @@ sets override these; unknown top-level keys are not shown (they still appear in 
 
 from __future__ import annotations
 
+import functools
+import json
+from importlib import resources
 from typing import Any
 
 #: Top-level keys and their defaults (`features` and `model_providers` are filled separately).
@@ -177,157 +180,10 @@ FEATURE_DEFAULTS: dict[str, bool] = {
 }
 
 
-#: The feature flags this server knows, for `experimentalFeature/list` (the reference's stage,
-#: texts and defaults, in its order); `enabled` is computed from the effective config.
-KNOWN_FEATURES: tuple[dict[str, Any], ...] = (
-    {
-        "name": "memories",
-        "stage": "stable",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": False,
-    },
-    {
-        "name": "background_paginated_rollout_migration",
-        "stage": "underDevelopment",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": False,
-    },
-    {
-        "name": "windows_sandbox_service",
-        "stage": "underDevelopment",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": False,
-    },
-    {
-        "name": "api_key_model_discovery",
-        "stage": "stable",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": True,
-    },
-    {
-        "name": "api_key_cyber_access_programs",
-        "stage": "stable",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": True,
-    },
-    {
-        "name": "daybreak_program_propagation",
-        "stage": "underDevelopment",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": False,
-    },
-    {
-        "name": "network_proxy",
-        "stage": "beta",
-        "displayName": "Network proxy",
-        "description": (
-            "Apply network proxy restrictions to sandboxed sessions that already have "
-            "network access."
-        ),
-        "announcement": (
-            "NEW: Network proxy can now be enabled from /experimental. Restart Codex after "
-            "enabling it."
-        ),
-        "defaultEnabled": False,
-    },
-    {
-        "name": "apps",
-        "stage": "stable",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": True,
-    },
-    {
-        "name": "mcp_2026_07_28",
-        "stage": "underDevelopment",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": False,
-    },
-    {
-        "name": "mcp_connection_sharing",
-        "stage": "underDevelopment",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": False,
-    },
-    {
-        "name": "mcp_lazy_stdio_startup",
-        "stage": "underDevelopment",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": False,
-    },
-    {
-        "name": "codex_apps_mcp_2026_07_28",
-        "stage": "underDevelopment",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": False,
-    },
-    {
-        "name": "tool_suggest",
-        "stage": "stable",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": True,
-    },
-    {
-        "name": "plugins",
-        "stage": "stable",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": True,
-    },
-    {
-        "name": "remote_plugin",
-        "stage": "stable",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": True,
-    },
-    {
-        "name": "mentions_v2",
-        "stage": "stable",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": True,
-    },
-    {
-        "name": "auth_elicitation",
-        "stage": "stable",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": True,
-    },
-    {
-        "name": "remote_control",
-        "stage": "removed",
-        "displayName": None,
-        "description": None,
-        "announcement": None,
-        "defaultEnabled": False,
-    },
-)
+@functools.cache
+def known_features() -> tuple[dict[str, Any], ...]:
+    """The feature flags of `experimentalFeature/list`: the reference's whole registry (name,
+    stage, texts, default; `feature_catalog.json`, in its order). `enabled` is computed from
+    the effective config. Read on first use so a cold start does not pay for it."""
+    text = resources.files(__package__).joinpath("feature_catalog.json").read_text(encoding="utf-8")
+    return tuple(json.loads(text))

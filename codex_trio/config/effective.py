@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from codex_trio.config.defaults import CONFIG_DEFAULTS, FEATURE_DEFAULTS, KNOWN_FEATURES, PROVIDER_DEFAULTS
+from codex_trio.config.defaults import CONFIG_DEFAULTS, FEATURE_DEFAULTS, PROVIDER_DEFAULTS, known_features
 from codex_trio.config.layers import (
     LayerPaths,
     LayerStack,
@@ -189,7 +189,7 @@ def effective_from_stack(stack: LayerStack, environ: Mapping[str, str] | None = 
     if not isinstance(provider_id, str) or not provider_id:
         provider_id = DEFAULT_PROVIDER_ID
     provider = providers.get(provider_id) or ProviderConfig(provider_id, provider_id)
-    features = {f["name"]: bool(f["defaultEnabled"]) for f in KNOWN_FEATURES}
+    features = {f["name"]: bool(f["defaultEnabled"]) for f in known_features()}
     configured_features = raw.get("features")
     if isinstance(configured_features, dict):
         features.update({k: bool(v) for k, v in configured_features.items() if isinstance(v, bool)})

@@ -4,20 +4,28 @@
 policy, the sandbox policy and what the user already allowed in this thread
 (`SessionApprovals`). `ask` sends the server->client request (`item/commandExecution/
 requestApproval` or `item/fileChange/requestApproval`) to every subscriber of the thread, with
-a deadline; the first answer wins. Whatever way the question ends — an answer, the deadline,
-every asked connection gone, or the turn cancelled — each asked connection gets
-`serverRequest/resolved` and the thread leaves `waitingOnApproval` before `ask` returns or
-raises, so no request is left hanging.
+a deadline; the first answer wins. The request belongs to the thread, not to a connection: when
+the asked client disconnects it stays open, and a client that subscribes with `thread/resume`
+is asked the same request (same id, same item). Whatever way the question ends — an answer,
+the deadline, or the turn cancelled (interrupt, unload, shutdown) — every asked connection and
+subscriber gets `serverRequest/resolved` and the thread leaves `waitingOnApproval` before `ask`
+returns or raises, so no request is left hanging.
 
-This server has no OS sandbox: a command runs with the server's rights whatever the sandbox
-policy says. So where the reference would run a command inside its sandbox without asking
-(`on-request` with a read-only or workspace-write policy), this server asks instead, unless
-the command is known to be read-only.
+Commands run in the bubblewrap sandbox of their policy (codex_trio.sandbox), so the decisions
+follow the reference: under `on-request` a plain command runs confined without asking and
+`require_escalated` asks (and runs unconfined once approved); under `on-failure` and
+`untrusted` a confined command that fails because of the sandbox is offered for an unconfined
+retry. Where bubblewrap is unusable, a confining policy falls back to asking before any
+command that is not known to be read-only (and `never` refuses such commands), so nothing
+runs unconfined under a confining policy without a person's consent.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,7 +34,8 @@ from typing import Any
 import attrs
 import trio
 
-from codex_trio.connection import ConnectionClosed
+from codex_trio import sandbox, tracing
+from codex_trio.connection import Connection, ConnectionClosed
 from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.envelope import RequestId
 from codex_trio.protocol.errors import RpcError
@@ -39,67 +48,77 @@ log = logging.getLogger(__name__)
 #: seconds a person has to answer an approval before it counts as cancelled.
 APPROVAL_TIMEOUT = 30 * 60.0
 
-#: programs that only read, run without asking under `untrusted`.
-_SAFE_PROGRAMS = {
-    "ls",
-    "pwd",
-    "cat",
-    "head",
-    "tail",
-    "wc",
-    "nl",
-    "stat",
-    "file",
-    "which",
-    "whoami",
-    "id",
-    "uname",
-    "date",
-    "true",
-    "false",
-    "grep",
-    "rg",
-    "tree",
-    "du",
-    "df",
-    "basename",
-    "dirname",
-    "realpath",
-    "readlink",
-    "cut",
-    "sort",
-    "uniq",
-    "diff",
-    "cmp",
-    "env",
-    "printenv",
-    "hostname",
-}
-_SAFE_GIT = {"status", "log", "diff", "show", "branch", "rev-parse", "ls-files", "blame", "remote"}
-_UNSAFE_FLAGS = {"-exec", "-execdir", "-delete", "-ok", "-okdir", "-fprint", "-fprintf", "--output", "-o"}
+#: programs that only read (the reference's known-safe list): under `on-request` they run
+#: without asking, since this server has no sandbox to run anything else in.
+_SAFE_PROGRAMS = frozenset(
+    {
+        "cat", "cd", "cut", "echo", "expr", "false", "grep", "head", "id", "ls", "nl", "paste",
+        "pwd", "rev", "seq", "stat", "tail", "tr", "true", "uname", "uniq", "wc", "which",
+        "whoami", "numfmt", "tac",
+    }
+)  # fmt: skip
+#: flags that make an otherwise read-only program write files or run other programs.
+_UNSAFE_FIND = frozenset(
+    {"-exec", "-execdir", "-ok", "-okdir", "-delete", "-fls", "-fprint", "-fprint0", "-fprintf"}
+)
+_UNSAFE_RG = frozenset({"--search-zip", "-z"})
+_UNSAFE_RG_VALUED = ("--pre", "--hostname-bin")
+#: operators that only sequence or pipe commands; anything else (redirection, subshell,
+#: background, substitution) makes a script unknown.
+_SEQUENCE_OPERATORS = frozenset({"&&", "||", ";", "|"})
 _SHELL_OPERATORS = ("&&", "||", ";", "|", ">", "<", "`", "$(", "&")
+_SED_RANGE = re.compile(r"(\d+,)?\d+p")
 
 
 def is_known_safe(cmd: str) -> bool:
-    """True for a single read-only command (no redirection, no chaining, no writing flags)."""
-    if any(op in cmd for op in _SHELL_OPERATORS):
-        return False
+    """True for a script of plain read-only commands joined by `&&`, `||`, `;` or `|`.
+
+    Plain means bare or quoted words only: no expansion (`$`, backticks, globs), no
+    redirection, no subshell, no background job.
+    """
+    commands = _plain_commands(cmd)
+    return commands is not None and all(_safe_words(words) for words in commands)
+
+
+def _plain_commands(cmd: str) -> list[list[str]] | None:
+    lexer = shlex.shlex(cmd, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
     try:
-        words = shlex.split(cmd)
+        tokens = list(lexer)
     except ValueError:
-        return False
-    if not words:
-        return False
-    program = words[0]
-    if program == "git":
-        return len(words) > 1 and words[1] in _SAFE_GIT and not any(w in _UNSAFE_FLAGS for w in words)
+        return None
+    commands: list[list[str]] = [[]]
+    for token in tokens:
+        if token and all(c in "();<>|&" for c in token):
+            if token not in _SEQUENCE_OPERATORS or not commands[-1]:
+                return None
+            commands.append([])
+        elif any(c in token for c in "$`*?[{~\n") or token.startswith("#"):
+            return None
+        else:
+            commands[-1].append(token)
+    return commands if commands[-1] else None
+
+
+def _safe_words(words: list[str]) -> bool:
+    program, args = os.path.basename(words[0]), words[1:]
+    if program in _SAFE_PROGRAMS:
+        return True
+    if program == "base64":
+        return not any(
+            a in ("-o", "--output") or a.startswith("--output=") or (a.startswith("-o") and a != "-o")
+            for a in args
+        )
     if program == "find":
-        return not any(w in _UNSAFE_FLAGS for w in words)
+        return not any(a in _UNSAFE_FIND for a in args)
+    if program == "rg":
+        return not any(
+            a in _UNSAFE_RG or any(a == o or a.startswith(o + "=") for o in _UNSAFE_RG_VALUED) for a in args
+        )
     if program == "sed":
-        return len(words) >= 2 and words[1] == "-n" and not any(w.startswith("-i") for w in words)
-    if program in ("rg", "grep"):
-        return not any(w in ("--pre", "--replace") or w.startswith("--pre=") for w in words)
-    return program in _SAFE_PROGRAMS
+        return 2 <= len(args) <= 3 and args[0] == "-n" and bool(_SED_RANGE.fullmatch(args[1]))
+    return False
 
 
 @attrs.define
@@ -146,18 +165,37 @@ def command_needs_approval(
     *,
     escalated: bool,
     approvals: SessionApprovals,
+    sandboxed: bool = False,
 ) -> bool:
+    """`sandboxed`: the command would run confined (a confining policy, bubblewrap usable)."""
     policy = policy_name(approval_policy)
     if policy == "never" or approvals.allows_command(argv, display):
         return False
     if policy == "untrusted":
-        return not is_known_safe(cmd)
+        # As the reference's exec_command: under `untrusted` every command is asked, even
+        # `true` or `ls` (probed: docs/turns.md lists what was tried).
+        return True
     if escalated:
         return True
-    if sandbox_policy.get("type") in ("dangerFullAccess", "externalSandbox"):
+    if sandboxed or sandbox_policy.get("type") in ("dangerFullAccess", "externalSandbox"):
         return False
-    # No OS sandbox here: ask rather than run a possibly writing command unconfined.
+    # A confining policy without a usable sandbox: ask rather than run it unconfined.
     return not is_known_safe(cmd)
+
+
+def offers_unsandboxed_retry(approval_policy: Any) -> bool:
+    """Whether a command the sandbox stopped is offered for an unconfined retry."""
+    return policy_name(approval_policy) in ("on-failure", "untrusted")
+
+
+def patch_refused(
+    approval_policy: Any, sandbox_policy: Mapping[str, Any], paths: Iterable[Path], cwd: Path
+) -> bool:
+    """Under `never`, a patch that writes where the sandbox would not allow is refused."""
+    if policy_name(approval_policy) != "never":
+        return False
+    policy = sandbox.policy_of(sandbox_policy)
+    return not all(sandbox.can_write(p, policy, cwd) for p in paths)
 
 
 def patch_needs_approval(
@@ -173,21 +211,8 @@ def patch_needs_approval(
         return False
     if policy == "untrusted":
         return True
-    kind = sandbox_policy.get("type")
-    if kind in ("dangerFullAccess", "externalSandbox"):
-        return False
-    if kind == "workspaceWrite":
-        roots = [cwd, *(Path(r) for r in sandbox_policy.get("writableRoots", []) or [])]
-        return not all(any(_inside(p, root) for root in roots) for p in targets)
-    return True
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
+    confined = sandbox.policy_of(sandbox_policy)
+    return not all(sandbox.can_write(p, confined, cwd) for p in targets)
 
 
 def proposed_amendment(cmd: str, argv: list[str]) -> list[str]:
@@ -212,15 +237,19 @@ async def ask(
 ) -> ApprovalAnswer:
     """Ask the thread's subscribers; the first answer wins.
 
-    No subscriber, every asked connection closed, the deadline, or an error answer all count
-    as `cancel` (the turn is interrupted: nothing runs without consent and nothing waits
-    forever). Cancellation of the caller propagates after the cleanup.
+    The deadline, an error answer, or `null` from every connection still asked count as
+    `cancel` (the turn is interrupted: nothing runs without consent and nothing waits
+    forever). With nobody subscribed the question waits for a subscriber until the deadline.
+    Cancellation of the caller propagates after the cleanup.
     """
     # A `null` result counts as that connection going away: the others may still answer.
-    result = await ask_subscribers(
-        thread, broadcaster, method, params, deadline=deadline, set_waiting=set_waiting, null_is_gone=True
-    )
-    return ApprovalAnswer("cancel") if result is NO_ANSWER else parse_approval_answer(result)
+    with tracing.span("codex.approval", {"approval.method": method, "conversation.id": thread.id}):
+        result = await ask_subscribers(
+            thread, broadcaster, method, params, deadline=deadline, set_waiting=set_waiting, null_is_gone=True
+        )
+        answer = ApprovalAnswer("cancel") if result is NO_ANSWER else parse_approval_answer(result)
+        tracing.set_attribute("approval.decision", str(answer.decision))
+    return answer
 
 
 #: What `ask_subscribers` returns when no connection answered.
@@ -237,70 +266,133 @@ async def ask_subscribers(
     set_waiting: bool = False,
     null_is_gone: bool = False,
 ) -> Any:
-    """Send one server request to each of the thread's subscribers; the first answer wins.
+    """Ask the thread's subscribers one server request; the first answer wins.
 
-    Returns that answer's raw result, or NO_ANSWER when nobody could be asked, every asked
-    connection closed (or, with `null_is_gone`, answered `null`), the deadline passed or a
-    client answered with an error. Whatever way it ends (cancellation included), each asked
-    connection gets `serverRequest/resolved` before this returns or raises. With `set_waiting`
-    the thread shows `waitingOnApproval` while someone is being asked.
+    The request belongs to the thread (`ThreadRequest`): it stays open when every asked
+    connection is gone, and a connection that subscribes later (`thread/resume`) is asked
+    too, under the same request id. Returns the winning answer's raw result, or NO_ANSWER
+    when the deadline passed, a client answered with an error, or (with `null_is_gone`)
+    every connection still being asked answered `null`. Whatever way it ends (cancellation
+    by interrupt, unload or shutdown included), each asked connection and every subscriber
+    gets `serverRequest/resolved` before this returns or raises. With `set_waiting` the
+    thread shows `waitingOnApproval` meanwhile.
     """
-    connections = [
-        c
-        for cid in sorted(thread.subscribers)
-        if (c := broadcaster.get(cid)) is not None
-        and c.session.initialized
-        and not c.disconnect.cancel_called
-    ]
-    if not connections:
-        log.info("thread %s: nobody to ask for %s; treating it as cancelled", thread.id, method)
-        return NO_ANSWER
+    request = ThreadRequest(thread, broadcaster, method, params, null_is_gone=null_is_gone)
     if set_waiting:
         await thread.set_status(WAITING_ON_APPROVAL)
-    asked: dict[int, RequestId] = {}
-    answers: list[Any] = []
     try:
-        async with trio.open_nursery() as nursery:
-            remaining = len(connections)
-
-            async def ask_one(connection: Any) -> None:
-                nonlocal remaining
-
-                def remember(request_id: RequestId) -> None:
-                    asked[connection.id] = request_id
-
-                try:
-                    result = await connection.request(method, params, timeout=deadline, on_id=remember)
-                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                    result = NO_ANSWER
-                except trio.TooSlowError:
-                    log.info("thread %s: %s timed out after %.0fs", thread.id, method, deadline)
-                    answers.append(NO_ANSWER)
-                    nursery.cancel_scope.cancel()
-                    return
-                except RpcError as exc:
-                    log.info("thread %s: client answered %s with an error: %s", thread.id, method, exc)
-                    answers.append(NO_ANSWER)
-                    nursery.cancel_scope.cancel()
-                    return
-                if result is NO_ANSWER or (null_is_gone and result is None):
-                    remaining -= 1
-                    if remaining == 0:
-                        answers.append(NO_ANSWER)
-                    return
-                answers.append(result)
-                nursery.cancel_scope.cancel()
-
-            for connection in connections:
-                nursery.start_soon(ask_one, connection)
+        return await request.run(deadline)
     finally:
         with trio.CancelScope(shield=True):
-            for connection_id, request_id in asked.items():
-                broadcaster.broadcast(
-                    "serverRequest/resolved",
-                    {"threadId": thread.id, "requestId": request_id},
-                    only=[connection_id],
-                )
+            request.announce_resolved()
             if set_waiting:
                 await thread.set_status(ACTIVE)
-    return answers[0] if answers else NO_ANSWER
+
+
+class ThreadRequest:
+    """One server->client request owned by a thread, asked of each subscriber once.
+
+    Every asked connection waits in a task of `run`'s nursery, with the request in that
+    connection's own pending table: an answer is accepted only from a connection that was
+    sent the request (a stray answer with a guessed id is logged and dropped there).
+    """
+
+    def __init__(
+        self,
+        thread: LoadedThread,
+        broadcaster: Broadcaster,
+        method: str,
+        params: dict[str, Any],
+        *,
+        null_is_gone: bool = False,
+    ) -> None:
+        self.thread = thread
+        self.broadcaster = broadcaster
+        self.method = method
+        self.params = params
+        self.null_is_gone = null_is_gone
+        #: allocated from the server-wide counter when first sent; re-sends reuse it.
+        self.id: RequestId | None = None
+        #: connections that were sent the request, in order.
+        self.asked: list[int] = []
+        self.answer: Any = NO_ANSWER
+        self._nursery: trio.Nursery | None = None
+        self._waiting = 0
+
+    async def run(self, deadline: float) -> Any:
+        """Ask every current subscriber, then whoever subscribes, until an answer or the deadline."""
+        with trio.move_on_after(deadline) as timer:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.thread.open_requests.append(self)
+                try:
+                    for connection_id in sorted(self.thread.subscribers):
+                        connection = self.broadcaster.get(connection_id)
+                        if connection is not None:
+                            self.offer(connection)
+                    if not self.asked:
+                        log.info("thread %s: %s waits for a subscriber", self.thread.id, self.method)
+                    await trio.sleep_forever()
+                finally:
+                    self._close()
+        if timer.cancelled_caught:
+            log.info("thread %s: %s timed out after %.0fs", self.thread.id, self.method, deadline)
+        return self.answer
+
+    def offer(self, connection: Connection) -> None:
+        """Send the request to `connection` too, unless it was already asked or cannot be."""
+        if (
+            self._nursery is None
+            or connection.id in self.asked
+            or not connection.session.initialized
+            or connection.disconnect.cancel_called
+        ):
+            return
+        if self.id is None:
+            self.id = connection.new_request_id()
+        self.asked.append(connection.id)
+        self._waiting += 1
+        self._nursery.start_soon(self._ask, connection, self.id, name=f"{self.method} to {connection.id}")
+
+    async def _ask(self, connection: Connection, request_id: RequestId) -> None:
+        try:
+            result = await connection.request(
+                self.method, self.params, timeout=math.inf, request_id=request_id
+            )
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            # That client is gone; the question stays open for the others and later subscribers.
+            self._waiting -= 1
+            return
+        except RpcError as exc:
+            log.info("thread %s: client answered %s with an error: %s", self.thread.id, self.method, exc)
+            self._end(NO_ANSWER)
+            return
+        self._waiting -= 1
+        if self.null_is_gone and result is None:
+            # A `null` answer: that client will not answer; end only when nobody else can.
+            if self._waiting == 0:
+                self._end(NO_ANSWER)
+            return
+        self._end(result)
+
+    def _end(self, answer: Any) -> None:
+        if self._nursery is None:
+            return
+        self.answer = answer
+        self._nursery.cancel_scope.cancel()
+        self._close()
+
+    def _close(self) -> None:
+        """No more offers: the question is settled (or being torn down)."""
+        self._nursery = None
+        if self in self.thread.open_requests:
+            self.thread.open_requests.remove(self)
+
+    def announce_resolved(self) -> None:
+        """`serverRequest/resolved` to every asked connection and every subscriber."""
+        if self.id is None:
+            return
+        targets = [*self.asked, *(c for c in sorted(self.thread.subscribers) if c not in self.asked)]
+        self.broadcaster.broadcast(
+            "serverRequest/resolved", {"threadId": self.thread.id, "requestId": self.id}, only=targets
+        )

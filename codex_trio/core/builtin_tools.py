@@ -2,8 +2,10 @@
 
 One `BuiltinTools` per turn: it runs commands in the thread runtime's `ExecSessions` (a command
 still running when its call yields outlives the call), asks approvals when the policy says so,
-emits the `commandExecution` / `fileChange` items, and keeps the turn's file baselines so every
-patch is followed by `turn/diff/updated` with the turn's whole diff. A new built-in tool is a
+emits the `commandExecution` / `fileChange` items, runs every command in the sandbox of the
+turn's policy (codex_trio.sandbox) with the environment of `[shell_environment_policy]`, and
+keeps the turn's file baselines so every patch is followed by `turn/diff/updated` with the
+turn's whole diff. A new built-in tool is a
 new entry in `_handlers` and in `prompt.tools_for`, not a branch of the turn loop.
 """
 
@@ -18,6 +20,8 @@ import attrs
 import orjson
 import trio
 
+from codex_trio import sandbox
+from codex_trio.config.shell_env import ShellEnvironmentPolicy
 from codex_trio.core import approvals as approvals_mod
 from codex_trio.core import item_events
 from codex_trio.core.apply_patch import FilePlan, PatchError, apply_plan, git_diff, parse_patch, plan_patch
@@ -29,6 +33,10 @@ from codex_trio.core.exec_tool import (
     MAX_POLL_YIELD_MS,
     MAX_YIELD_MS,
     MIN_YIELD_MS,
+    STOP_TIMEOUT,
+    ExecArgs,
+    ExecResult,
+    ExecSession,
     ExecSessions,
     ExecToolError,
     command_actions,
@@ -51,7 +59,11 @@ from codex_trio.protocol.items import (
 )
 from codex_trio.protocol.thread import ACTIVE, WAITING_ON_APPROVAL
 from codex_trio.protocol.turns import TurnDiffUpdated
+from codex_trio.sandbox import Confinement, looks_like_denial
+from codex_trio.settings import ServerSettings
 
+#: what the model gets for a patch the sandbox would refuse, when nobody may be asked.
+PATCH_OUTSIDE_ROOTS = "patch rejected: writing outside of the project; rejected by user approval settings"
 #: tools this provider runs (outside any namespace).
 BUILTIN_TOOLS = frozenset({"exec_command", "write_stdin", "apply_patch"})
 
@@ -66,11 +78,16 @@ class BuiltinTools:
         approvals: SessionApprovals,
         broadcaster: Broadcaster,
         family: ModelFamily,
+        settings: ServerSettings,
+        shell_environment: ShellEnvironmentPolicy,
     ) -> None:
         self.sessions = sessions
         self.approvals = approvals
         self.broadcaster = broadcaster
         self.family = family
+        #: the server's settings: the bubblewrap program, the secrets to hide from commands.
+        self.settings = settings
+        self.shell_environment = shell_environment
         #: each file's content before this turn first patched it (None: it did not exist).
         self._baselines: dict[Path, str | None] = {}
         self._handlers: dict[str, Callable[[ToolTurn, ToolCall], Awaitable[str]]] = {
@@ -105,6 +122,14 @@ class BuiltinTools:
             call.call_id, display, str(cwd), command_actions(args.cmd), started_at_ms=now_ms()
         )
         argv = args.argv()
+        confinement, problem = await self._confinement(turn)
+        if problem is not None and approvals_mod.policy_name(turn.approval_policy) == "never":
+            # Nobody may be asked and the policy cannot be enforced: refuse, loudly.
+            await item_events.started(thread, turn.turn_id, item)
+            failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
+            await item_events.finished(thread, turn.turn_id, failed)
+            return f"exec_command failed: sandbox unavailable: {problem}"
+        session_allowed = self.approvals.allows_command(argv, display)
         needs = approvals_mod.command_needs_approval(
             turn.approval_policy,
             turn.sandbox_policy,
@@ -113,59 +138,37 @@ class BuiltinTools:
             display,
             escalated=args.escalated,
             approvals=self.approvals,
+            sandboxed=confinement is not None,
         )
         if needs:
             await thread.set_status(WAITING_ON_APPROVAL)
             await item_events.started(thread, turn.turn_id, item)
-            amendment = args.prefix_rule or approvals_mod.proposed_amendment(args.cmd, argv)
-            params = CommandApprovalParams(
-                thread.id,
-                turn.turn_id,
-                call.call_id,
-                item.started_at_ms or now_ms(),
-                display,
-                str(cwd),
-                item.command_actions,
-                amendment,
-                ["accept", {"acceptWithExecpolicyAmendment": {"execpolicy_amendment": amendment}}, "cancel"],
-                reason=args.justification,
-            )
-            answer = await approvals_mod.ask(
-                thread,
-                self.broadcaster,
-                "item/commandExecution/requestApproval",
-                unstructure(params),
-                set_waiting=False,
-            )
-            await thread.set_status(ACTIVE)
-            if answer.decision in ("decline", "cancel"):
-                return await _refused(
-                    turn, item, answer.decision, "exec_command failed: the user rejected this command"
-                )
-            if answer.decision == "acceptForSession":
-                self.approvals.commands.add(display)
-            if answer.amendment:
-                self.approvals.prefixes.append(tuple(answer.amendment))
+            refused = await self._ask_command(turn, item, args, argv, args.justification)
+            if refused is not None:
+                return refused
         else:
             await item_events.started(thread, turn.turn_id, item)
+        if args.escalated and (needs or session_allowed):
+            confinement = None  # a person allowed it to run outside the sandbox
         began = time.monotonic()
-
-        async def stream(text: str) -> None:
-            await thread.notify_subscribers(
-                "item/commandExecution/outputDelta", ItemDelta(thread.id, turn.turn_id, call.call_id, text)
+        session, result = await self._run_command(turn, call, item, args, cwd, confinement, began)
+        if (
+            session is not None
+            and confinement is not None
+            and result.error is None
+            and approvals_mod.offers_unsandboxed_retry(turn.approval_policy)
+            and looks_like_denial(result.exit_code, result.output.decode("utf-8", "replace"))
+        ):
+            await thread.set_status(WAITING_ON_APPROVAL)
+            retry = await self._ask_command(
+                turn, item, args, argv, "command failed; retry without sandbox?", retry=True
             )
-
-        try:
-            session = await self.sessions.start(args, cwd)
-        except ExecToolError as exc:
+            if retry is None:
+                session, result = await self._run_command(turn, call, item, args, cwd, None, began)
+        if session is None:
             failed = attrs.evolve(item, status="failed", completed_at_ms=now_ms())
             await item_events.completed(thread, turn.turn_id, failed)
-            return f"exec_command failed: {exc}"
-        session.listen(stream)
-        try:
-            result = await wait_for(session, args.yield_time_ms)
-        finally:
-            session.listen(None)
+            return f"exec_command failed: {result.error}"
         duration = int((time.monotonic() - began) * 1000)
         status: CommandStatus = "completed"
         if result.error is not None or result.exit_code not in (None, 0):
@@ -184,6 +187,121 @@ class BuiltinTools:
         )
         await item_events.finished(thread, turn.turn_id, done)
         return result.text_for_model(args.max_output_tokens)
+
+    async def _confinement(self, turn: ToolTurn) -> tuple[Confinement | None, str | None]:
+        """The sandbox for the turn's commands, or why its confining policy cannot be enforced."""
+        policy = sandbox.policy_of(turn.sandbox_policy)
+        if not sandbox.confines(policy):
+            return None, None
+        support = await sandbox.check_support(self.settings.bwrap)
+        try:
+            return sandbox.confinement_for(policy, support, sandbox.hidden_paths(self.settings)), None
+        except sandbox.SandboxUnavailable as exc:
+            return None, str(exc)
+
+    async def _ask_command(
+        self,
+        turn: ToolTurn,
+        item: CommandExecutionItem,
+        args: ExecArgs,
+        argv: list[str],
+        reason: str | None,
+        *,
+        retry: bool = False,
+    ) -> str | None:
+        """Ask to run the command (with `retry`: to run it again outside the sandbox).
+
+        None when allowed. A declined first ask completes the item as declined and returns the
+        model's text; a declined retry returns "" (the caller keeps the sandboxed result); a
+        cancel completes the item as declined and interrupts the turn.
+        """
+        thread = turn.thread
+        amendment = args.prefix_rule or approvals_mod.proposed_amendment(args.cmd, argv)
+        params = CommandApprovalParams(
+            thread.id,
+            turn.turn_id,
+            item.id,
+            item.started_at_ms or now_ms(),
+            item.command,
+            item.cwd,
+            item.command_actions,
+            amendment,
+            ["accept", {"acceptWithExecpolicyAmendment": {"execpolicy_amendment": amendment}}, "cancel"],
+            reason=reason,
+        )
+        answer = await approvals_mod.ask(
+            thread,
+            self.broadcaster,
+            "item/commandExecution/requestApproval",
+            unstructure(params),
+            set_waiting=False,
+        )
+        await thread.set_status(ACTIVE)
+        if answer.decision == "cancel" or (answer.decision == "decline" and not retry):
+            return await _refused(
+                turn, item, answer.decision, "exec_command failed: the user rejected this command"
+            )
+        if answer.decision == "decline":
+            return ""
+        if answer.decision == "acceptForSession":
+            self.approvals.commands.add(item.command)
+        if answer.amendment:
+            self.approvals.prefixes.append(tuple(answer.amendment))
+        return None
+
+    async def _run_command(
+        self,
+        turn: ToolTurn,
+        call: ToolCall,
+        item: CommandExecutionItem,
+        args: ExecArgs,
+        cwd: Path,
+        confinement: Confinement | None,
+        began: float,
+    ) -> tuple[ExecSession | None, ExecResult]:
+        """Start the command as a session owned by the turn and wait up to its yield time,
+        streaming its output. Cancelled (interrupt, unload, shutdown), it kills the command and
+        fails its item as the reference reports a killed command (exit code -1)."""
+        thread = turn.thread
+        output_parts: list[str] = []
+
+        async def stream(text: str) -> None:
+            output_parts.append(text)
+            await thread.notify_subscribers(
+                "item/commandExecution/outputDelta", ItemDelta(thread.id, turn.turn_id, call.call_id, text)
+            )
+
+        try:
+            session = await self.sessions.start(
+                args,
+                cwd,
+                owner=turn.turn_id,
+                base_env=self.shell_environment.apply(),
+                confinement=confinement,
+            )
+        except ExecToolError as exc:
+            return None, ExecResult(b"", 0.0, None, None, None, error=str(exc))
+        self.sessions.item_ids[session.id] = call.call_id
+        session.listen(stream)
+        try:
+            return session, await wait_for(session, args.yield_time_ms)
+        except BaseException:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 2 * STOP_TIMEOUT):
+                await self.sessions.stop(session)
+                killed = attrs.evolve(
+                    item,
+                    status="failed",
+                    source="unifiedExecStartup",
+                    process_id=str(session.pid) if session.pid is not None else None,
+                    aggregated_output="".join(output_parts) or None,
+                    exit_code=-1,
+                    duration_ms=int((time.monotonic() - began) * 1000),
+                    completed_at_ms=now_ms(),
+                )
+                await item_events.finished(thread, turn.turn_id, killed)
+            raise
+        finally:
+            session.listen(None)
 
     # ------------------------------------------------------------------ write_stdin
     async def _write_stdin(self, turn: ToolTurn, call: ToolCall) -> str:
@@ -232,6 +350,8 @@ class BuiltinTools:
         item = FileChangeItem(call.call_id, [_file_change(p) for p in plans], started_at_ms=now_ms())
         await item_events.started(thread, turn.turn_id, item)
         targets = [p.path for p in plans] + [p.move_to for p in plans if p.move_to is not None]
+        if approvals_mod.patch_refused(turn.approval_policy, turn.sandbox_policy, targets, cwd):
+            return await _refused(turn, item, "decline", PATCH_OUTSIDE_ROOTS)
         if approvals_mod.patch_needs_approval(
             turn.approval_policy, turn.sandbox_policy, targets, cwd, self.approvals
         ):

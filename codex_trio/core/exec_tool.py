@@ -4,8 +4,13 @@ A command runs as a *session* (`ExecSession`): a task in the thread runtime's nu
 spawns the child through `codex_trio.process` (new process group, killed with everything it
 started when the session's scope is cancelled) and keeps its output. `exec_command` waits
 up to `yield_time_ms` for the command to finish; a command still running then stays alive
-as a session the model continues with `write_stdin`. Sessions end with their process, or
-when the thread runtime that owns them stops (thread unloaded, server shutdown).
+as a session the model continues with `write_stdin`.
+
+Ownership: a session belongs to the turn that started it (`owner`) until that turn ends.
+An interrupted turn stops its sessions (`stop_owned`) before it reports `turn/completed`;
+a turn that ends otherwise leaves them to the thread, for later turns' `write_stdin`.
+Every session dies when the thread runtime that runs them stops (thread unloaded or
+archived, server shutdown): the runtime's nursery is cancelled and each process group killed.
 
 Output kept per session is bounded (`MAX_SESSION_BUFFER`); output handed to the model is
 cut to its token budget, head and tail kept.
@@ -34,8 +39,8 @@ from codex_trio.process import (
     SpawnSpec,
     StreamName,
     run_to_exit,
-    spawn,
 )
+from codex_trio.sandbox import Confinement, spawn_confined
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,8 @@ BYTES_PER_TOKEN = 4
 MAX_SESSIONS = 64
 #: seconds output may keep arriving after the command exited (a background child holds the pipe).
 EXIT_DRAIN_TIMEOUT = 0.5
+#: seconds a stopped session may take to be killed, reaped and drained.
+STOP_TIMEOUT = 5.0
 
 #: environment for commands run by the model: no pagers or colours waiting on a terminal.
 COMMAND_ENV = {"PAGER": "cat", "GIT_PAGER": "cat", "NO_COLOR": "1"}
@@ -172,10 +179,21 @@ OutputListener = Callable[[str], Awaitable[None]]
 class ExecSession:
     """One running command: its child, its buffered output, its end."""
 
-    def __init__(self, session_id: int, args: ExecArgs, cwd: Path) -> None:
+    def __init__(
+        self,
+        session_id: int,
+        args: ExecArgs,
+        cwd: Path,
+        owner: str | None = None,
+        confinement: Confinement | None = None,
+    ) -> None:
         self.id = session_id
         self.args = args
         self.cwd = cwd
+        #: the turn that started it; an interrupt of that turn stops it.
+        self.owner = owner
+        #: the sandbox the command runs in; None runs it with the server's rights.
+        self.confinement = confinement
         self.started = time.monotonic()
         self.pid: int | None = None
         self.exit_code: int | None = None
@@ -235,7 +253,7 @@ class ExecSession:
             tty=DEFAULT_TERMINAL_SIZE if self.args.tty else None,
         )
         try:
-            async with spawn(spec) as child:
+            async with spawn_confined(spec, self.confinement) as child:
                 self.pid = child.pid
                 self._child = child
                 task_status.started()
@@ -294,6 +312,8 @@ class ExecSessions:
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        #: the model call that started each session (its commandExecution item id).
+        self.item_ids: dict[int, str] = {}
         self._sessions: dict[int, ExecSession] = {}
         self._ids = itertools.count(1000)
         self._changed = trio.Event()
@@ -302,13 +322,25 @@ class ExecSessions:
     def running(self) -> int:
         return sum(1 for s in self._sessions.values() if s.running)
 
-    async def start(self, args: ExecArgs, cwd: Path) -> ExecSession:
-        """Spawn the command in a session task; returns once it started (or failed to)."""
+    async def start(
+        self,
+        args: ExecArgs,
+        cwd: Path,
+        *,
+        owner: str | None = None,
+        base_env: Mapping[str, str] | None = None,
+        confinement: Confinement | None = None,
+    ) -> ExecSession:
+        """Spawn the command in a session task; returns once it started (or failed to).
+
+        `owner` is the turn that started it; `base_env` the environment after the shell
+        environment policy (default: the server's); `confinement` the sandbox to run in.
+        """
         self._reap()
         if len(self._sessions) >= MAX_SESSIONS:
             raise ExecToolError(f"too many running sessions ({MAX_SESSIONS}); stop some with write_stdin")
-        session = ExecSession(next(self._ids), args, cwd)
-        env = {**os.environ, **COMMAND_ENV}
+        session = ExecSession(next(self._ids), args, cwd, owner, confinement)
+        env = {**(os.environ if base_env is None else base_env), **COMMAND_ENV}
         if not args.tty:
             env.setdefault("TERM", "dumb")
         self._sessions[session.id] = session
@@ -332,6 +364,13 @@ class ExecSessions:
         """Return once some session ended."""
         await self._changed.wait()
 
+    def running_sessions(self) -> list[ExecSession]:
+        """The sessions still running (the thread's background terminals), newest first."""
+        live = [s for s in self._sessions.values() if s.running]
+        for sid in set(self.item_ids) - {s.id for s in live}:
+            del self.item_ids[sid]
+        return sorted(live, key=lambda s: s.started, reverse=True)
+
     def get(self, session_id: int) -> ExecSession | None:
         self._reap()
         return self._sessions.get(session_id)
@@ -339,6 +378,22 @@ class ExecSessions:
     def stop_all(self) -> None:
         for session in self._sessions.values():
             session.stop.cancel()
+
+    async def stop(self, session: ExecSession) -> None:
+        """Kill the session's process group and wait (bounded) until it is reaped."""
+        session.stop.cancel()
+        with trio.move_on_after(STOP_TIMEOUT) as waited:
+            await session.done.wait()
+        if waited.cancelled_caught:
+            log.warning("exec session %d did not stop within %.0fs", session.id, STOP_TIMEOUT)
+
+    async def stop_owned(self, owner: str) -> None:
+        """Stop every session the turn `owner` started that is still running."""
+        owned = [s for s in self._sessions.values() if s.owner == owner and s.running]
+        for session in owned:
+            session.stop.cancel()
+        for session in owned:
+            await self.stop(session)
 
     def _reap(self) -> None:
         for sid in [sid for sid, s in self._sessions.items() if not s.running]:

@@ -33,6 +33,7 @@ import httpx
 import orjson
 import trio
 
+from codex_trio import tracing
 from codex_trio.config.effective import ProviderConfig
 from codex_trio.core import rate_limits
 from codex_trio.core.sse import SseDecoder, SseError
@@ -439,6 +440,13 @@ class ModelClient:
         self._auth = resolve_auth(self.provider, self._login, self._environ)
 
     async def _attempt(self, payload: bytes, headers: Mapping[str, str], on_event: EventHandler) -> Completed:
+        # One span per HTTP request; its `traceparent` goes along so a tracing gateway joins in.
+        with tracing.span("responses.stream_request", _REQUEST_SPAN):
+            return await self._attempt_traced(payload, tracing.with_trace_headers(headers), on_event)
+
+    async def _attempt_traced(
+        self, payload: bytes, headers: Mapping[str, str], on_event: EventHandler
+    ) -> Completed:
         # One idle scope covers the whole attempt: its deadline starts at the request and
         # moves with every chunk received. (httpx's own read timeout is off: it would open a
         # cancel scope per read on this hot path.)
@@ -469,6 +477,9 @@ class ModelClient:
             except httpx.TransportError as exc:
                 raise _stream_disconnected(f"error decoding response body: {exc}") from None
         raise _stream_disconnected("idle timeout waiting for SSE")
+
+
+_REQUEST_SPAN = {"transport": "responses_http", "http.method": "POST", "api.path": "/responses"}
 
 
 class _Unauthorized(Exception):

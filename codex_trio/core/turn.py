@@ -35,7 +35,9 @@ import attrs
 import orjson
 import trio
 
+from codex_trio import log_store, tracing
 from codex_trio.config.effective import ProviderConfig
+from codex_trio.config.shell_env import ShellEnvironmentPolicy
 from codex_trio.core import collaboration, compaction, item_events, model_client
 from codex_trio.core import history as conversation
 from codex_trio.core.approvals import SessionApprovals
@@ -90,7 +92,7 @@ from codex_trio.protocol.turns import (
     UserInput,
 )
 from codex_trio.store import rollout
-from codex_trio.threads import LoadedThread
+from codex_trio.threads import LoadedThread, TurnEnd
 
 if TYPE_CHECKING:
     from codex_trio.services import Services
@@ -125,6 +127,8 @@ class TurnSettings:
     service_tier: str | None = None
     #: tokens of context after which the conversation is compacted (None: the model's default).
     auto_compact_limit: int | None = None
+    #: the variables of the server's environment that commands see.
+    shell_environment: ShellEnvironmentPolicy = attrs.field(factory=ShellEnvironmentPolicy)
 
 
 # ---------------------------------------------------------------------------- outcomes
@@ -275,7 +279,10 @@ class RunningTurn:
         turn_id: str | None = None,
         tool_providers: Sequence[ToolProvider] = (),
         body: TurnBody | None = None,
+        hidden_items: Sequence[dict[str, Any]] = (),
     ) -> None:
+        """`hidden_items` go into the model's history at the start without user-message
+        items (a goal continuation's context); such a turn counts as automatic."""
         self.thread = thread
         #: None: the regular turn (the user's input, the model, tools); else see `TurnBody`.
         self.body = body
@@ -303,8 +310,13 @@ class RunningTurn:
         self.error: TurnError | None = None
         self.last_agent_message: AgentMessageItem | None = None
         self._pending: list[tuple[list[UserInput], str | None]] = [(inputs, client_user_message_id)]
+        self._hidden = list(hidden_items)
+        #: total tokens of this turn's model responses (goal accounting).
+        self.tokens_used = 0
         self._sample_scope: trio.CancelScope | None = None
         self._runtime: ThreadRuntime | None = None
+        #: the trace context of the request that started the turn (see `codex_trio.tracing`).
+        self._trace = tracing.capture()
 
     # ------------------------------------------------------------------ control (from requests)
     def interrupt(self) -> None:
@@ -339,7 +351,19 @@ class RunningTurn:
 
     # ------------------------------------------------------------------ the task
     async def run(self, runtime: ThreadRuntime) -> None:
-        """The whole turn; always ends with `turn/completed` (unless the server is stopping hard)."""
+        """The whole turn, under the span of the `turn/start` that created it."""
+        attributes = {"turn.id": self.id, "model": self.settings.model}
+        if self.settings.effort:
+            attributes["codex.turn.reasoning_effort"] = self.settings.effort
+        with (
+            log_store.thread_scope(self.thread.id),
+            tracing.attach(self._trace),
+            tracing.span("session_task.turn", attributes),
+        ):
+            await self._run(runtime)
+
+    async def _run(self, runtime: ThreadRuntime) -> None:
+        """Always ends with `turn/completed` (unless the server is stopping hard)."""
         self._runtime = runtime
         outcome: Outcome | None = None
         try:
@@ -362,7 +386,16 @@ class RunningTurn:
         finally:
             self.finishing = True
             with trio.CancelScope(shield=True), trio.move_on_after(FINALIZE_TIMEOUT):
-                await self._finish(runtime, outcome if outcome is not None else _Interrupted())
+                final = outcome if outcome is not None else _Interrupted()
+                if isinstance(final, _Interrupted) and runtime.sessions is not None:
+                    # The commands this turn started die with it, before turn/completed.
+                    await runtime.sessions.stop_owned(self.id)
+                try:
+                    await self._finish(runtime, final)
+                except Exception as exc:
+                    # The store refused the turn's end (disk full, a lost lease): say so, never crash.
+                    log.exception("turn %s: writing its end failed", self.id)
+                    await self._finish_unwritten(exc)
             self.done.set()
 
     async def _main(self, runtime: ThreadRuntime) -> Outcome:
@@ -378,6 +411,9 @@ class RunningTurn:
             await self.body.run(self, runtime)
             return _Completed()
         history = await runtime.load_history()
+        if self._hidden:
+            history.extend(self._hidden)
+            await self.thread.append_rollout([rollout.response_item(i) for i in self._hidden])
         await self.converse(runtime, history)
         return _Completed()
 
@@ -389,6 +425,8 @@ class RunningTurn:
             approvals=runtime.approvals,
             broadcaster=self.services.broadcaster,
             family=model_family(self.settings.model),
+            settings=self.services.settings,
+            shell_environment=self.settings.shell_environment,
         )
         self._providers = (builtin, *self.tool_providers)
         tool_turn = self._tool_turn()
@@ -463,7 +501,7 @@ class RunningTurn:
         sample = _Sample()
         body = request_body(self.request_spec(history))
         headers = self.request_headers()
-        with trio.CancelScope() as scope:
+        with trio.CancelScope() as scope, tracing.span("codex.sampling", self._span_attributes("sampling")):
             self._sample_scope = scope
             try:
                 await client.stream(body, headers, lambda event: self._on_event(sample, event))
@@ -633,6 +671,7 @@ class RunningTurn:
         total = last if runtime.total_usage is None else runtime.total_usage + last
         runtime.total_usage = total
         runtime.last_usage = last
+        self.tokens_used += last.total_tokens
         usage = ThreadTokenUsage(
             conversation.usage_breakdown(total), conversation.usage_breakdown(last), self._context_window()
         )
@@ -658,8 +697,17 @@ class RunningTurn:
         s = self.settings
         return ToolTurn(self.thread, self.id, s.approval_policy, s.sandbox_policy, s.cwd)
 
+    def _span_attributes(self, phase: str) -> dict[str, str]:
+        return {"codex.turn.phase": phase, "conversation.id": self.thread.id, "turn.id": self.id}
+
     async def _run_tool(self, history: list[dict[str, Any]], call: ToolCall) -> None:
-        """Run one call and put its output into the history (and the rollout) right away."""
+        """Run one call (in a span named after the tool, as the reference names it)."""
+        attributes = {**self._span_attributes("tool"), "tool_name": call.name, "call_id": call.call_id}
+        with tracing.span(call.name, attributes):
+            await self._run_tool_traced(history, call)
+
+    async def _run_tool_traced(self, history: list[dict[str, Any]], call: ToolCall) -> None:
+        """Put the call's output into the history (and the rollout) right away."""
         turn = self._tool_turn()
         provider = next((p for p in self._providers if p.handles(turn, call)), None)
         try:
@@ -679,6 +727,11 @@ class RunningTurn:
         await self.thread.append_rollout([rollout.response_item(item)])
 
     # ------------------------------------------------------------------ the end
+    async def _turn_ended(self) -> None:
+        duration = (self.completed_at_ms or now_ms()) - self.started_at_ms
+        end = TurnEnd(self.id, self.status, self.tokens_used, bool(self._hidden), duration)
+        await self.thread.manager.turn_ended(self.thread, end)
+
     async def _finish(self, runtime: ThreadRuntime, outcome: Outcome) -> None:
         self.completed_at_ms = now_ms()
         started_s, completed_s = self.started_at_ms // 1000, self.completed_at_ms // 1000
@@ -698,6 +751,7 @@ class RunningTurn:
                 ],
                 durable=True,
             )
+            await self._turn_ended()
             await self.thread.set_status(IDLE)
             items = [self.last_agent_message] if self.last_agent_message else []
             # a turn without a model answer (compaction, a shell command) lists no items
@@ -716,6 +770,7 @@ class RunningTurn:
                 lines = []
             lines.append(rollout.turn_aborted(self.id, "interrupted", started_s, completed_s, duration))
             await self.thread.append_rollout(lines, durable=True)
+            await self._turn_ended()
             await self.thread.set_status(IDLE)
             await self._notify("turn/completed", TurnNotification(thread_id, self._turn()))
         else:
@@ -729,9 +784,19 @@ class RunningTurn:
                 ],
                 durable=True,
             )
+            await self._turn_ended()
             await self.thread.set_status(SYSTEM_ERROR)
             await self._notify("error", ErrorNotification(self.error, False, thread_id, self.id))
             await self._notify("turn/completed", TurnNotification(thread_id, self._turn()))
+
+    async def _finish_unwritten(self, exc: Exception) -> None:
+        """The turn's end could not be stored: it failed, and the client is told why."""
+        self.status = "failed"
+        self.error = TurnError(f"the thread's history could not be saved: {exc}", "other", None)
+        thread_id = self.thread.id
+        await self.thread.set_status(SYSTEM_ERROR)
+        await self._notify("error", ErrorNotification(self.error, False, thread_id, self.id))
+        await self._notify("turn/completed", TurnNotification(thread_id, self._turn()))
 
 
 def _from_group(group: BaseExceptionGroup[Any]) -> Outcome | None:

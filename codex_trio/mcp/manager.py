@@ -236,7 +236,7 @@ class ThreadMcp:
             self._waiting -= 1
             waiting = self.thread.status == WAITING_ON_APPROVAL
             if self._waiting == 0 and waiting and self._status_before is not None:
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), trio.move_on_after(RESOLVE_TIMEOUT):
                     await self.thread.set_status(self._status_before)
 
     # ------------------------------------------------------------------ calls
@@ -319,8 +319,10 @@ class McpRegistry:
                 return current
             if current is not None:
                 current.stop()
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), trio.move_on_after(RESOLVE_TIMEOUT) as waited:
                     await current.done.wait()
+                if waited.cancelled_caught:
+                    log.warning("thread %s: MCP servers still stopping", thread.id)
             configs = await self._configs(thread)
             mcp = ThreadMcp(self, thread, configs, self.generation)
             if not mcp.has_servers or thread.unloaded.is_set():

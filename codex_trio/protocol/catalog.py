@@ -65,3 +65,24 @@ class CollaborationModeListParams:
     """`collaborationMode/list` params."""
 
     pass
+
+
+@attrs.frozen
+class SkillsConfigWriteParams:
+    """`skills/config/write`: enable or disable a skill, chosen by name or by path."""
+
+    enabled: bool
+    name: str | None = None
+    path: str | None = None
+
+
+@attrs.frozen
+class ExternalAgentConfigDetectParams:
+    """`externalAgentConfig/detect` params."""
+
+    cwds: list[str] | None = None
+    include_home: bool = False
+    max_session_age_days: int | None = None
+    max_sessions: int | None = None
+    migration_source: str | None = None
+    source: str | None = None

@@ -7,6 +7,7 @@ reference's order (responses `id` first, errors `error` first, notifications end
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -21,6 +22,13 @@ _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 MISSING: Any = object()
 
+#: how serde_json (arbitrary precision) holds a number internally; a number beyond f64 becomes
+#: this one-key map, so a field that needs a value says "invalid type: map", as the reference.
+HUGE_NUMBER_KEY = "$serde_json::private::Number"
+#: digits past which an integer is kept as text instead of being converted (Python caps
+#: int() of very long strings, and nothing on the wire needs more than u64).
+_MAX_INT_DIGITS = 40
+
 
 @attrs.frozen
 class Request:
@@ -29,6 +37,8 @@ class Request:
     id: RequestId
     method: str
     params: Any  # MISSING when the key is absent
+    #: the W3C trace carrier (`{"traceparent", "tracestate"}`) a client may send with a request.
+    trace: Any = None
 
 
 @attrs.frozen
@@ -71,18 +81,46 @@ def parse(data: bytes) -> Incoming:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        return Invalid(f"Failed to deserialize JSONRPCMessage: {exc}")
+        if "number" not in str(exc):
+            return Invalid(f"Failed to deserialize JSONRPCMessage: {exc}")
+        try:
+            value = _loads_with_huge_numbers(data)
+        except (ValueError, RecursionError):
+            return Invalid(f"Failed to deserialize JSONRPCMessage: {exc}")
     if not isinstance(value, dict):
         return Invalid("data did not match any variant of untagged enum JSONRPCMessage")
     method = value.get("method")
     has_id = "id" in value
     if isinstance(method, str):
         if has_id and _valid_id(value["id"]):
-            return Request(value["id"], method, value.get("params", MISSING))
+            return Request(value["id"], method, value.get("params", MISSING), value.get("trace"))
         return Notification(method, value.get("params"))
     if has_id and _valid_id(value["id"]) and ("result" in value or "error" in value):
         return Response(value["id"], value.get("result"), value.get("error"))
     return Invalid("data did not match any variant of untagged enum JSONRPCMessage")
+
+
+def _huge(text: str) -> dict[str, str]:
+    return {HUGE_NUMBER_KEY: text}
+
+
+def _parse_int(text: str) -> Any:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else _huge(text)
+
+
+def _parse_float(text: str) -> Any:
+    value = float(text)
+    return value if value not in (float("inf"), float("-inf")) else _huge(text)
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _loads_with_huge_numbers(data: bytes) -> Any:
+    """The slow path for a message orjson refuses only because of a number beyond f64:
+    the message is still answered (a huge number in a field the method ignores is fine)."""
+    return json.loads(data, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_no_constant)
 
 
 def encode_result(request_id: RequestId, result: Any) -> bytes:

@@ -10,6 +10,7 @@ Pure: no trio, no I/O.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import attrs
@@ -75,17 +76,23 @@ def read_approval_policy(value: Any) -> Any:
     raise WireError(f"invalid type: {describe(value)}, expected enum AskForApproval")
 
 
-def sandbox_policy(mode: str) -> dict[str, Any]:
-    """The camelCase SandboxPolicy a kebab-case SandboxMode stands for."""
+def sandbox_policy(mode: str, workspace: Any = None) -> dict[str, Any]:
+    """The camelCase SandboxPolicy a kebab-case SandboxMode stands for.
+
+    `workspace` is config's `[sandbox_workspace_write]` table, which completes workspace-write.
+    """
     if mode == "danger-full-access":
         return {"type": "dangerFullAccess"}
     if mode == "workspace-write":
+        table = workspace if isinstance(workspace, dict) else {}
+        roots = table.get("writable_roots")
+        roots = roots if isinstance(roots, list) else []
         return {
             "type": "workspaceWrite",
-            "writableRoots": [],
-            "networkAccess": False,
-            "excludeTmpdirEnvVar": False,
-            "excludeSlashTmp": False,
+            "writableRoots": [r for r in roots if isinstance(r, str) and os.path.isabs(r)],
+            "networkAccess": table.get("network_access") is True,
+            "excludeTmpdirEnvVar": table.get("exclude_tmpdir_env_var") is True,
+            "excludeSlashTmp": table.get("exclude_slash_tmp") is True,
         }
     return {"type": "readOnly", "networkAccess": False}
 

@@ -1,10 +1,12 @@
 """Thread persistence: the `ThreadStore` interface and the records it deals in.
 
-`codex_trio.store.local` implements it with the reference's files (rollout JSONL under
-`CODEX_HOME/sessions/YYYY/MM/DD/`, archived ones under `archived_sessions/`) plus a SQLite
-index for listing and search. `rollout` builds and reads rollout lines, `history` rebuilds
-turns from them; both are pure. Nothing here imports an API module or the thread manager:
-imports are `protocol` and the leaves (`ids`) only.
+The thread API and the turn loop see only `ThreadStore`. `codex_trio.store.local` implements
+it with the reference's files (rollout JSONL under `CODEX_HOME/sessions/YYYY/MM/DD/`, archived
+ones under `archived_sessions/`) plus a SQLite index (`rows`, kept in step by `index`);
+`codex_trio.store.postgres` with PostgreSQL tables shared by several servers. `rollout` builds
+and reads rollout lines, `history` rebuilds turns from them, `listing` builds list queries;
+all three are pure. Nothing here imports an API module or the thread manager: imports are
+`protocol` and the leaves (`ids`) only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ class NoRollout(StoreError):
 
 class InvalidCursor(StoreError):
     """A `thread/list` cursor that does not parse."""
+
+
+class LeaseHeld(StoreError):
+    """Another server has this thread loaded: it alone may append to it until its lease ends."""
+
+    def __init__(self, thread_id: str, owner: str, expires_in_s: float) -> None:
+        super().__init__(f"thread {thread_id} is leased by another server ({owner})")
+        self.thread_id = thread_id
+        self.owner = owner
+        self.expires_in_s = expires_in_s
 
 
 @attrs.frozen
@@ -123,40 +135,79 @@ class ListPage:
 
 
 class ThreadStore(Protocol):
-    """Where threads live between restarts. Every method is safe to call from the event loop."""
+    """Where threads live between restarts. Every method is safe to call from the event loop.
+
+    Writes to one thread are ordered by the caller (the thread manager's per-thread lane).
+    A store shared by several servers hands out leases: only the holder of a thread's lease
+    appends to it (`acquire_lease`), and an append returns only once it is durable.
+    """
 
     async def open(self) -> None:
-        """Prepare the store (create folders, open the index)."""
+        """Prepare the store (create folders, open the index, apply schema migrations)."""
         ...
 
-    async def aclose(self) -> None: ...
-
-    async def materialize(self, record: ThreadRecord, session_meta: dict[str, Any]) -> ThreadRecord:
-        """Write the rollout's first line and index the thread; returns the stored record."""
+    async def aclose(self) -> None:
+        """Release what the store holds (handles, connections, this server's leases)."""
         ...
 
-    async def append(self, record: ThreadRecord, lines: Sequence[dict[str, Any]], *, durable: bool) -> int:
-        """Append full rollout lines (flushed; fsync'd when durable); returns the byte count."""
+    def new_rollout_path(self, created_at_ms: int, thread_id: str) -> str | None:
+        """The rollout file a new thread will be written to; None for stores without files."""
         ...
 
-    async def update_record(self, record: ThreadRecord) -> None:
-        """Store file-derived metadata (preview, updated time, model) for a thread."""
+    async def materialize(
+        self, record: ThreadRecord, session_meta: dict[str, Any], ordinal: int = 0
+    ) -> ThreadRecord:
+        """Write the thread's first line (`session_meta`) durably and store its row."""
         ...
 
-    async def read_lines(self, record: ThreadRecord) -> list[dict[str, Any]]: ...
+    async def append(self, record: ThreadRecord, lines: Sequence[dict[str, Any]], *, durable: bool) -> None:
+        """Append full rollout lines in order and store `record` (the thread's updated row).
 
-    async def get(self, thread_id: str, *, repair: bool = True) -> ThreadRecord | None: ...
+        Returns once the lines are written (flushed; durable on disk when `durable`).
+        """
+        ...
 
-    async def find_by_path(self, path: str) -> ThreadRecord | None: ...
+    async def read_lines(self, record: ThreadRecord) -> list[dict[str, Any]]:
+        """Every rollout line of the thread, in order (what history pages are built from)."""
+        ...
 
-    async def list(self, query: ListQuery) -> ListPage: ...
+    async def get(self, thread_id: str) -> ThreadRecord | None: ...
+
+    async def find_by_path(self, path: str) -> ThreadRecord | None:
+        """The thread whose rollout is at `path` (legacy `getConversationSummary`)."""
+        ...
+
+    async def list(self, query: ListQuery) -> ListPage:
+        """A page of threads (raises `InvalidCursor`)."""
+        ...
 
     async def set_name(self, record: ThreadRecord, name: str) -> ThreadRecord: ...
 
-    async def update_git(self, thread_id: str, patch: GitInfoPatch) -> ThreadRecord: ...
+    async def update_git(self, thread_id: str, patch: GitInfoPatch) -> ThreadRecord:
+        """Apply a git-info patch atomically (concurrent patches lose no field)."""
+        ...
 
     async def archive(self, thread_id: str) -> ThreadRecord: ...
 
     async def unarchive(self, thread_id: str) -> ThreadRecord: ...
 
     async def delete(self, thread_id: str) -> None: ...
+
+    async def backfill(self) -> None:
+        """Background catch-up after the first list (indexing files); returns when done."""
+        ...
+
+    async def acquire_lease(self, thread_id: str) -> None:
+        """Take or renew this server's lease on a thread; raises `LeaseHeld`."""
+        ...
+
+    async def release_lease(self, thread_id: str) -> None: ...
+
+    async def renew_leases(self) -> None:
+        """Extend every lease this server holds (the heartbeat calls it)."""
+        ...
+
+    @property
+    def lease_interval(self) -> float | None:
+        """Seconds between heartbeats; None for a store that needs no leases."""
+        ...

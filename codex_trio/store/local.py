@@ -35,7 +35,9 @@ from codex_trio.store.rollout import (
     encode_lines,
     full_line,
     parse_lines,
+    rollout_relpath,
 )
+from codex_trio.store.rows import ThreadRows
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,8 @@ class LocalThreadStore:
 
     def __init__(self, codex_home: Path) -> None:
         self.home = codex_home
-        self.index = ThreadIndex(codex_home)
+        self.rows = ThreadRows(codex_home)
+        self.index = ThreadIndex(self.rows)
         self._db_lane = trio.CapacityLimiter(1)
         self._io = trio.CapacityLimiter(IO_WORKERS)
         self._backfill_scopes: set[trio.CancelScope] = set()
@@ -72,17 +75,33 @@ class LocalThreadStore:
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
-        await self._db(self.index.open)
+        await self._db(self.rows.open)
 
     async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            await self._db(self.index.close)
+        """Close the SQLite handle until the next use (the rows reopen themselves lazily).
 
-    async def release(self) -> None:
-        """Close the SQLite handle until the next use (the index reopens itself lazily)."""
+        A running backfill is cancelled, so a closed store is not reopened behind its owner's back.
+        """
         for scope in self._backfill_scopes:
             scope.cancel()
-        await self.aclose()
+        with trio.CancelScope(shield=True):
+            await self._db(self.rows.close)
+
+    def new_rollout_path(self, created_at_ms: int, thread_id: str) -> str | None:
+        return str(self.home / rollout_relpath(created_at_ms, thread_id))
+
+    # ------------------------------------------------------------------ leases
+    # One server per CODEX_HOME: there is nobody to share a thread with.
+    lease_interval: float | None = None
+
+    async def acquire_lease(self, thread_id: str) -> None:
+        return None
+
+    async def release_lease(self, thread_id: str) -> None:
+        return None
+
+    async def renew_leases(self) -> None:
+        return None
 
     # ------------------------------------------------------------------ writing
     async def materialize(
@@ -93,18 +112,14 @@ class LocalThreadStore:
         data = encode_lines([full_line(ordinal, session_meta, now_ms())])
         state = await self._file(_create, record.rollout_path, data)
         stored = attrs.evolve(record, materialized=True)
-        await self._db(self.index.upsert, stored, state.size, state.mtime_ns)
+        await self._db(self.rows.upsert, stored, state.size, state.mtime_ns)
         return stored
 
-    async def append(
-        self, record: ThreadRecord, lines: Sequence[dict[str, Any]], *, durable: bool
-    ) -> FileState:
-        """Append whole lines with one write; flushed, and fsync'd when `durable`."""
+    async def append(self, record: ThreadRecord, lines: Sequence[dict[str, Any]], *, durable: bool) -> None:
+        """Append whole lines with one write (flushed, fsync'd when `durable`), then index `record`."""
         assert record.rollout_path is not None
-        return await self._file(_append, record.rollout_path, encode_lines(lines), durable)
-
-    async def update_record(self, record: ThreadRecord, state: FileState) -> None:
-        await self._db(self.index.upsert, record, state.size, state.mtime_ns)
+        state = await self._file(_append, record.rollout_path, encode_lines(lines), durable)
+        await self._db(self.rows.upsert, record, state.size, state.mtime_ns)
 
     async def read_lines(self, record: ThreadRecord) -> list[dict[str, Any]]:
         if record.rollout_path is None:
@@ -132,9 +147,9 @@ class LocalThreadStore:
             finally:
                 self._backfill_scopes.discard(scope)
 
-    async def get(self, thread_id: str, *, repair: bool = True) -> ThreadRecord | None:
-        """A thread by id; with `repair`, a rollout the index has not seen yet is indexed first."""
-        return await self._db(self.index.find if repair else self.index.get, thread_id)
+    async def get(self, thread_id: str) -> ThreadRecord | None:
+        """A thread by id; a rollout the index has not seen yet is indexed first."""
+        return await self._db(self.index.find, thread_id)
 
     async def find_by_path(self, path: str) -> ThreadRecord | None:
         """The thread a rollout file holds (indexed, or read from a file outside the index)."""
@@ -148,6 +163,11 @@ class LocalThreadStore:
         if indexed is not None and indexed.rollout_path == path:
             return indexed
         return _record_from_scan(path, scanned)
+
+    async def all_records(self) -> list[ThreadRecord]:
+        """Every thread under CODEX_HOME, after a full reconcile with the files (for migrations)."""
+        await self.repair(full=True)
+        return await self._db(self.rows.all_records)
 
     async def list(self, query: ListQuery) -> ListPage:
         """A page of threads; the index reconciles what the page needs first."""
@@ -164,13 +184,13 @@ class LocalThreadStore:
         entry = orjson.dumps({"id": record.id, "thread_name": name, "updated_at": stamp}) + b"\n"
         await self._file(_append, str(self.home / SESSION_INDEX_FILE), entry, True)
         at_ms = int(at.timestamp() * 1000)
-        await self._db(self.index.set_name, record.id, name, at_ms)
+        await self._db(self.rows.set_name, record.id, name, at_ms)
         return attrs.evolve(record, name=name)
 
     async def update_git(self, thread_id: str, patch: GitInfoPatch) -> ThreadRecord:
-        if await self._db(self.index.update_git, thread_id, patch) is None:
+        if await self._db(self.rows.update_git, thread_id, patch) is None:
             raise NoRollout(thread_id)
-        record = await self._db(self.index.get, thread_id)
+        record = await self._db(self.rows.get, thread_id)
         assert record is not None
         return record
 
@@ -185,7 +205,7 @@ class LocalThreadStore:
         at = now_ms()
         await self._db(
             functools.partial(
-                self.index.set_location,
+                self.rows.set_location,
                 thread_id,
                 target,
                 archived=True,
@@ -210,7 +230,7 @@ class LocalThreadStore:
         await self._file(_touch, target)
         await self._db(
             functools.partial(
-                self.index.set_location,
+                self.rows.set_location,
                 thread_id,
                 target,
                 archived=False,
@@ -218,7 +238,7 @@ class LocalThreadStore:
                 updated_at_ms=at,
             )
         )
-        refreshed = await self._db(self.index.get, thread_id)
+        refreshed = await self._db(self.rows.get, thread_id)
         assert refreshed is not None
         return refreshed
 
@@ -227,7 +247,7 @@ class LocalThreadStore:
         if record is None or record.rollout_path is None:
             raise NoRollout(thread_id)
         await self._file(_remove, record.rollout_path)
-        await self._db(self.index.delete, thread_id)
+        await self._db(self.rows.delete, thread_id)
 
 
 # ---------------------------------------------------------------------------- blocking helpers

@@ -91,6 +91,11 @@ def full_line(ordinal: int, record: Mapping[str, Any], at_ms: int) -> Line:
     }
 
 
+def next_ordinal(lines: Iterable[Line]) -> int:
+    """The ordinal the next appended line gets: one past the highest so far (0 for none)."""
+    return max((int(line.get("ordinal", 0) or 0) for line in lines), default=-1) + 1
+
+
 def encode_lines(lines: Iterable[Line]) -> bytes:
     """Compact JSON, one line each (the reference writes no spaces; metadata scans rely on it)."""
     return b"".join(orjson.dumps(line) + b"\n" for line in lines)

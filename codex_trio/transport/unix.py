@@ -7,7 +7,8 @@ TUI uses `/rpc`).
 Files, as the reference lays them out:
 
 * PATH (default `CODEX_HOME/app-server-control/app-server-control.sock`; relative paths are
-  taken against the working directory; missing parents are created 0700) is a **symlink** to
+  taken against the working directory; missing parents are created 0700; an existing parent
+  must belong to the user or root and, if others may write to it, be sticky) is a **symlink** to
 * `<tmp>/codex-daemon-<uid>/<sha256 of PATH>`, the real socket (mode 0600) in a private 0700
   directory. The short real path keeps PATH usable beyond the kernel's ~108-byte limit.
 * `<tmp>/codex-daemon-<uid>/<sha256>.lock` is flock()ed while the server runs, so two servers
@@ -106,6 +107,34 @@ def _ensure_private_dir(directory: Path) -> None:
         directory.chmod(PRIVATE_DIR_MODE)
 
 
+PARENT_UNSAFE = (
+    "socket parent must be owned by the user or root and prevent other users from replacing socket entries"
+)
+
+
+def _make_parents(directory: Path) -> None:
+    """Create the missing directories of an explicit PATH, each one 0700 (as the default's)."""
+    missing: list[Path] = []
+    while not os.path.lexists(directory) and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for created in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            created.mkdir(mode=PRIVATE_DIR_MODE)
+
+
+def _check_parent(directory: Path) -> None:
+    """Refuse a parent another user could use to swap PATH for a link to their own listener.
+
+    As the reference: the directory must belong to this user or root, and if others may
+    write to it, the sticky bit must stop them from replacing entries they do not own.
+    """
+    info = directory.stat()
+    writable_by_others = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if info.st_uid not in (os.getuid(), 0) or (writable_by_others and not info.st_mode & stat.S_ISVTX):
+        raise ControlSocketError(PARENT_UNSAFE)
+
+
 def _clear_stale(path: Path) -> None:
     """Remove a stale socket (or dangling link) at `path`; refuse a live socket or a non-socket."""
     if not os.path.lexists(path):
@@ -179,7 +208,8 @@ async def serve_control_socket(
     if listen.path is None:
         _ensure_private_dir(path.parent)
     else:
-        path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        _make_parents(path.parent)
+        _check_parent(path.parent)
     _clear_stale(path)
     directory = private_dir()
     _ensure_private_dir(directory)

@@ -24,6 +24,7 @@ import errno
 import ipaddress
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -55,6 +56,8 @@ HEAD_TIMEOUT = 30.0
 #: seconds to answer a plain HTTP request before giving up on the client.
 RESPONSE_TIMEOUT = 10.0
 
+#: Linux's TCP_QUICKACK (None where the platform has no such option).
+TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 #: accept() errors meaning "out of descriptors or memory": wait and retry, as trio's own loop.
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 #: seconds to wait after such an error before accepting again.
@@ -142,6 +145,7 @@ class ReplayStream(trio.abc.Stream):
         self._guard.feed(frames)
         self._sending = False
         self._turn = trio.lowlevel.ParkingLot()
+        self._quickack = True
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._replay:
@@ -149,6 +153,8 @@ class ReplayStream(trio.abc.Stream):
             replayed, self._replay = self._replay[:size], self._replay[size:]
             return replayed
         data = await self._stream.receive_some(max_bytes)
+        if data:
+            self._ack_now()
         try:
             self._guard.feed(data)
         except FrameTooLarge as exc:
@@ -156,6 +162,20 @@ class ReplayStream(trio.abc.Stream):
             await trio.aclose_forcefully(self._stream)
             raise trio.BrokenResourceError(str(exc)) from None
         return data
+
+    def _ack_now(self) -> None:
+        """Acknowledge what was just read at once instead of after the delayed-ACK timer.
+
+        A client message that needs no reply (`initialized`, a response to an approval)
+        would otherwise stay unacknowledged for ~40 ms, and a client with Nagle's algorithm
+        on holds its next request until then. Linux clears the flag on its own, so it is set
+        after every read; elsewhere there is no such option and nothing is done.
+        """
+        if TCP_QUICKACK is not None and self._quickack and isinstance(self._stream, trio.SocketStream):
+            try:
+                self._stream.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+            except OSError:
+                self._quickack = False  # not TCP (a unix socket): nothing to acknowledge
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write one frame; frames from concurrent callers are written one after the other.
@@ -199,11 +219,16 @@ class WebSocketMessageStream:
     """A `MessageStream` over an open websocket: one message per text frame."""
 
     def __init__(
-        self, ws: trio_websocket.WebSocketConnection, stream: ReplayStream, transport_name: str
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        stream: ReplayStream,
+        transport_name: str,
+        frames_scope: trio.CancelScope | None = None,
     ) -> None:
         self.transport_name = transport_name
         self._ws = ws
         self._stream = stream
+        self._frames_scope = frames_scope
 
     async def receive_message(self) -> bytes:
         """The next text message; binary messages are dropped like the reference does."""
@@ -234,8 +259,14 @@ class WebSocketMessageStream:
         await self._stream.send_all(b"".join(text_frame(data) for data in batch))
 
     async def aclose(self) -> None:
-        """Close the socket, without a Close frame (as the reference on drain and drop)."""
-        await self._stream.aclose()
+        """Close the socket, without a Close frame (as the reference on drain and drop), and
+        end the frame reader: it may be parked handing a message to a queue nobody reads any
+        more, where closing the socket alone never reaches it."""
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._frames_scope is not None:
+                self._frames_scope.cancel()
 
 
 @attrs.frozen
@@ -312,6 +343,9 @@ class WebSocketAcceptor:
             trio_websocket.ConnectionClosed,
         ) as exc:
             log.debug("websocket handshake failed: %r", exc)
+        except Exception:
+            # Anything else is still this client's trouble only: the listener keeps accepting.
+            log.exception("websocket handshake failed")
         finally:
             if not handed_on:
                 await trio.aclose_forcefully(stream)
@@ -373,15 +407,16 @@ class WebSocketAcceptor:
         wrapped = ReplayStream(stream, replay, replay[http_head.head_end(replay) :])
         try:
             with trio.fail_after(RESPONSE_TIMEOUT):
-                request: trio_websocket.WebSocketRequest = await self._frames.start(_run_frames, wrapped)
+                request, frames_scope = await self._frames.start(_run_frames, wrapped)
                 ws = await request.accept(extra_headers=list(self._accept_headers))
         except BaseException:
             await trio.aclose_forcefully(wrapped)
             raise
         try:
-            self._adopt(WebSocketMessageStream(ws, wrapped, self._transport_name), "reject")
+            self._adopt(WebSocketMessageStream(ws, wrapped, self._transport_name, frames_scope), "reject")
         except ServerClosed as exc:  # the server started draining during the handshake
             log.info("not adopting a websocket connection: %s", exc)
+            frames_scope.cancel()
             await trio.aclose_forcefully(wrapped)
             return True
         log.info("websocket client connected (%s)", self._transport_name)
@@ -391,12 +426,15 @@ class WebSocketAcceptor:
 async def _run_frames(
     stream: trio.abc.Stream,
     *,
-    task_status: trio.TaskStatus[trio_websocket.WebSocketRequest] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[tuple[trio_websocket.WebSocketRequest, trio.CancelScope]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
 ) -> None:
     """Own one connection's trio-websocket frame reader, for as long as the connection lives.
 
     A failure here ends this connection only: it is logged and the socket is closed, which the
-    connection's reader sees as the end of the stream.
+    connection's reader sees as the end of the stream. The connection's stream cancels the
+    scope handed out with the request when it closes.
     """
     started = False
     try:
@@ -409,7 +447,7 @@ async def _run_frames(
                 receive_buffer_size=RECEIVE_CHUNK,
             )
             started = True
-            task_status.started(request)
+            task_status.started((request, nursery.cancel_scope))
     except Exception as exc:
         if not started:
             raise trio_websocket.HandshakeError(repr(exc)) from exc
