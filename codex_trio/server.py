@@ -127,6 +127,7 @@ def _build_agent(server: AppServer) -> list[Any]:
     from codex_trio.api.goals import GoalsApi
     from codex_trio.api.mcp import McpApi
     from codex_trio.api.read_state import ReadStateApi
+    from codex_trio.api.thread_commands import ThreadCommandsApi
     from codex_trio.api.thread_search import ThreadSearchApi
     from codex_trio.api.threads import ThreadsApi
     from codex_trio.api.turns import TurnsApi
@@ -142,7 +143,8 @@ def _build_agent(server: AppServer) -> list[Any]:
     terminals = BackgroundTerminalsApi(server, threads.manager)
     search = ThreadSearchApi(threads.thread_list)
     feedback = FeedbackApi(server, threads.rollout_of, server.log_store)
-    return [account, threads, turns, mcp, read_state, goals, terminals, search, feedback]
+    commands = ThreadCommandsApi(server, threads.manager, turns.start_turn, threads._loaded_wire)
+    return [account, threads, turns, mcp, read_state, goals, terminals, search, feedback, commands]
 
 
 FAMILY_GROUPS = (
@@ -223,6 +225,7 @@ FAMILY_GROUPS = (
             "codex_trio.api.goals",
             "codex_trio.api.background_terminals",
             "codex_trio.api.thread_search",
+            "codex_trio.api.thread_commands",
         ),
         (
             "account/read",
@@ -264,6 +267,13 @@ FAMILY_GROUPS = (
             "thread/backgroundTerminals/terminate",
             "thread/backgroundTerminals/clean",
             "thread/search",
+            "thread/shellCommand",
+            "thread/compact/start",
+            "review/start",
+            "thread/settings/update",
+            "permissionProfile/list",
+            "thread/revert",
+            "thread/inject_items",
         ),
         _build_agent,
     ),

@@ -9,6 +9,9 @@ One throwaway PostgreSQL cluster per test session, a database per test. The clus
 first use only (tests that never touch PostgreSQL never pay for it). When PostgreSQL truly
 cannot start, the tests that need it are skipped with the reason; under CI (`CI` set to
 anything but "false"/"0") that is a failure instead.
+
+Turn-level tests share a scripted model (`model`), a CODEX_HOME configured for it
+(`configured`), the workspace and an initialized client (`rpc`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import inspect
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,10 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pg_cluster import Cluster, ClusterUnavailable, running_cluster
+
+from codex_trio.client import ClientConnection
+from codex_trio.settings import ServerSettings
+from tests.responses_server import ResponsesServer
 
 #: seconds an async test (its fixtures included) may run.
 DEFAULT_DEADLINE = float(os.environ.get("CODEX_TRIO_TEST_DEADLINE", "120"))
@@ -103,3 +110,27 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
     url = pg_cluster.create_database()
     yield url
     pg_cluster.drop_database(url)
+
+
+# ---------------------------------------------------------------------------- turn-level tests
+@pytest.fixture
+async def model(nursery: trio.Nursery) -> AsyncIterator[ResponsesServer]:
+    server = ResponsesServer()
+    await nursery.start(server.run)
+    yield server
+
+
+@pytest.fixture
+def configured(codex_home: Path, model: ResponsesServer) -> Path:
+    (codex_home / "config.toml").write_text(model.config_toml())
+    return codex_home
+
+
+@pytest.fixture
+def workspace(server_settings: ServerSettings) -> Path:
+    return server_settings.cwd
+
+
+@pytest.fixture
+async def rpc(configured: Path, client: ClientConnection) -> ClientConnection:
+    return client

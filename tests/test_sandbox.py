@@ -30,7 +30,6 @@ from codex_trio.protocol.sandbox import DangerFullAccess, ReadOnly, WorkspaceWri
 from codex_trio.server import open_app_server
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.listen import NoListen
-from tests import test_turns
 from tests.responses_server import Patch, ResponsesServer, Shell, Text, add_file
 from tests.test_command_exec import b64, collect_output, running, wait_gone
 from tests.test_turns import collect, completed, find, method_is, start_turn
@@ -495,9 +494,7 @@ def test_an_unprivileged_user_gets_the_same_sandbox() -> None:
 
 
 # ---------------------------------------------------------------------------- turns
-#: the scripted Responses server on 127.0.0.1, as test_turns runs it.
-model = test_turns.model
-
+# (`model`, the scripted Responses server on 127.0.0.1, comes from conftest.py)
 @pytest.fixture
 async def rpc(codex_home: Path, model: ResponsesServer, client: ClientConnection) -> ClientConnection:
     (codex_home / "config.toml").write_text(model.config_toml())

@@ -8,7 +8,7 @@ and what the model was sent.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,29 +43,6 @@ Message = dict[str, Any]
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(model_client, "RETRY_BASE_DELAY", 0.001)
-
-
-@pytest.fixture
-async def model(nursery: trio.Nursery) -> AsyncIterator[ResponsesServer]:
-    server = ResponsesServer()
-    await nursery.start(server.run)
-    yield server
-
-
-@pytest.fixture
-def configured(codex_home: Path, model: ResponsesServer) -> Path:
-    (codex_home / "config.toml").write_text(model.config_toml())
-    return codex_home
-
-
-@pytest.fixture
-def workspace(server_settings: ServerSettings) -> Path:
-    return server_settings.cwd
-
-
-@pytest.fixture
-async def rpc(configured: Path, client: ClientConnection) -> ClientConnection:
-    return client
 
 
 async def start_thread(rpc: ClientConnection, workspace: Path, approval: str = "never") -> str:

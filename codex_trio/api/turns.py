@@ -26,16 +26,13 @@ from codex_trio.config.effective import ProviderConfig, builtin_providers, provi
 from codex_trio.config.shell_env import shell_environment_policy
 from codex_trio.core.model_client import Login
 from codex_trio.core.tools import ToolProvider
-from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnSettings
-from codex_trio.protocol.converter import WireError, expected_variants
+from codex_trio.core.turn import RunningTurn, ThreadRuntime, TurnBody, TurnSettings
 from codex_trio.protocol.errors import invalid_request, server_shutting_down
-from codex_trio.protocol.sandbox import structure_sandbox_policy
-from codex_trio.protocol.turns import TurnInterruptParams, TurnStartParams, TurnSteerParams
+from codex_trio.protocol.sandbox import policy_overrides
+from codex_trio.protocol.turns import TurnInterruptParams, TurnStartParams, TurnSteerParams, UserInput
 from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 from codex_trio.threads import LoadedThread, ThreadManager
-
-_APPROVAL_POLICIES = ("untrusted", "on-request", "on-failure", "never")
 
 
 def provider_for(config: Mapping[str, Any], provider_id: str) -> ProviderConfig:
@@ -95,29 +92,50 @@ class TurnsApi:
             ctx.call_after_response(lambda: active.steer(list(params.input), params.client_user_message_id))
             tracing.set_attribute("turn.id", active.id)
             return {"turn": active.wire()}
+        self._remember_overrides(runtime, params)
+        turn = await self.start_turn(
+            ctx,
+            thread,
+            list(params.input),
+            client_user_message_id=params.client_user_message_id,
+            output_schema=params.output_schema,
+        )
+        return {"turn": turn.wire()}
+
+    async def start_turn(
+        self,
+        ctx: RequestContext,
+        thread: LoadedThread,
+        inputs: list[UserInput],
+        *,
+        body: TurnBody | None = None,
+        client_user_message_id: str | None = None,
+        output_schema: Any = None,
+    ) -> RunningTurn:
+        """Run a turn next on `thread` (no turn of it accepts input); it starts once the
+        response is queued. `body` replaces the regular turn (compaction, review, shell)."""
+        runtime = ThreadRuntime.of(thread, self.services)
         previous = runtime.current
         if previous is not None and not previous.done.is_set():
             await previous.done.wait()  # an interrupted turn is still writing its end
-        self._remember_overrides(runtime, params)
         session = ctx.connection.session
-        settings = self._settings(
-            thread, runtime, session.client_name, session.client_version, params.output_schema
-        )
+        settings = self._settings(thread, runtime, session.client_name, session.client_version, output_schema)
         settings = await self._with_login(thread, settings)
         turn = RunningTurn(
             thread,
             self.services,
             settings,
-            list(params.input),
-            client_user_message_id=params.client_user_message_id,
+            inputs,
+            client_user_message_id=client_user_message_id,
             tool_providers=self.tool_providers,
+            body=body,
         )
         if ctx.connection.id not in thread.subscribers:
             self.manager.subscribe(thread, ctx.connection.id)
         ctx.call_after_response(turn.ready.set)
         tracing.set_attribute("turn.id", turn.id)
         runtime.submit(turn)
-        return {"turn": turn.wire()}
+        return turn
 
     async def turn_steer(self, ctx: RequestContext, params: TurnSteerParams) -> dict[str, Any]:
         """`turn/steer`: add input to the running turn."""
@@ -165,22 +183,13 @@ class TurnsApi:
         updates: dict[str, Any] = {}
         if params.cwd is not None:
             updates["cwd"] = params.cwd
-        if params.approval_policy is not None:
-            policy = params.approval_policy
-            if not (policy in _APPROVAL_POLICIES or (isinstance(policy, dict) and "granular" in policy)):
-                expected = expected_variants(_APPROVAL_POLICIES)
-                raise invalid_request(f"Invalid request: unknown variant `{policy}`, {expected}")
-            updates["approval_policy"] = policy
-        if params.sandbox_policy is not None:
-            try:
-                structure_sandbox_policy(params.sandbox_policy)
-            except WireError as exc:
-                raise invalid_request(f"Invalid request: {exc}") from None
-            updates["sandbox_policy"] = dict(params.sandbox_policy)
-        for key in ("model", "effort", "summary"):
+        updates.update(policy_overrides(params.approval_policy, params.sandbox_policy))
+        for key in ("model", "effort", "summary", "service_tier"):
             value = getattr(params, key)
             if value is not None:
                 updates[key] = value
+        if isinstance(params.collaboration_mode, dict):
+            updates["collaboration_mode"] = params.collaboration_mode
         runtime.overrides.update(updates)
 
     async def start_automatic_turn(
@@ -228,15 +237,26 @@ class TurnsApi:
         client = client_name or "codex_trio"
         user_agent = f"{client}/{VERSION} {self._platform} ({client}; {client_version or VERSION})"
         summary = o.get("summary") or _str(config.get("model_reasoning_summary"))
+        model, effort = o.get("model", thread.model), o.get("effort", thread.reasoning_effort)
+        mode = o.get("collaboration_mode")
+        mode_settings = mode.get("settings") if isinstance(mode, dict) else None
+        if isinstance(mode_settings, dict):
+            # As the reference: the mode's own model and effort win over separate overrides.
+            model = _str(mode_settings.get("model")) or model
+            effort = _str(mode_settings.get("reasoning_effort")) or effort
+        limit = config.get("model_auto_compact_token_limit")
         return TurnSettings(
             cwd=cwd,
-            model=o.get("model", thread.model),
+            model=model,
             provider=provider_for(config, thread.model_provider),
             approval_policy=o.get("approval_policy", thread.approval_policy),
             sandbox_policy=o.get("sandbox_policy", thread.sandbox_policy),
-            effort=o.get("effort", thread.reasoning_effort),
+            effort=effort,
             summary=summary,
             output_schema=output_schema,
+            collaboration_mode=mode if isinstance(mode, dict) else None,
+            service_tier=o.get("service_tier", thread.service_tier),
+            auto_compact_limit=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
             base_instructions=thread.base_instructions,
             developer_instructions=thread.developer_instructions,
             context_window=context_window if isinstance(context_window, int) else None,

@@ -28,18 +28,48 @@ History = list[dict[str, Any]]
 
 
 def from_rollout(lines: Sequence[Mapping[str, Any]]) -> tuple[History, TokenUsage | None]:
-    """The conversation recorded in a rollout and the thread's last total token usage."""
+    """The conversation recorded in a rollout and the thread's last total token usage.
+
+    A `compacted` line replaces what came before; a review's own conversation (between its
+    entered- and exited-review-mode items) is not the thread's; `thread_reverted` cuts the
+    history back to where the named turn started (turns since the last compaction).
+    """
     history: History = []
     total: TokenUsage | None = None
+    turn_starts: dict[str, int] = {}
+    reviewing = False
     for line in lines:
         payload = line.get("payload") or {}
-        if line.get("type") == "response_item" and isinstance(payload, dict):
-            history.append(dict(payload))
-        elif line.get("type") == "event_msg" and payload.get("type") == "token_count":
-            info = payload.get("info") or {}
-            usage = info.get("total_token_usage") if isinstance(info, dict) else None
-            if isinstance(usage, dict):
-                total = usage_from_record(usage)
+        if not isinstance(payload, dict):
+            continue
+        kind = line.get("type")
+        if kind == "response_item":
+            if not reviewing:
+                history.append(dict(payload))
+        elif kind == "compacted" and isinstance(payload.get("replacement_history"), list):
+            history = [dict(i) for i in payload["replacement_history"] if isinstance(i, dict)]
+            turn_starts.clear()
+        elif kind == "event_msg":
+            event = payload.get("type")
+            if event == "token_count":
+                info = payload.get("info") or {}
+                usage = info.get("total_token_usage") if isinstance(info, dict) else None
+                if isinstance(usage, dict):
+                    total = usage_from_record(usage)
+            elif event == "task_started" and isinstance(payload.get("turn_id"), str):
+                turn_starts[payload["turn_id"]] = len(history)
+            elif event in ("task_complete", "turn_aborted"):
+                reviewing = False
+            elif event == "item_completed":
+                item = payload.get("item") or {}
+                if item.get("type") == "EnteredReviewMode":
+                    reviewing = True
+                elif item.get("type") == "ExitedReviewMode":
+                    reviewing = False
+            elif event == "thread_reverted":
+                start = turn_starts.get(str(payload.get("before_turn_id")))
+                if start is not None:
+                    history = history[:start]
     return close_dangling_calls(history), total
 
 

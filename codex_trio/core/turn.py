@@ -29,7 +29,7 @@ import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import orjson
@@ -38,8 +38,8 @@ import trio
 from codex_trio import log_store, tracing
 from codex_trio.config.effective import ProviderConfig
 from codex_trio.config.shell_env import ShellEnvironmentPolicy
+from codex_trio.core import collaboration, compaction, item_events, model_client
 from codex_trio.core import history as conversation
-from codex_trio.core import item_events, model_client
 from codex_trio.core.approvals import SessionApprovals
 from codex_trio.core.builtin_tools import BuiltinTools
 from codex_trio.core.exec_tool import ExecSessions, default_shell
@@ -122,6 +122,11 @@ class TurnSettings:
     user_agent: str = "codex_trio"
     #: the account's login, for providers that use OpenAI auth.
     login: Login | None = None
+    #: the collaboration mode (`{"mode", "settings"}`) whose instructions every request carries.
+    collaboration_mode: Mapping[str, Any] | None = None
+    service_tier: str | None = None
+    #: tokens of context after which the conversation is compacted (None: the model's default).
+    auto_compact_limit: int | None = None
     #: the variables of the server's environment that commands see.
     shell_environment: ShellEnvironmentPolicy = attrs.field(factory=ShellEnvironmentPolicy)
 
@@ -143,6 +148,14 @@ class _Failed:
 
 
 Outcome = _Completed | _Interrupted | _Failed
+
+
+class TurnBody(Protocol):
+    """What a turn does instead of answering user input: compaction, a review, a user shell
+    command. It runs between `turn/started` and `turn/completed`; raising ends the turn as the
+    regular body would (TurnInterrupted, ModelError)."""
+
+    async def run(self, turn: RunningTurn, runtime: ThreadRuntime) -> None: ...
 
 
 @attrs.define(eq=False)
@@ -168,6 +181,8 @@ class ThreadRuntime:
         self.history: list[dict[str, Any]] | None = None
         self.approvals = SessionApprovals()
         self.total_usage: TokenUsage | None = None
+        #: usage of the last model response: how full the context is (auto-compaction).
+        self.last_usage: TokenUsage | None = None
         self.current: RunningTurn | None = None
         #: turn/start overrides that stick for later turns (cwd, model, policies, effort…).
         self.overrides: dict[str, Any] = {}
@@ -263,11 +278,18 @@ class RunningTurn:
         client_user_message_id: str | None = None,
         turn_id: str | None = None,
         tool_providers: Sequence[ToolProvider] = (),
+        body: TurnBody | None = None,
         hidden_items: Sequence[dict[str, Any]] = (),
     ) -> None:
         """`hidden_items` go into the model's history at the start without user-message
         items (a goal continuation's context); such a turn counts as automatic."""
         self.thread = thread
+        #: None: the regular turn (the user's input, the model, tools); else see `TurnBody`.
+        self.body = body
+        #: False while a review converses: the reviewer's raw answer is not shown as a message.
+        self.show_messages = True
+        #: built-in tools this turn does not offer (a review does not edit files).
+        self.excluded_tools: frozenset[str] = frozenset()
         self.services = services
         self.settings = settings
         #: tool families beyond the built-in ones (MCP servers…), see `codex_trio.core.tools`.
@@ -385,10 +407,18 @@ class RunningTurn:
                 rollout.turn_context(self._context_record()),
             ]
         )
+        if self.body is not None:
+            await self.body.run(self, runtime)
+            return _Completed()
         history = await runtime.load_history()
         if self._hidden:
             history.extend(self._hidden)
             await self.thread.append_rollout([rollout.response_item(i) for i in self._hidden])
+        await self.converse(runtime, history)
+        return _Completed()
+
+    async def converse(self, runtime: ThreadRuntime, history: list[dict[str, Any]]) -> None:
+        """Sample, run tools and sample again until the model answers without a call."""
         assert runtime.sessions is not None, "turns run inside the thread runtime"
         builtin = BuiltinTools(
             sessions=runtime.sessions,
@@ -401,8 +431,11 @@ class RunningTurn:
         self._providers = (builtin, *self.tool_providers)
         tool_turn = self._tool_turn()
         for provider in self._providers:
-            self._tools.extend(await provider.tool_specs(tool_turn))
+            specs = await provider.tool_specs(tool_turn)
+            self._tools.extend(t for t in specs if t.get("name") not in self.excluded_tools)
         async with open_model_client(self.settings.provider, self.settings.login) as client:
+            if history is runtime.history and compaction.needs_compaction(self, runtime):
+                await compaction.compact(self, runtime, client, trigger="auto")
             while True:
                 await self._absorb_input(history)
                 sample = await self._sample_with_retries(client, history)
@@ -414,9 +447,11 @@ class RunningTurn:
                 for call in sample.calls:
                     await self._run_tool(history, call)
                 if sample.usage is not None:
-                    await self._report_usage(runtime, sample.usage, sample.rate_limits)
+                    await self.report_usage(runtime, sample.usage, sample.rate_limits)
                 if not sample.calls and not self._pending:
-                    return _Completed()
+                    return
+                if history is runtime.history and compaction.needs_compaction(self, runtime):
+                    await compaction.compact(self, runtime, client, trigger="auto")
 
     async def _absorb_input(self, history: list[dict[str, Any]]) -> None:
         """Turn queued user input (the start's, then steers) into items and history."""
@@ -464,8 +499,8 @@ class RunningTurn:
         self, client: model_client.ModelClient, history: list[dict[str, Any]]
     ) -> _Sample | None:
         sample = _Sample()
-        body = request_body(self._request_spec(history))
-        headers = self._request_headers()
+        body = request_body(self.request_spec(history))
+        headers = self.request_headers()
         with trio.CancelScope() as scope, tracing.span("codex.sampling", self._span_attributes("sampling")):
             self._sample_scope = scope
             try:
@@ -480,7 +515,7 @@ class RunningTurn:
         if isinstance(event, OutputTextDelta):
             # The hot path. The final text comes from `output_item.done`, so deltas are only
             # forwarded; one without an opened item is dropped, as the reference does.
-            if event.delta and event.item_id in sample.open_messages:
+            if event.delta and event.item_id in sample.open_messages and self.show_messages:
                 await self.thread.notify_subscribers(
                     "item/agentMessage/delta", ItemDelta(self.thread.id, self.id, event.item_id, event.delta)
                 )
@@ -516,7 +551,8 @@ class RunningTurn:
         if kind == "message" and item.get("role", "assistant") == "assistant":
             message_item = AgentMessageItem(item_id, started_at_ms=now_ms())
             sample.open_messages[item_id] = message_item
-            await item_events.started(self.thread, self.id, message_item)
+            if self.show_messages:
+                await item_events.started(self.thread, self.id, message_item)
         elif kind == "reasoning":
             reasoning = ReasoningItem(item_id, started_at_ms=now_ms())
             sample.open_reasoning[item_id] = reasoning
@@ -535,12 +571,14 @@ class RunningTurn:
             opened = sample.open_messages.pop(item_id, None)
             if opened is None:
                 opened = AgentMessageItem(item_id, started_at_ms=now_ms())
-                await item_events.started(self.thread, self.id, opened)
+                if self.show_messages:
+                    await item_events.started(self.thread, self.id, opened)
             phase = item.get("phase") if isinstance(item.get("phase"), str) else None
             done = attrs.evolve(opened, text=text, phase=phase, completed_at_ms=now_ms())
-            await item_events.completed(self.thread, self.id, done)
             self.last_agent_message = done
-            sample.rollout.append(item_events.rollout_line(self.thread.id, self.id, done))
+            if self.show_messages:
+                await item_events.completed(self.thread, self.id, done)
+                sample.rollout.append(item_events.rollout_line(self.thread.id, self.id, done))
             sample.history.append(item)
             sample.rollout.append(rollout.response_item(item))
         elif kind == "reasoning":
@@ -569,12 +607,15 @@ class RunningTurn:
             sample.history.append(item)
             sample.rollout.append(rollout.response_item(item))
 
-    def _request_spec(self, history: list[dict[str, Any]]) -> RequestSpec:
+    def request_spec(self, history: list[dict[str, Any]]) -> RequestSpec:
         s = self.settings
         family = model_family(s.model)
         context = [message("developer", permissions_text(s.approval_policy, s.sandbox_policy))]
         if s.developer_instructions:
             context.append(message("developer", s.developer_instructions))
+        mode_text = collaboration.developer_text(s.collaboration_mode)
+        if mode_text is not None:
+            context.append(message("developer", mode_text))
         context.append(message("user", environment_context(str(s.cwd), default_shell())))
         return RequestSpec(
             model=s.model,
@@ -590,13 +631,13 @@ class RunningTurn:
             client_metadata={"thread_id": self.thread.id, "turn_id": self.id},
         )
 
-    def _request_headers(self) -> dict[str, str]:
+    def request_headers(self, request_kind: str = "turn") -> dict[str, str]:
         metadata = orjson.dumps(
             {
                 "session_id": self.thread.id,
                 "thread_id": self.thread.id,
                 "turn_id": self.id,
-                "request_kind": "turn",
+                "request_kind": request_kind,
                 "model": self.settings.model,
             }
         ).decode()
@@ -624,11 +665,12 @@ class RunningTurn:
             "summary": s.summary,
         }
 
-    async def _report_usage(
+    async def report_usage(
         self, runtime: ThreadRuntime, last: TokenUsage, limits: RateLimitSnapshot | None = None
     ) -> None:
         total = last if runtime.total_usage is None else runtime.total_usage + last
         runtime.total_usage = total
+        runtime.last_usage = last
         self.tokens_used += last.total_tokens
         usage = ThreadTokenUsage(
             conversation.usage_breakdown(total), conversation.usage_breakdown(last), self._context_window()
@@ -712,8 +754,10 @@ class RunningTurn:
             await self._turn_ended()
             await self.thread.set_status(IDLE)
             items = [self.last_agent_message] if self.last_agent_message else []
+            # a turn without a model answer (compaction, a shell command) lists no items
+            view = "notLoaded" if self.body is not None and not items else "summary"
             await self._notify(
-                "turn/completed", TurnNotification(thread_id, self._turn(items=items, items_view="summary"))
+                "turn/completed", TurnNotification(thread_id, self._turn(items=items, items_view=view))
             )
         elif isinstance(outcome, _Interrupted):
             self.status = "interrupted"

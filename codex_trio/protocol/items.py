@@ -82,6 +82,38 @@ class CommandExecutionItem:
 
 
 @attrs.frozen
+class ContextCompactionItem:
+    """The `contextCompaction` item: the history was replaced by a summary."""
+
+    type: Literal["contextCompaction"] = attrs.field(default="contextCompaction", kw_only=True)
+    id: str
+    started_at_ms: int | None = None
+    completed_at_ms: int | None = None
+
+
+@attrs.frozen
+class EnteredReviewModeItem:
+    """The `enteredReviewMode` item: a review started; `review` is its user-facing label."""
+
+    type: Literal["enteredReviewMode"] = attrs.field(default="enteredReviewMode", kw_only=True)
+    id: str
+    review: str
+    started_at_ms: int | None = None
+    completed_at_ms: int | None = None
+
+
+@attrs.frozen
+class ExitedReviewModeItem:
+    """The `exitedReviewMode` item: the review ended; `review` is its rendered result."""
+
+    type: Literal["exitedReviewMode"] = attrs.field(default="exitedReviewMode", kw_only=True)
+    id: str
+    review: str
+    started_at_ms: int | None = None
+    completed_at_ms: int | None = None
+
+
+@attrs.frozen
 class FileChange:
     """One file of a patch: `kind` is `{"type": "add" | "delete" | "update", "move_path"?}`."""
 

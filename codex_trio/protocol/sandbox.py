@@ -12,6 +12,7 @@ from typing import Any, Literal, cast
 import attrs
 
 from codex_trio.protocol.converter import WireError, converter, describe, expected_variants
+from codex_trio.protocol.errors import invalid_request
 
 NetworkAccess = Literal["restricted", "enabled"]
 
@@ -115,3 +116,26 @@ def structure_sandbox_policy(value: Any, _: Any = None) -> SandboxPolicy | None:
 # cattrs flattens `SandboxPolicy | None` into one union, so both spellings get the hook.
 converter.register_structure_hook(SandboxPolicy, structure_sandbox_policy)
 converter.register_structure_hook(SandboxPolicy | None, structure_sandbox_policy)
+
+
+#: the `AskForApproval` names (a `{"granular": …}` object is the other form).
+APPROVAL_POLICIES = ("untrusted", "on-request", "on-failure", "never")
+
+
+def policy_overrides(approval_policy: Any, sandbox_policy: Any) -> dict[str, Any]:
+    """A request's approval / sandbox overrides (None: unchanged), refused with the reference's
+    `Invalid request: ...` texts (raises RpcError)."""
+    updates: dict[str, Any] = {}
+    if approval_policy is not None:
+        policy = approval_policy
+        if not (policy in APPROVAL_POLICIES or (isinstance(policy, dict) and "granular" in policy)):
+            expected = expected_variants(APPROVAL_POLICIES)
+            raise invalid_request(f"Invalid request: unknown variant `{policy}`, {expected}")
+        updates["approval_policy"] = policy
+    if sandbox_policy is not None:
+        try:
+            structure_sandbox_policy(sandbox_policy)
+        except WireError as exc:
+            raise invalid_request(f"Invalid request: {exc}") from None
+        updates["sandbox_policy"] = dict(sandbox_policy)
+    return updates

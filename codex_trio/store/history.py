@@ -117,6 +117,13 @@ def build_turns(lines: Iterable[Mapping[str, Any]], *, running: bool = False) ->
             target.duration_ms = payload.get("duration_ms")
             if target is current:
                 current = None
+        elif kind == "thread_reverted":
+            # thread/revert: the named turn and every later one leave the thread
+            reverted = by_id.get(str(payload.get("before_turn_id")))
+            if reverted is not None:
+                del turns[turns.index(reverted) :]
+                by_id = {t.id: t for t in turns}
+                current = None
         elif kind == "error":
             target = by_id.get(str(turn_id)) or current
             if target is None:

@@ -221,6 +221,16 @@ def response_item(payload: Mapping[str, Any]) -> Line:
     return {"type": "response_item", "payload": dict(payload)}
 
 
+def compacted(message: str, replacement_history: list[dict[str, Any]]) -> Line:
+    """The history replaced by a summary: what the model sees from here on."""
+    return {"type": "compacted", "payload": {"message": message, "replacement_history": replacement_history}}
+
+
+def thread_reverted(before_turn_id: str) -> Line:
+    """`thread/revert`: the turn `before_turn_id` and every later one leave the model's history."""
+    return event({"type": "thread_reverted", "before_turn_id": before_turn_id})
+
+
 def token_count(info: Mapping[str, Any]) -> Line:
     return event({"type": "token_count", "info": dict(info)})
 
