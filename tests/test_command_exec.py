@@ -447,7 +447,8 @@ async def test_tty_resize_is_seen_by_the_child(client: ClientConnection) -> None
             await collect_output(client, "rs", b"winch 120 50")
             await client.call("command/exec/resize", {"processId": "rs", "size": {"rows": 10, "cols": 20}})
             await client.call("command/exec/write", {"processId": "rs", "deltaBase64": b64("go\n")})
-            assert (await collect_output(client, "rs", b"size 20 10")).endswith(b"size 20 10\r\n")
+            # the line and its CRLF may arrive in two PTY reads: wait for the whole line
+            assert (await collect_output(client, "rs", b"size 20 10\r\n")).endswith(b"size 20 10\r\n")
             assert (await pending.result())["exitCode"] == 0
 
 
