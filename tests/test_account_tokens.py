@@ -66,11 +66,6 @@ def write_config(codex_home: Path, model: ResponsesServer, *, retries: int = 0, 
 
 
 @pytest.fixture
-def workspace(server_settings: ServerSettings) -> Path:
-    return server_settings.cwd
-
-
-@pytest.fixture
 async def server(
     leak_check: LeakCheck, server_settings: ServerSettings, model: ResponsesServer
 ) -> AsyncIterator[AppServer]:

@@ -42,13 +42,6 @@ def server_settings(server_settings: ServerSettings) -> ServerSettings:
 
 
 @pytest.fixture
-async def model(nursery: trio.Nursery) -> AsyncIterator[ResponsesServer]:
-    server = ResponsesServer()
-    await nursery.start(server.run)
-    yield server
-
-
-@pytest.fixture
 async def receiver(nursery: trio.Nursery) -> AsyncIterator[HttpReceiver]:
     server = HttpReceiver()
     await nursery.start(server.run)

@@ -70,13 +70,6 @@ class McpCall:
         await sse.completed()
 
 
-@pytest.fixture
-async def model(nursery: trio.Nursery) -> AsyncIterator[ResponsesServer]:
-    server = ResponsesServer()
-    await nursery.start(server.run)
-    yield server
-
-
 Configure = Callable[..., None]
 
 
@@ -88,11 +81,6 @@ def configure(codex_home: Path, model: ResponsesServer) -> Configure:
         (codex_home / "config.toml").write_text(model.config_toml(extra=top) + servers)
 
     return write
-
-
-@pytest.fixture
-def workspace(server_settings: ServerSettings) -> Path:
-    return server_settings.cwd
 
 
 @pytest.fixture

@@ -55,11 +55,6 @@ def sh(script: str, policy: dict[str, Any] | None, **extra: Any) -> dict[str, An
 
 
 @pytest.fixture
-def workspace(server_settings: ServerSettings) -> Path:
-    return server_settings.cwd
-
-
-@pytest.fixture
 def outside(tmp_path: Path) -> Path:
     path = tmp_path / "outside"
     path.mkdir()

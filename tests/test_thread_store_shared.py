@@ -30,13 +30,6 @@ LEASE_TTL = 2
 
 
 @pytest.fixture
-async def model(nursery: trio.Nursery) -> AsyncIterator[ResponsesServer]:
-    server = ResponsesServer()
-    await nursery.start(server.run)
-    yield server
-
-
-@pytest.fixture
 def config(model: ResponsesServer, pg_url: str) -> str:
     return model.config_toml(
         extra=(

@@ -50,13 +50,6 @@ def traced_settings(server_settings: ServerSettings, exporter: InMemorySpanExpor
 
 
 @pytest.fixture
-async def model(nursery: trio.Nursery) -> AsyncIterator[ResponsesServer]:
-    server = ResponsesServer()
-    await nursery.start(server.run)
-    yield server
-
-
-@pytest.fixture
 async def traced(traced_settings: ServerSettings, model: ResponsesServer) -> AsyncIterator[ClientConnection]:
     (traced_settings.codex_home / "config.toml").write_text(model.config_toml())
     async with open_app_server(traced_settings) as server:

@@ -24,13 +24,6 @@ Message = dict[str, Any]
 
 
 @pytest.fixture
-async def model(nursery: trio.Nursery) -> AsyncIterator[ResponsesServer]:
-    server = ResponsesServer()
-    await nursery.start(server.run)
-    yield server
-
-
-@pytest.fixture
 async def rpc(
     codex_home: Path, model: ResponsesServer, app_server: AppServer
 ) -> AsyncIterator[ClientConnection]:

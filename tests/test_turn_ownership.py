@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +33,9 @@ TREE = "echo $$ > sh.pid; sleep 300 & echo $! > bg.pid; echo started; wait; echo
 
 
 @pytest.fixture
-async def model(nursery: trio.Nursery) -> AsyncIterator[ResponsesServer]:
-    server = ResponsesServer()
-    await nursery.start(server.run)
-    yield server
-
-
-@pytest.fixture
 def configured(codex_home: Path, model: ResponsesServer) -> Path:
     (codex_home / "config.toml").write_text(model.config_toml(extra="thread_unload_delay_secs = 0"))
     return codex_home
-
-
-@pytest.fixture
-def workspace(server_settings: ServerSettings) -> Path:
-    return server_settings.cwd
-
-
-@pytest.fixture
-async def rpc(configured: Path, client: ClientConnection) -> ClientConnection:
-    return client
 
 
 def alive(pid: int) -> bool:
