@@ -15,6 +15,7 @@ import sys
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -337,12 +338,16 @@ async def test_deltas_go_only_to_the_connection_that_started_the_process(app_ser
 
 
 # ---------------------------------------------------------------------------------- stdin
-async def test_stdin_streaming_writes_and_closes(client: ClientConnection) -> None:
+async def test_stdin_streaming_writes_and_closes(client: ClientConnection, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    # the child outlives its stdin until `release` exists, so "already closed" is not raced by
+    # the process ending (which would make the write "no active command/exec")
+    script = 'read line; echo got:$line; cat; echo eof; while [ ! -e "$1" ]; do sleep 0.01; done'
     with trio.fail_after(TIMEOUT):
         async with running(
             client,
             exec_params(
-                ["sh", "-c", "read line; echo got:$line; cat; echo eof"],
+                ["sh", "-c", script, "sh", str(release)],
                 processId="in",
                 streamStdin=True,
                 streamStdoutStderr=True,
@@ -361,6 +366,7 @@ async def test_stdin_streaming_writes_and_closes(client: ClientConnection) -> No
                 client, "command/exec/write", {"processId": "in", "deltaBase64": b64("x")}
             ) == (INVALID_REQUEST, "stdin is already closed")
             assert await collect_output(client, "in", b"eof\n") == b"got:hello\ntail\neof\n"
+            release.touch()
             assert (await pending.result())["exitCode"] == 0
 
 

@@ -32,14 +32,13 @@ from tests.test_mcp import (  # the MCP tests' scripted model and leak-checked s
     collect,
     configure,
     items,
-    model,
     start_thread,
     start_turn,
     turn_completed,
     wait_started,
 )
 
-__all__ = ["app_server", "configure", "model"]
+__all__ = ["app_server", "configure"]
 
 FIXTURE = Path(__file__).with_name("mcp_fixture_server.py")
 #: every test's absolute bound (seconds): git clones and an MCP server start take a moment.
