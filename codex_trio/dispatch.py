@@ -105,6 +105,10 @@ class Router:
             except Exception:
                 log.exception("building the routes for %s failed", method)
 
+    def built(self, method: str) -> bool:
+        """True once the route of `method` exists (a lazily declared one is built)."""
+        return method in self._routes
+
     @property
     def loaded_methods(self) -> list[str]:
         """Methods whose routes are built (lazily declared ones appear once used)."""

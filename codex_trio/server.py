@@ -84,6 +84,8 @@ class FamilyGroup:
     modules: tuple[str, ...]
     methods: tuple[str, ...]
     build: Callable[[AppServer], list[Any]]
+    #: a method of each group whose families `build` uses: those groups are built first.
+    needs: tuple[str, ...] = ()
 
 
 def _build_fs(server: AppServer) -> list[Any]:
@@ -119,8 +121,18 @@ def _build_device_keys(server: AppServer) -> list[Any]:
     return [DeviceKeysApi(server)]
 
 
+def _build_threads(server: AppServer) -> list[Any]:
+    """The thread family alone: starting, resuming and reading threads needs no turn engine,
+    model client or MCP code (the agent group builds on it when one of those is used)."""
+    from codex_trio.api.threads import ThreadsApi
+
+    threads = ThreadsApi(server)
+    threads.manager.on_loaded.append(server._thread_loaded)
+    return [threads]
+
+
 def _build_agent(server: AppServer) -> list[Any]:
-    """Threads, accounts, MCP and turns know each other, so they come as one group."""
+    """Accounts, MCP, turns and the families of running threads know each other: one group."""
     from codex_trio.api.account import AccountApi
     from codex_trio.api.background_terminals import BackgroundTerminalsApi
     from codex_trio.api.feedback import FeedbackApi
@@ -132,7 +144,7 @@ def _build_agent(server: AppServer) -> list[Any]:
     from codex_trio.api.threads import ThreadsApi
     from codex_trio.api.turns import TurnsApi
 
-    threads = ThreadsApi(server)
+    threads = server.built_family(ThreadsApi)
     account = AccountApi(server)
     mcp = McpApi(server, threads.manager)
     # goal accounting runs before the read-state change at a turn's end, as in the reference
@@ -144,7 +156,7 @@ def _build_agent(server: AppServer) -> list[Any]:
     search = ThreadSearchApi(threads.thread_list)
     feedback = FeedbackApi(server, threads.rollout_of, server.log_store)
     commands = ThreadCommandsApi(server, threads.manager, turns.start_turn, threads._loaded_wire)
-    return [account, threads, turns, mcp, read_state, goals, terminals, search, feedback, commands]
+    return [account, turns, mcp, read_state, goals, terminals, search, feedback, commands]
 
 
 FAMILY_GROUPS = (
@@ -215,9 +227,29 @@ FAMILY_GROUPS = (
         _build_device_keys,
     ),
     FamilyGroup(
+        ("codex_trio.api.threads",),
+        (
+            "thread/start",
+            "thread/resume",
+            "thread/fork",
+            "thread/read",
+            "thread/list",
+            "thread/loaded/list",
+            "thread/name/set",
+            "thread/metadata/update",
+            "thread/archive",
+            "thread/unarchive",
+            "thread/delete",
+            "thread/unsubscribe",
+            "thread/turns/list",
+            "thread/items/list",
+            "getConversationSummary",
+        ),
+        _build_threads,
+    ),
+    FamilyGroup(
         (
             "codex_trio.api.account",
-            "codex_trio.api.threads",
             "codex_trio.api.turns",
             "codex_trio.api.mcp",
             "codex_trio.api.feedback",
@@ -235,21 +267,6 @@ FAMILY_GROUPS = (
             "account/rateLimits/read",
             "getAuthStatus",
             "account/bedrock/checkGovCloudRequirements",
-            "thread/start",
-            "thread/resume",
-            "thread/fork",
-            "thread/read",
-            "thread/list",
-            "thread/loaded/list",
-            "thread/name/set",
-            "thread/metadata/update",
-            "thread/archive",
-            "thread/unarchive",
-            "thread/delete",
-            "thread/unsubscribe",
-            "thread/turns/list",
-            "thread/items/list",
-            "getConversationSummary",
             "turn/start",
             "turn/steer",
             "turn/interrupt",
@@ -276,6 +293,7 @@ FAMILY_GROUPS = (
             "thread/inject_items",
         ),
         _build_agent,
+        needs=("thread/start",),
     ),
 )
 
@@ -320,6 +338,8 @@ class AppServer:
             self.router.add(family.routes())
 
     async def _load_group(self, group: FamilyGroup) -> None:
+        for method in group.needs:
+            await self.router.ensure_loaded(method)
         # Importing is CPU work (class creation), done off the loop so other connections
         # keep being served; building the families is quick and happens here.
         for module in group.modules:
@@ -331,10 +351,31 @@ class AppServer:
         for group in FAMILY_GROUPS:
             if any(module == cls.__module__ for module in group.modules):
                 await self.router.ensure_loaded(group.methods[0])
+        return self.built_family(cls)
+
+    def built_family(self, cls: type[F]) -> F:
+        """The instance of an API family class whose group is built."""
         for family in self._families:
             if isinstance(family, cls):
                 return family
         raise LookupError(f"no API family {cls.__name__}")
+
+    def _thread_loaded(self, thread: Any) -> None:
+        """A thread became loaded before the agent group was built: a thread whose config
+        names MCP servers starts them at once (as the reference does), so build the group
+        that owns them (its MCP family starts the servers of every thread already loaded)."""
+        if self.draining or self.router.built("turn/start"):
+            return
+        from codex_trio.mcp.config import configures_servers
+
+        if configures_servers(thread.config):
+            self.start_detached(self._build_agent_group, name="build the agent families")
+
+    async def _build_agent_group(self) -> None:
+        try:
+            await self.router.ensure_loaded("turn/start")
+        except Exception:
+            log.exception("building the agent families failed")
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED) -> None:

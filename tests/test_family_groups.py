@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 
@@ -48,3 +50,29 @@ async def test_the_first_call_builds_the_group_and_concurrent_calls_share_it(
 
 async def _record(client: ClientConnection, results: list[object]) -> None:
     results.append((await client.call("fs/getMetadata", {"path": "/"}))["isDirectory"])
+
+
+async def test_thread_calls_build_the_thread_family_alone(
+    app_server: AppServer, client: ClientConnection, workspace: Path
+) -> None:
+    """Starting and reading threads needs no turn engine, model client or MCP code."""
+    thread = (await client.call("thread/start", {"cwd": str(workspace)}))["thread"]
+    await client.call("thread/read", {"threadId": thread["id"]})
+    await client.call("thread/list", {})
+    assert app_server.router.built("thread/start")
+    assert not app_server.router.built("turn/start") and not app_server.router.built("mcpServerStatus/list")
+
+
+async def test_a_first_thread_whose_config_names_mcp_servers_starts_them(
+    app_server: AppServer, client: ClientConnection, workspace: Path, codex_home: Path
+) -> None:
+    """The MCP family is not built by thread/start, yet a thread that configures servers
+    starts them at once (its MCP family is built for it and starts every loaded thread's)."""
+    (codex_home / "config.toml").write_text('[mcp_servers.missing]\ncommand = "/nonexistent/mcp-server"\n')
+    with trio.fail_after(30):
+        thread = (await client.call("thread/start", {"cwd": str(workspace)}))["thread"]
+        failed = await client.wait_for(
+            "mcpServer/startupStatus/updated", lambda p: p["status"] == "failed"
+        )
+    assert failed["params"]["threadId"] == thread["id"] and failed["params"]["name"] == "missing"
+    assert app_server.router.built("turn/start")

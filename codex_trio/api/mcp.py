@@ -61,6 +61,9 @@ class McpApi:
         self.manager = manager
         self.registry = McpRegistry(services)
         manager.on_loaded.append(self.registry.prestart)
+        # Threads loaded before this family was built (thread/start builds only the thread family).
+        for thread in manager.threads:
+            self.registry.prestart(thread)
         #: handed to the turns family: MCP tools in turns.
         self.tools = McpToolProvider(self.registry)
 

@@ -37,7 +37,7 @@ import trio
 
 from codex_trio.config.effective import load_config
 from codex_trio.core.approvals import NO_ANSWER, ask_subscribers, policy_name
-from codex_trio.mcp.config import McpServerConfig, parse_servers
+from codex_trio.mcp.config import McpServerConfig, configures_servers, parse_servers
 from codex_trio.mcp.state import ServerState
 from codex_trio.plugins.store import plugin_mcp_servers
 from codex_trio.protocol import mcp as wire
@@ -340,7 +340,7 @@ class McpRegistry:
     def prestart(self, thread: LoadedThread) -> None:
         """A thread was loaded: start its servers now, as the reference does, so they are
         ready (or reported failed) before its first turn."""
-        if self.services.draining or not (thread.config.get("mcp_servers") or thread.config.get("plugins")):
+        if self.services.draining or not configures_servers(thread.config):
             return
         try:
             self.services.start_detached(self.for_thread, thread, name=f"mcp start {thread.id}")
