@@ -366,7 +366,7 @@ class AppServer:
         that owns them (its MCP family starts the servers of every thread already loaded)."""
         if self.draining or self.router.built("turn/start"):
             return
-        from codex_trio.mcp.config import configures_servers
+        from codex_trio.mcp import configures_servers
 
         if configures_servers(thread.config):
             self.start_detached(self._build_agent_group, name="build the agent families")

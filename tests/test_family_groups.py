@@ -71,8 +71,6 @@ async def test_a_first_thread_whose_config_names_mcp_servers_starts_them(
     (codex_home / "config.toml").write_text('[mcp_servers.missing]\ncommand = "/nonexistent/mcp-server"\n')
     with trio.fail_after(30):
         thread = (await client.call("thread/start", {"cwd": str(workspace)}))["thread"]
-        failed = await client.wait_for(
-            "mcpServer/startupStatus/updated", lambda p: p["status"] == "failed"
-        )
+        failed = await client.wait_for("mcpServer/startupStatus/updated", lambda p: p["status"] == "failed")
     assert failed["params"]["threadId"] == thread["id"] and failed["params"]["name"] == "missing"
     assert app_server.router.built("turn/start")

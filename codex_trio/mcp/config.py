@@ -26,11 +26,6 @@ INHERITED_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "USER", "LANG", "LC_ALL", "
 ApprovalMode = Literal["auto", "prompt", "approve"]
 
 
-def configures_servers(config: Mapping[str, Any]) -> bool:
-    """True when a thread's config may name MCP servers (its own tables or its plugins')."""
-    return bool(config.get("mcp_servers") or config.get("plugins"))
-
-
 @attrs.frozen
 class McpServerConfig:
     """One configured server."""

@@ -37,7 +37,8 @@ import trio
 
 from codex_trio.config.effective import load_config
 from codex_trio.core.approvals import NO_ANSWER, ask_subscribers, policy_name
-from codex_trio.mcp.config import McpServerConfig, configures_servers, parse_servers
+from codex_trio.mcp import configures_servers
+from codex_trio.mcp.config import McpServerConfig, parse_servers
 from codex_trio.mcp.state import ServerState
 from codex_trio.plugins.store import plugin_mcp_servers
 from codex_trio.protocol import mcp as wire
