@@ -369,13 +369,14 @@ class AppServer:
         from codex_trio.mcp import configures_servers
 
         if configures_servers(thread.config):
-            self.start_detached(self._build_agent_group, name="build the agent families")
+            self.start_detached(self._build_in_background, "turn/start", name="build the agent families")
 
-    async def _build_agent_group(self) -> None:
+    async def _build_in_background(self, method: str) -> None:
+        """Build the group of `method` now; a failure is left for its first call to report."""
         try:
-            await self.router.ensure_loaded("turn/start")
+            await self.router.ensure_loaded(method)
         except Exception:
-            log.exception("building the agent families failed")
+            log.exception("building the routes for %s failed", method)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED) -> None:
@@ -521,6 +522,7 @@ class AppServer:
             self.listening = await nursery.start(
                 serve_websocket, listen, self.settings.ws_auth, self.adopt, self._listeners_scope
             )
+            self._prebuild_threads()
         elif isinstance(listen, UnixListen):
             from codex_trio.transport.unix import serve_control_socket
 
@@ -532,8 +534,19 @@ class AppServer:
                 self.adopt,
                 self._listeners_scope,
             )
+            self._prebuild_threads()
         else:
             raise ValueError(f"transport {listen!r} is not available in this build")
+
+    def _prebuild_threads(self) -> None:
+        """A listening server builds the thread family in the background once it listens.
+
+        Its clients share threads: the first `thread/start` is announced to every one of them,
+        and should not wait for ~50 ms of class creation first. A stdio server has one client,
+        which asks for a thread right after `initialize` (a prebuild would not be done by
+        then), so it keeps its smaller idle footprint and builds the family on that call.
+        """
+        self.start_detached(self._build_in_background, "thread/start", name="build the thread family")
 
     async def _serve_stdio(self) -> None:
         await self.serve_connection(open_stdio(), "backpressure")

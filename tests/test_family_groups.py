@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
+import trio.testing
 
 from codex_trio.client import ClientConnection
 from codex_trio.protocol.errors import RpcError
-from codex_trio.server import FAMILY_GROUPS, AppServer
+from codex_trio.server import FAMILY_GROUPS, AppServer, open_app_server
+from codex_trio.settings import ServerSettings
+from codex_trio.transport.listen import UnixListen, WebSocketListen
 
 
 async def test_each_group_declares_exactly_the_methods_its_families_route(app_server: AppServer) -> None:
@@ -74,3 +78,21 @@ async def test_a_first_thread_whose_config_names_mcp_servers_starts_them(
         failed = await client.wait_for("mcpServer/startupStatus/updated", lambda p: p["status"] == "failed")
     assert failed["params"]["threadId"] == thread["id"] and failed["params"]["name"] == "missing"
     assert app_server.router.built("turn/start")
+
+
+@pytest.mark.parametrize("transport", ["ws", "unix"])
+async def test_a_listening_server_builds_the_thread_family_before_any_call(
+    transport: str, server_settings: ServerSettings, tmp_path: Path
+) -> None:
+    """Its first thread/start is announced to every client: it does not wait for the imports.
+    The agent group is not built for it; a stdio or in-process server builds nothing early."""
+    listen = WebSocketListen("127.0.0.1", 0) if transport == "ws" else UnixListen(tmp_path / "ctl.sock")
+    async with open_app_server(attrs.evolve(server_settings, listen=listen)) as server:
+        with trio.fail_after(30):
+            await server._detached_running.wait_value(0)  # the build is detached work
+        assert server.router.built("thread/start") and not server.router.built("turn/start")
+
+
+async def test_an_in_process_server_builds_no_family_before_its_first_call(app_server: AppServer) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    assert not app_server.router.built("thread/start")
