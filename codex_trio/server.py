@@ -11,7 +11,9 @@ Task tree of a running server (`AppServer.run`):
             ├── thread runtimes      `ThreadRuntime.run`: its turns and exec sessions
             ├── unload timers        a thread without subscribers unloads after a delay
             ├── MCP servers          `ThreadMcp.run` per thread, and their start-up
-            └── index backfill       the thread index catching up with old rollouts
+            ├── index backfill       the thread index catching up with old rollouts
+            └── family builds        a listener's thread family; the agent group for a
+                                     thread whose config names MCP servers
 
 Imports the API families, `dispatch`, `connection`, `outgoing`, `client`, `transport`,
 `settings` and `protocol`; only `cli`, `testing` and the package root import it.
