@@ -548,7 +548,19 @@ class AppServer:
         which asks for a thread right after `initialize` (a prebuild would not be done by
         then), so it keeps its smaller idle footprint and builds the family on that call.
         """
-        self.start_detached(self._build_in_background, "thread/start", name="build the thread family")
+        self.start_detached(self._prebuild, "thread/start", name="build the thread family")
+
+    async def _prebuild(self, method: str) -> None:
+        """Build the group of `method`, then let its families warm up (`warm`, in a worker thread)."""
+        before = len(self._families)
+        await self._build_in_background(method)
+        for family in self._families[before:]:
+            warm = getattr(family, "warm", None)
+            if warm is not None:
+                try:
+                    await trio.to_thread.run_sync(warm)
+                except Exception:
+                    log.exception("warming %s failed", type(family).__name__)
 
     async def _serve_stdio(self) -> None:
         await self.serve_connection(open_stdio(), "backpressure")

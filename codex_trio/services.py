@@ -6,7 +6,9 @@ define these optional hooks:
 * `async def connection_closed(self, connection)`: drop per-connection state;
 * `def drain_started(self)`: stop detached work that never ends by itself (MCP servers), so the
   drain does not wait its whole grace for it;
-* `async def aclose(self)`: called once the server has stopped, to release what it holds.
+* `async def aclose(self)`: called once the server has stopped, to release what it holds;
+* `def warm(self)`: CPU work worth doing before the first call (building converter functions),
+  run in a worker thread when a server builds the family ahead of use (pure, no I/O).
 
 Imports `outgoing` and `settings` only, so every family can depend on it.
 """

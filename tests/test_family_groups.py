@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import attrs
@@ -82,7 +83,7 @@ async def test_a_first_thread_whose_config_names_mcp_servers_starts_them(
 
 @pytest.mark.parametrize("transport", ["ws", "unix"])
 async def test_a_listening_server_builds_the_thread_family_before_any_call(
-    transport: str, server_settings: ServerSettings, tmp_path: Path
+    transport: str, server_settings: ServerSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Its first thread/start is announced to every client: it does not wait for the imports.
     The agent group is not built for it; a stdio or in-process server builds nothing early."""
@@ -91,6 +92,7 @@ async def test_a_listening_server_builds_the_thread_family_before_any_call(
         with trio.fail_after(30):
             await server._detached_running.wait_value(0)  # the build is detached work
         assert server.router.built("thread/start") and not server.router.built("turn/start")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # building and warming went well
 
 
 async def test_an_in_process_server_builds_no_family_before_its_first_call(app_server: AppServer) -> None:

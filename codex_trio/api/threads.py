@@ -22,7 +22,7 @@ from codex_trio.api.thread_settings import SettingsResolver, ThreadSettings, abs
 from codex_trio.config.thread_store import ThreadStoreConfig, ThreadStoreConfigError, thread_store_config
 from codex_trio.connection import Connection
 from codex_trio.ids import now_ms, uuid7
-from codex_trio.protocol.converter import describe, unstructure
+from codex_trio.protocol.converter import converter, describe, unstructure
 from codex_trio.protocol.errors import (
     INVALID_PARAMS,
     RpcError,
@@ -157,6 +157,14 @@ class ThreadsApi:
     async def connection_closed(self, connection: Connection) -> None:
         """Drop the connection's subscriptions."""
         self.manager.drop_connection(connection.id)
+
+    def warm(self) -> None:
+        """Build the converter's functions for the commonest calls (see `Services`): a
+        listening server does it in the background, so its first thread/start does not."""
+        for params in (ThreadStartParams, ThreadResumeParams, ThreadReadParams, ThreadListParams):
+            converter.get_structure_hook(params)
+        for response in (ThreadStartResponse, ThreadResumeResponse, ThreadReadResponse, ThreadListResponse):
+            converter.get_unstructure_hook(response)
 
     def drain_started(self) -> None:
         """The lease heartbeat never ends by itself: stop it so the drain does not wait for it."""
