@@ -478,14 +478,14 @@ def test_the_banner_says_where_to_connect_and_whether_auth_is_on() -> None:
 
 async def test_accepted_sockets_send_without_nagle_delay(ws_server: AppServer) -> None:
     """Issue 17: a reply must not wait for the client's delayed ACK. Every reply is one write
-    of one whole frame (`ReplayStream.send_all`), and the accepted socket has TCP_NODELAY."""
+    of one whole frame (`WebSocketMessageStream._send_frame`), and the accepted socket has TCP_NODELAY."""
     with trio.fail_after(TIMEOUT):
         async with connect(port_of(ws_server)) as client:
             await client.rpc.initialize()
             [connection] = ws_server.broadcaster.connections
             stream = connection.stream
             assert isinstance(stream, WebSocketMessageStream)
-            socket_stream = stream._stream._stream
+            socket_stream = stream._stream
             assert isinstance(socket_stream, trio.SocketStream)
             assert socket_stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
