@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import trio
-import trio_util
 
 from codex_trio import tracing
 from codex_trio.api.session import SessionApi
@@ -297,7 +296,10 @@ class AppServer:
         self._listeners_scope = trio.CancelScope()
         self._connection_ids = itertools.count()
         self._server_request_ids = itertools.count()
-        self._detached_running = trio_util.AsyncValue(0)
+        #: detached tasks started and not yet finished; `_detached_idle` is set when it drops
+        #: to 0 while the drain waits for it.
+        self._detached_running = 0
+        self._detached_idle = trio.Event()
         self._connections: trio.Nursery | None = None
         self._detached: trio.Nursery | None = None
         self._families: list[Any] = []
@@ -435,7 +437,7 @@ class AppServer:
         log.info(
             "entering drain (connections=%d, detached tasks=%d)",
             len(self.broadcaster.connections),
-            self._detached_running.value,
+            self._detached_running,
         )
         self.draining = True
         self._listeners_scope.cancel()
@@ -445,7 +447,9 @@ class AppServer:
             if drain_started is not None:
                 drain_started()
         with trio.move_on_at(min(trio.current_time() + self.settings.drain_grace, self._shutdown_deadline)):
-            await self._detached_running.wait_value(0)
+            while self._detached_running:
+                self._detached_idle = trio.Event()
+                await self._detached_idle.wait()
         detached.cancel_scope.cancel()
 
     def shutdown(self) -> None:
@@ -544,14 +548,16 @@ class AppServer:
         if self._detached is None or self.draining:
             raise server_shutting_down()
         # Counted now, not when the task first runs, so a drain that starts in between waits.
-        self._detached_running.value += 1
+        self._detached_running += 1
         self._detached.start_soon(self._track_detached, fn, args, name=name)
 
     async def _track_detached(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         try:
             await fn(*args)
         finally:
-            self._detached_running.value -= 1
+            self._detached_running -= 1
+            if not self._detached_running:
+                self._detached_idle.set()
 
 
 async def serve(
