@@ -40,6 +40,7 @@ import trio
 import trio.lowlevel
 
 from codex_trio.os_errors import os_error_text
+from codex_trio.pipes import widen_pipe
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,6 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 64 * 1024
 #: seconds to wait for output to reach EOF after the main process exited (the reference's 2 s).
 IO_DRAIN_TIMEOUT = 2.0
-#: bytes of kernel buffer asked for each output pipe (Linux caps it at fs.pipe-max-size, 1 MiB).
-PIPE_BUFFER = 1024 * 1024
-#: fcntl F_SETPIPE_SZ (Linux; `fcntl.F_SETPIPE_SZ` from Python 3.10, spelled out for the type checker).
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: seconds a short read waits for more output before handing over what it has (see _FdReader).
 COALESCE_WINDOW = 0.002
 #: seconds the shielded cleanup may spend reaping a SIGKILLed child before giving up on it.
@@ -302,13 +299,6 @@ def _resolve_for_pty(program: str, env: Mapping[str, str]) -> None:
     raise SpawnError(f'Unable to spawn {program} because:\nNo viable candidates found in PATH "{path}"')
 
 
-def _widen_pipe(fd: int) -> None:
-    """Let a fast writer run PIPE_BUFFER ahead of the reader: fewer hand-offs (and wake-ups)
-    per streamed MiB than the default 64 KiB. Best effort (the limit is a sysctl)."""
-    with suppress(OSError):
-        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BUFFER)
-
-
 @asynccontextmanager
 async def spawn(spec: SpawnSpec) -> AsyncIterator[Child]:
     """Start a child for the duration of the block; see the module docstring for cleanup.
@@ -336,7 +326,7 @@ async def spawn(spec: SpawnSpec) -> AsyncIterator[Child]:
             err_read, err_write = os.pipe()
             owned += [out_read, err_read]
             for fd in (out_read, err_read):
-                _widen_pipe(fd)
+                widen_pipe(fd)
             child_side += [out_write, err_write]
             stdout_arg, stderr_arg = out_write, err_write
             if spec.stdin:

@@ -120,6 +120,19 @@ async def test_output_chunks_are_at_most_one_read(leak_check: Any, tmp_path: Pat
     assert max(length for _, length in out.chunks) <= READ_CHUNK
 
 
+async def test_output_pipes_are_widened_so_a_fast_child_blocks_less_often(
+    leak_check: Any, tmp_path: Path
+) -> None:
+    from codex_trio.pipes import PIPE_BUFFER
+
+    out = Collected()
+    probe = "import fcntl, sys; print(fcntl.fcntl(1, 1032), fcntl.fcntl(2, 1032))"  # F_GETPIPE_SZ
+    with trio.fail_after(TIMEOUT):
+        async with spawn(spec([sys.executable, "-c", probe], tmp_path)) as child:
+            await run_to_exit(child, out, stop=trio.CancelScope())
+    assert out.data["stdout"].split() == [str(PIPE_BUFFER).encode()] * 2
+
+
 async def test_a_pty_child_has_a_controlling_terminal_of_the_requested_size(
     leak_check: Any, tmp_path: Path
 ) -> None:

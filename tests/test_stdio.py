@@ -23,6 +23,23 @@ async def test_stdio_server_answers_initialize_and_exits_zero_on_stdin_eof(stdio
         await client.closed.wait()
 
 
+async def test_a_stdout_pipe_is_widened_so_a_large_message_crosses_it_in_one_hand_off(
+    stdio_server: StdioServer,
+) -> None:
+    import fcntl
+
+    from codex_trio.pipes import PIPE_BUFFER
+
+    F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+    assert stdio_server.process.stdout is not None
+    with trio.fail_after(20):
+        await stdio_server.client.initialize("stdio-test")
+        # the client's read end shares the kernel buffer the server widened
+        assert fcntl.fcntl(stdio_server.process.stdout.fileno(), F_GETPIPE_SZ) == PIPE_BUFFER
+        await stdio_server.close_stdin()
+        assert await stdio_server.wait() == 0
+
+
 async def test_malformed_lines_and_invalid_utf8_get_no_reply_and_keep_the_server(
     stdio_server: StdioServer,
 ) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import trio
 import trio.lowlevel
 
+from codex_trio.pipes import widen_pipe
 from codex_trio.transport.base import NowaitResult
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,9 @@ class LineStream:
 
 
 def open_stdio() -> LineStream:
-    """Wrap private duplicates of the process's stdin and stdout."""
+    """Wrap private duplicates of the process's stdin and stdout; a stdout pipe is widened,
+    so a client decoding one large message can already receive the next (`pipes`)."""
     reader = trio.lowlevel.FdStream(os.dup(0))
     writer = trio.lowlevel.FdStream(os.dup(1))
+    widen_pipe(writer.fileno())
     return LineStream(reader, writer)
