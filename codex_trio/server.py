@@ -40,7 +40,6 @@ import trio
 
 from codex_trio import tracing
 from codex_trio.api.session import SessionApi
-from codex_trio.client import ClientConnection
 from codex_trio.connection import Connection, OverloadPolicy
 from codex_trio.dispatch import Router
 from codex_trio.log_store import LogStore
@@ -49,10 +48,10 @@ from codex_trio.protocol.errors import server_shutting_down
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.base import MessageStream, ServerClosed
 from codex_trio.transport.listen import NoListen, StdioListen, UnixListen, WebSocketListen
-from codex_trio.transport.memory import memory_message_stream_pair
 from codex_trio.transport.stdio import open_stdio
 
 if TYPE_CHECKING:
+    from codex_trio.client import ClientConnection
     from codex_trio.transport.unix import ControlSocket
     from codex_trio.transport.websocket import WebSocketEndpoint
 
@@ -535,6 +534,10 @@ class AppServer:
 
     async def connect(self) -> ClientConnection:
         """An in-process client connection (memory streams, the same dispatch path)."""
+        # imported here: a server started by the command line never has one
+        from codex_trio.client import ClientConnection
+        from codex_trio.transport.memory import memory_message_stream_pair
+
         server_end, client_end = memory_message_stream_pair()
         self.adopt(server_end, "backpressure")
         client = ClientConnection(client_end)
