@@ -276,10 +276,14 @@ class Connection:
         try:
             while True:
                 try:
-                    data = self._out_receive.receive_nowait()
+                    data: bytes | None = self._out_receive.receive_nowait()
                 except trio.WouldBlock:
+                    data = None
+                if data is None:
                     # Idle only while parked on an empty queue (every producer clears it):
-                    # `receive` also yields once after taking a queued message.
+                    # `receive` also yields once after taking a queued message. Parked
+                    # outside the `except`: a handled exception (and its traceback) would
+                    # stay alive in every idle connection's writer.
                     self._writer_idle = True
                     try:
                         data = await self._out_receive.receive()

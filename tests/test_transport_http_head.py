@@ -1,4 +1,4 @@
-"""The sans-I/O parts of the websocket transport: request heads, decisions, frame sizes."""
+"""The sans-I/O parts of the websocket transport: request heads, decisions, text frames."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from codex_trio.transport.http_head import (
     decide_tcp,
     decide_unix,
     encode_response,
+    handshake_refusal,
     head_end,
     parse_head,
 )
-from codex_trio.transport.websocket import FrameSizeGuard, FrameTooLarge, text_frame
+from codex_trio.transport.websocket import text_frame
 
 UPGRADE = (
     b"GET /rpc?x=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n"
@@ -86,18 +87,16 @@ def test_text_frames_use_the_shortest_length_encoding(size: int) -> None:
     assert frame[0] == 0x81 and len(frame) == header + size
 
 
-def masked(payload_size: int) -> bytes:
-    if payload_size < 126:
-        return bytes([0x81, 0x80 | payload_size]) + b"\0" * 4
-    if payload_size < 65536:
-        return bytes([0x81, 0xFE]) + payload_size.to_bytes(2, "big") + b"\0" * 4
-    return bytes([0x81, 0xFF]) + payload_size.to_bytes(8, "big") + b"\0" * 4
-
-
-def test_the_frame_guard_follows_frames_split_anywhere_and_refuses_oversized_ones() -> None:
-    guard = FrameSizeGuard(limit=1000)
-    stream = masked(5) + b"hello" + masked(1000) + b"y" * 1000 + masked(300) + b"z" * 300
-    for byte in stream:  # one byte at a time: headers and payloads split at every point
-        guard.feed(bytes([byte]))
-    with pytest.raises(FrameTooLarge, match="1001 > 1000"):
-        guard.feed(masked(1001))
+@pytest.mark.parametrize(
+    ("head", "refused"),
+    [
+        (UPGRADE, False),
+        (UPGRADE.replace(b"Host: h\r\n", b""), True),
+        (UPGRADE.replace(b"Upgrade: WebSocket", b"Upgrade: websocket, h2c"), True),
+    ],
+)
+def test_the_handshake_wants_a_host_and_exactly_websocket_as_upgrade(head: bytes, refused: bool) -> None:
+    """What wsproto refused beyond `decide_*`, with the bytes it answered."""
+    assert decide_unix(parse_head(head)) == Upgrade()
+    expected = b"HTTP/1.1 400 \r\ncontent-length: 0\r\n\r\n" if refused else None
+    assert handshake_refusal(parse_head(head)) == expected

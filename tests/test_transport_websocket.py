@@ -224,6 +224,58 @@ async def test_invalid_utf8_in_a_text_frame_drops_the_connection(ws_server: AppS
             await read_until_closed(stream)
 
 
+async def test_a_close_is_echoed_with_its_code_and_reason_then_closed(ws_server: AppServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        stream, _ = await raw_upgrade(port_of(ws_server))
+        async with stream:
+            await stream.send_all(client_frame((4000).to_bytes(2, "big") + b"bye", opcode=0x8))
+            assert await read_until_closed(stream) == b"\x88\x05" + (4000).to_bytes(2, "big") + b"bye"
+
+
+async def test_a_ping_between_fragments_is_answered_before_the_reply(ws_server: AppServer) -> None:
+    message = b'{"id":1,"method":"initialize","params":{"clientInfo":{"name":"a","version":"1"}}}'
+    with trio.fail_after(TIMEOUT):
+        stream, _ = await raw_upgrade(port_of(ws_server))
+        async with stream:
+            await stream.send_all(
+                client_frame(message[:10], fin=False)
+                + client_frame(b"hi", opcode=0x9)
+                + client_frame(message[10:], opcode=0x0)
+            )
+            received = b""
+            while b'"codexHome"' not in received:
+                received += await stream.receive_some(65536)
+            assert received.startswith(b"\x8a\x02hi\x81")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"\x81\x02{}", id="unmasked"),
+        pytest.param(b"\xc1\x82\0\0\0\0{}", id="reserved bit"),
+        pytest.param(b"\x83\x82\0\0\0\0{}", id="unknown opcode"),
+    ],
+)
+async def test_a_protocol_violation_closes_the_socket_without_a_close_frame(
+    ws_server: AppServer, data: bytes
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        stream, _ = await raw_upgrade(port_of(ws_server))
+        async with stream:
+            await stream.send_all(data)
+            assert await read_until_closed(stream) == b""
+
+
+async def test_an_upgrade_without_host_gets_a_bare_400(ws_server: AppServer) -> None:
+    head = request_head().replace(b"Host: ", b"X-Not-Host: ")
+    assert b"X-Not-Host" in head
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_tcp_stream("127.0.0.1", port_of(ws_server))
+        async with stream:
+            await stream.send_all(head)
+            assert await read_until_closed(stream) == b"HTTP/1.1 400 \r\ncontent-length: 0\r\n\r\n"
+
+
 # ------------------------------------------------------------------------------ HTTP surface
 @pytest.mark.parametrize("path", ["/readyz", "/healthz", "/healthz?probe=1"])
 async def test_health_probes_answer_200_with_an_empty_body(ws_server: AppServer, path: str) -> None:
@@ -478,14 +530,14 @@ def test_the_banner_says_where_to_connect_and_whether_auth_is_on() -> None:
 
 async def test_accepted_sockets_send_without_nagle_delay(ws_server: AppServer) -> None:
     """Issue 17: a reply must not wait for the client's delayed ACK. Every reply is one write
-    of one whole frame (`ReplayStream.send_all`), and the accepted socket has TCP_NODELAY."""
+    of one whole frame (`WebSocketMessageStream._send_frame`), and the accepted socket has TCP_NODELAY."""
     with trio.fail_after(TIMEOUT):
         async with connect(port_of(ws_server)) as client:
             await client.rpc.initialize()
             [connection] = ws_server.broadcaster.connections
             stream = connection.stream
             assert isinstance(stream, WebSocketMessageStream)
-            socket_stream = stream._stream._stream
+            socket_stream = stream._stream
             assert isinstance(socket_stream, trio.SocketStream)
             assert socket_stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 

@@ -183,6 +183,22 @@ def upgrade_refusal(head: RequestHead) -> Respond | None:
     return None
 
 
+#: what an upgrade the handshake itself refuses gets (the bytes h11 wrote for wsproto).
+HANDSHAKE_REFUSED = b"HTTP/1.1 400 \r\ncontent-length: 0\r\n\r\n"
+
+
+def handshake_refusal(head: RequestHead) -> bytes | None:
+    """The handshake's own checks, after `decide_*` admitted the upgrade: the `Upgrade`
+    header must be exactly `websocket` and a `Host` header present (as wsproto required);
+    else a bare 400 and the connection is closed."""
+    upgrade = [value.lower() for key, value in head.headers if key == "upgrade"]
+    if upgrade[-1:] != ["websocket"]:
+        return HANDSHAKE_REFUSED
+    if not head.has("host"):
+        return HANDSHAKE_REFUSED
+    return None
+
+
 def decide_tcp(head: RequestHead, authorize: Authorizer | None) -> Decision:
     """What the TCP websocket listener does with one request head.
 

@@ -227,18 +227,16 @@ async def serve_control_socket(
             raise ControlSocketError(f"app-server control socket is already in use at {path}") from None
         log.info("app-server control socket listening socket_path=%s", files.real_path)
 
-        def make_acceptor(frames: trio.Nursery) -> WebSocketAcceptor:
-            return WebSocketAcceptor(
-                adopt=adopt,
-                frames=frames,
-                decide=http_head.decide_unix,
-                malformed=http_head.Drop(),
-                transport_name="unix_socket",
-                accept_headers=ACCEPT_HEADERS,
-            )
+        acceptor = WebSocketAcceptor(
+            adopt=adopt,
+            decide=http_head.decide_unix,
+            malformed=http_head.Drop(),
+            transport_name="unix_socket",
+            accept_headers=ACCEPT_HEADERS,
+        )
 
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_acceptor, [listener], make_acceptor, listener_scope)
+            await nursery.start(serve_acceptor, [listener], acceptor, listener_scope)
             task_status.started(files)
     finally:
         _remove(files)

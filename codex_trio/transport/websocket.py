@@ -8,14 +8,14 @@ drops it, as the reference does.
 Task tree of one listener (`serve_websocket`, a task of the server's connections nursery):
 
     serve_websocket
-    ├── frames nursery       one trio-websocket frame reader per live connection; outside the
-    │                        listener scope, so stopping the listener never cuts a connection
     └── listener scope       the server's `_listeners_scope`, cancelled when the drain starts
         └── accepting        accept loop + one handler per new TCP connection: reads the HTTP
                              head, answers plain HTTP itself, upgrades and `adopt`s the rest
 
-The `Connection` itself runs in the server's connections nursery (`adopt`); it ends by closing
-the stream, which ends the frame reader.
+The upgrade is answered here (`ws_frames.switching_protocols`); the `Connection` then runs in
+the server's connections nursery (`adopt`), and its reader task reads the frames itself
+(`WebSocketMessageStream.receive_message`): no frame-reader task per connection. Stopping the
+listener never cuts a connection.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ from typing import Literal
 
 import attrs
 import trio
-import trio_websocket
 
-from codex_trio.transport import http_head
+from codex_trio.transport import http_head, ws_frames
 from codex_trio.transport.auth import WebSocketAuth, authorizer, require_auth_off_loopback
 from codex_trio.transport.base import MessageStream, NowaitResult, ServerClosed
 from codex_trio.transport.http_head import Decision, Drop, RequestHead, Respond, Upgrade
@@ -47,9 +46,6 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: bytes asked of the socket per read: large messages arrive in few reads, idle costs nothing.
 RECEIVE_CHUNK = 64 * 1024
-#: whole messages trio-websocket holds between its frame reader and our connection reader; the
-#: connection reader takes each at once, so one is enough and bounds inbound memory.
-MESSAGE_QUEUE_SIZE = 1
 #: seconds a new connection may take to send a complete HTTP request head (or the next one on
 #: a kept-alive health-probe connection) before it is closed.
 HEAD_TIMEOUT = 30.0
@@ -66,103 +62,87 @@ ACCEPT_RETRY_DELAY = 0.1
 Adopt = Callable[[MessageStream, Literal["reject"]], None]
 
 
-class FrameTooLarge(Exception):
-    """A client frame announced a payload above MAX_FRAME_BYTES."""
-
-
-class FrameSizeGuard:
-    """Reads client frame headers as the bytes go by and refuses oversized frames.
-
-    trio-websocket limits whole messages only; the reference also limits single frames, so
-    this walks the frame boundaries (header, then skip the payload) without copying payloads.
-    """
-
-    def __init__(self, limit: int = MAX_FRAME_BYTES) -> None:
-        self._limit = limit
-        self._header = bytearray()
-        self._skip = 0
-
-    def _header_size(self) -> int | None:
-        if len(self._header) < 2:
-            return None
-        short = self._header[1] & 0x7F
-        extended = 2 if short == 126 else 8 if short == 127 else 0
-        mask = 4 if self._header[1] & 0x80 else 0
-        return 2 + extended + mask
-
-    def _payload_size(self) -> int:
-        short = self._header[1] & 0x7F
-        if short == 126:
-            return int.from_bytes(self._header[2:4], "big")
-        if short == 127:
-            return int.from_bytes(self._header[2:10], "big")
-        return short
-
-    def feed(self, data: bytes | bytearray) -> None:
-        """Account for `data`; raises FrameTooLarge when a frame header announces too much."""
-        position, end = 0, len(data)
-        while position < end:
-            if self._skip:
-                step = min(self._skip, end - position)
-                self._skip -= step
-                position += step
-                continue
-            self._header.append(data[position])
-            position += 1
-            size = self._header_size()
-            if size is not None and len(self._header) == size:
-                payload = self._payload_size()
-                self._header.clear()
-                if payload > self._limit:
-                    raise FrameTooLarge(f"Space limit exceeded: Message too long: {payload} > {self._limit}")
-                self._skip = payload
-
-
 def text_frame(payload: bytes) -> bytes:
     """One unfragmented, unmasked server text frame (RFC 6455 section 5.2)."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 65536:
-        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+    return ws_frames.frame(ws_frames.OP_TEXT, payload)
 
 
-class ReplayStream(trio.abc.Stream):
-    """A byte stream that first replays bytes already read (the request head), then the socket.
+class WebSocketMessageStream:
+    """A `MessageStream` over an upgraded socket: one message per text frame.
 
-    Bytes after the head pass through a FrameSizeGuard; an oversized frame closes the socket.
-    Every `send_all` is one whole frame and they are serialized here, so frames written by
-    trio-websocket (pongs, Close replies) and by `WebSocketMessageStream` never interleave.
-    Closing this stream closes the socket without a websocket Close frame, which is how the
-    reference ends connections it drops or drains.
+    Frames are read by the connection's own reader task (`receive_message` parses them with
+    `ws_frames.FrameReader`), so a connection has no frame-reader task of its own: a ping is
+    answered and a Close echoed from there. Every frame is one write and writes are
+    serialized here, so a pong or a Close never cuts into a message. Closing the stream
+    closes the socket without a Close frame, which is how the reference ends connections it
+    drops or drains. A client that breaks the framing rules is dropped the same way.
     """
 
-    def __init__(self, stream: trio.abc.Stream, replay: bytes, frames: bytes) -> None:
+    def __init__(self, stream: trio.abc.Stream, transport_name: str, received: bytes = b"") -> None:
+        self.transport_name = transport_name
         self._stream = stream
-        self._replay = replay
-        self._guard = FrameSizeGuard()
-        self._guard.feed(frames)
+        self._frames = ws_frames.FrameReader(MAX_FRAME_BYTES, MAX_MESSAGE_BYTES)
+        self._frames.feed(received)
+        #: set once no frame may be written any more (Close sent, peer gone, stream closed).
+        self._done = False
         self._sending = False
         self._turn = trio.lowlevel.ParkingLot()
         self._tail: memoryview | None = None
         self._quickack = True
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._replay:
-            size = len(self._replay) if max_bytes is None else max_bytes
-            replayed, self._replay = self._replay[:size], self._replay[size:]
-            return replayed
-        data = await self._stream.receive_some(max_bytes)
-        if data:
-            self._ack_now()
+    # ------------------------------------------------------------------ receiving
+    async def receive_message(self) -> bytes:
+        """The next text message; binary messages are dropped like the reference does.
+
+        Raises `trio.EndOfChannel` when the client closed (a Close frame or the end of the
+        stream) or was dropped for breaking the framing rules.
+        """
+        frames = self._frames
+        while True:
+            try:
+                event = frames.next_event()
+            except ws_frames.FrameTooLarge as exc:
+                log.warning("websocket receive error: %s", exc)
+                await self._drop()
+                raise trio.BrokenResourceError(str(exc)) from None
+            except ws_frames.MessageTooLarge as exc:
+                await self._send_close(ws_frames.MESSAGE_TOO_BIG.to_bytes(2, "big") + str(exc).encode())
+                raise trio.EndOfChannel from None
+            except ws_frames.ProtocolError as exc:
+                log.debug("websocket protocol error: %s", exc)
+                await self._drop()
+                raise trio.EndOfChannel from None
+            if event is None:
+                if self._done:
+                    raise trio.EndOfChannel
+                data = await self._stream.receive_some(RECEIVE_CHUNK)
+                if not data:
+                    self._done = True
+                    raise trio.EndOfChannel
+                self._ack_now()
+                frames.feed(data)
+            elif isinstance(event, ws_frames.Message):
+                if event.text:
+                    return event.data
+                log.warning("dropping unsupported binary websocket message")
+            elif isinstance(event, ws_frames.Ping):
+                await self._send_frame(ws_frames.frame(ws_frames.OP_PONG, event.payload))
+            elif isinstance(event, ws_frames.Close):
+                await self._send_close(event.payload)
+                raise trio.EndOfChannel
+
+    async def _send_close(self, payload: bytes) -> None:
+        """Answer (or send) a Close, then close the socket, as a server should (RFC 6455 7.1.1)."""
         try:
-            self._guard.feed(data)
-        except FrameTooLarge as exc:
-            log.warning("websocket receive error: %s", exc)
-            await trio.aclose_forcefully(self._stream)
-            raise trio.BrokenResourceError(str(exc)) from None
-        return data
+            await self._send_frame(ws_frames.frame(ws_frames.OP_CLOSE, payload))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await self._drop()
+
+    async def _drop(self) -> None:
+        self._done = True
+        await trio.aclose_forcefully(self._stream)
 
     def _ack_now(self) -> None:
         """Acknowledge what was just read at once instead of after the delayed-ACK timer.
@@ -178,46 +158,58 @@ class ReplayStream(trio.abc.Stream):
             except OSError:
                 self._quickack = False  # not TCP (a unix socket): nothing to acknowledge
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Write one frame; frames from concurrent callers are written one after the other.
+    # ------------------------------------------------------------------ sending
+    async def send_message(self, data: bytes) -> None:
+        """Write `data` as one text frame (the payload is already UTF-8 JSON from our encoder)."""
+        await self._send_frame(text_frame(data))
+
+    async def send_messages(self, batch: Sequence[bytes]) -> None:
+        """Several text frames in one write."""
+        await self._send_frame(b"".join(text_frame(data) for data in batch))
+
+    def send_messages_nowait(self, batch: Sequence[bytes]) -> NowaitResult:
+        """Text frames written in one write from the caller's task if the socket takes it now.
+
+        On a partial write this stream stays busy until `finish_send` has written the rest,
+        so no other frame can cut in.
+        """
+        if self._done or self._sending:
+            return "refused"
+        frames = text_frame(batch[0]) if len(batch) == 1 else b"".join(text_frame(data) for data in batch)
+        written = self._write_now(frames)
+        if written == len(frames):
+            return "sent"
+        if written == 0:
+            return "refused"
+        self._sending = True
+        self._tail = memoryview(frames)[written:]
+        return "partial"
+
+    async def finish_send(self) -> None:
+        """Write what `send_messages_nowait` left over, then let waiting writers go."""
+        try:
+            tail, self._tail = self._tail, None
+            if tail is not None:
+                await self._stream.send_all(tail)
+        finally:
+            self._sending = False
+            self._turn.unpark()
+
+    async def _send_frame(self, data: bytes | bytearray | memoryview) -> None:
+        """Write whole frames; frames from concurrent callers are written one after the other.
 
         Hot path of every broadcast: when nobody else is writing and the kernel takes the
         whole frame at once, it is written without a trip through the scheduler.
         """
         while self._sending:
             await self._turn.park()
+        if self._done:
+            raise trio.BrokenResourceError("websocket closed")
         self._sending = True
         try:
             written = self._write_now(data)
             if written < len(data):
                 await self._stream.send_all(memoryview(data)[written:])
-        finally:
-            self._sending = False
-            self._turn.unpark()
-
-    def write_nowait(self, data: bytes) -> NowaitResult:
-        """Write one frame now if nobody is writing and the socket takes some of it.
-
-        On a partial write this stream stays busy until `finish_send` has written the rest,
-        so no other frame can cut in.
-        """
-        if self._sending:
-            return "refused"
-        written = self._write_now(data)
-        if written == len(data):
-            return "sent"
-        if written == 0:
-            return "refused"
-        self._sending = True
-        self._tail = memoryview(data)[written:]
-        return "partial"
-
-    async def finish_send(self) -> None:
-        """Write what `write_nowait` left over, then let waiting writers go."""
-        try:
-            tail, self._tail = self._tail, None
-            if tail is not None:
-                await self._stream.send_all(tail)
         finally:
             self._sending = False
             self._turn.unpark()
@@ -236,75 +228,10 @@ class ReplayStream(trio.abc.Stream):
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket send failed: {exc}") from exc
 
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
     async def aclose(self) -> None:
+        """Close the socket, without a Close frame (as the reference on drain and drop)."""
+        self._done = True
         await self._stream.aclose()
-
-
-class WebSocketMessageStream:
-    """A `MessageStream` over an open websocket: one message per text frame."""
-
-    def __init__(
-        self,
-        ws: trio_websocket.WebSocketConnection,
-        stream: ReplayStream,
-        transport_name: str,
-        frames_scope: trio.CancelScope | None = None,
-    ) -> None:
-        self.transport_name = transport_name
-        self._ws = ws
-        self._stream = stream
-        self._frames_scope = frames_scope
-
-    async def receive_message(self) -> bytes:
-        """The next text message; binary messages are dropped like the reference does."""
-        while True:
-            try:
-                message = await self._ws.get_message()
-            except trio_websocket.ConnectionClosed:
-                raise trio.EndOfChannel from None
-            if isinstance(message, str):
-                return message.encode()
-            log.warning("dropping unsupported binary websocket message")
-
-    async def send_message(self, data: bytes) -> None:
-        """Write `data` as one text frame.
-
-        The frame is built here rather than by wsproto: the payload is already UTF-8 JSON from
-        our encoder, and skipping the str round trip and wsproto's serializer roughly halves
-        the cost of a broadcast to many connections.
-        """
-        if self._ws.closed is not None:
-            raise trio.BrokenResourceError("websocket closed")
-        await self._stream.send_all(text_frame(data))
-
-    def send_messages_nowait(self, batch: Sequence[bytes]) -> NowaitResult:
-        """Text frames written in one write from the caller's task if the socket takes it now."""
-        if self._ws.closed is not None:
-            return "refused"
-        frames = text_frame(batch[0]) if len(batch) == 1 else b"".join(text_frame(data) for data in batch)
-        return self._stream.write_nowait(frames)
-
-    async def finish_send(self) -> None:
-        await self._stream.finish_send()
-
-    async def send_messages(self, batch: Sequence[bytes]) -> None:
-        """Several text frames in one write."""
-        if self._ws.closed is not None:
-            raise trio.BrokenResourceError("websocket closed")
-        await self._stream.send_all(b"".join(text_frame(data) for data in batch))
-
-    async def aclose(self) -> None:
-        """Close the socket, without a Close frame (as the reference on drain and drop), and
-        end the frame reader: it may be parked handing a message to a queue nobody reads any
-        more, where closing the socket alone never reaches it."""
-        try:
-            await self._stream.aclose()
-        finally:
-            if self._frames_scope is not None:
-                self._frames_scope.cancel()
 
 
 @attrs.frozen
@@ -351,14 +278,12 @@ class WebSocketAcceptor:
         self,
         *,
         adopt: Adopt,
-        frames: trio.Nursery,
         decide: Callable[[RequestHead], Decision],
         malformed: Decision,
         transport_name: str,
         accept_headers: list[tuple[bytes, bytes]],
     ) -> None:
         self._adopt = adopt
-        self._frames = frames
         self._decide = decide
         self._malformed = malformed
         self._transport_name = transport_name
@@ -377,8 +302,6 @@ class WebSocketAcceptor:
             trio.BrokenResourceError,
             trio.ClosedResourceError,
             trio.TooSlowError,
-            trio_websocket.HandshakeError,
-            trio_websocket.ConnectionClosed,
         ) as exc:
             log.debug("websocket handshake failed: %r", exc)
         except Exception:
@@ -398,7 +321,7 @@ class WebSocketAcceptor:
                 return False
             if isinstance(decision, Upgrade):
                 assert head is not None
-                return await self._upgrade(stream, bytes(buffer))
+                return await self._upgrade(stream, head, bytes(buffer))
             if isinstance(decision, Drop):
                 return False
             with trio.fail_after(RESPONSE_TIMEOUT):
@@ -435,89 +358,48 @@ class WebSocketAcceptor:
             )
         elif isinstance(decision, Respond) and decision.status == 401:
             log.warning("rejecting websocket client during upgrade: %s", decision.body.decode())
-        if isinstance(decision, Upgrade):
-            # The handshake re-reads the head; the bytes after it are already frames.
-            return decision, head, bytearray(raw) + rest
         return decision, head, rest
 
-    async def _upgrade(self, stream: trio.abc.Stream, replay: bytes) -> bool:
-        """Complete the handshake and hand the connection to the server."""
-        wrapped = ReplayStream(stream, replay, replay[http_head.head_end(replay) :])
+    async def _upgrade(self, stream: trio.abc.Stream, head: RequestHead, received: bytes) -> bool:
+        """Answer the upgrade (101) and hand the connection to the server; `received` are the
+        bytes that followed the head (already frames)."""
+        refusal = http_head.handshake_refusal(head)
+        with trio.fail_after(RESPONSE_TIMEOUT):
+            if refusal is not None:
+                await stream.send_all(refusal)
+                return False
+            key = head.get("sec-websocket-key")
+            assert key is not None  # `decide` refuses an upgrade without one
+            await stream.send_all(ws_frames.switching_protocols(key, self._accept_headers))
+        ws = WebSocketMessageStream(stream, self._transport_name, received)
         try:
-            with trio.fail_after(RESPONSE_TIMEOUT):
-                request, frames_scope = await self._frames.start(_run_frames, wrapped)
-                ws = await request.accept(extra_headers=list(self._accept_headers))
-        except BaseException:
-            await trio.aclose_forcefully(wrapped)
-            raise
-        try:
-            self._adopt(WebSocketMessageStream(ws, wrapped, self._transport_name, frames_scope), "reject")
+            self._adopt(ws, "reject")
         except ServerClosed as exc:  # the server started draining during the handshake
             log.info("not adopting a websocket connection: %s", exc)
-            frames_scope.cancel()
-            await trio.aclose_forcefully(wrapped)
-            return True
+            return False
         log.info("websocket client connected (%s)", self._transport_name)
         return True
 
 
-async def _run_frames(
-    stream: trio.abc.Stream,
-    *,
-    task_status: trio.TaskStatus[tuple[trio_websocket.WebSocketRequest, trio.CancelScope]] = (
-        trio.TASK_STATUS_IGNORED
-    ),
-) -> None:
-    """Own one connection's trio-websocket frame reader, for as long as the connection lives.
-
-    A failure here ends this connection only: it is logged and the socket is closed, which the
-    connection's reader sees as the end of the stream. The connection's stream cancels the
-    scope handed out with the request when it closes.
-    """
-    started = False
-    try:
-        async with trio.open_nursery() as nursery:
-            request = await trio_websocket.wrap_server_stream(
-                nursery,
-                stream,
-                message_queue_size=MESSAGE_QUEUE_SIZE,
-                max_message_size=MAX_MESSAGE_BYTES,
-                receive_buffer_size=RECEIVE_CHUNK,
-            )
-            started = True
-            task_status.started((request, nursery.cancel_scope))
-    except Exception as exc:
-        if not started:
-            raise trio_websocket.HandshakeError(repr(exc)) from exc
-        log.warning("websocket connection failed: %r", exc)
-    finally:
-        await trio.aclose_forcefully(stream)
-
-
 async def serve_acceptor(
     listeners: list[trio.abc.Listener[trio.abc.Stream]],
-    make_acceptor: Callable[[trio.Nursery], WebSocketAcceptor],
+    acceptor: WebSocketAcceptor,
     listener_scope: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept on `listeners` inside `listener_scope`; own the frame readers outside it.
+    """Accept on `listeners` inside `listener_scope` until it is cancelled.
 
-    `task_status.started()` fires once every listener accepts. Returns when the listener scope
-    is cancelled and every connection accepted here has closed.
+    `task_status.started()` fires once every listener accepts. Upgraded connections live in
+    the server's connections nursery (`adopt`), so stopping the listener never cuts one.
     """
     try:
-        async with trio.open_nursery() as frames:
-            acceptor = make_acceptor(frames)
-            with listener_scope:
-                async with trio.open_nursery() as accepting:
-                    for listener in listeners:
-                        accepting.start_soon(_accept_loop, listener, acceptor, accepting)
-                    task_status.started()
-            # Stop accepting now; live connections end on their own (the drain closes them).
-            for listener in listeners:
-                await trio.aclose_forcefully(listener)
-            log.info("websocket acceptor shutting down")
+        with listener_scope:
+            async with trio.open_nursery() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(_accept_loop, listener, acceptor, accepting)
+                task_status.started()
+        log.info("websocket acceptor shutting down")
     finally:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
@@ -562,18 +444,16 @@ async def serve_websocket(
     endpoint = WebSocketEndpoint(listen.host, port)
     check = authorizer(auth)
 
-    def make_acceptor(frames: trio.Nursery) -> WebSocketAcceptor:
-        return WebSocketAcceptor(
-            adopt=adopt,
-            frames=frames,
-            decide=lambda head: http_head.decide_tcp(head, check),
-            malformed=http_head.BAD_REQUEST,
-            transport_name="websocket",
-            accept_headers=[],
-        )
+    acceptor = WebSocketAcceptor(
+        adopt=adopt,
+        decide=lambda head: http_head.decide_tcp(head, check),
+        malformed=http_head.BAD_REQUEST,
+        transport_name="websocket",
+        accept_headers=[],
+    )
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(serve_acceptor, list(listeners), make_acceptor, listener_scope)
+        await nursery.start(serve_acceptor, list(listeners), acceptor, listener_scope)
         log.info("app-server websocket listening on %s", endpoint.url)
         task_status.started(endpoint)
 
