@@ -6,7 +6,6 @@ The first SIGINT/SIGTERM starts the graceful drain, a second one stops at once.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import os
@@ -14,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -28,6 +28,9 @@ from codex_trio.transport.listen import (
     parse_listen_url,
 )
 
+if TYPE_CHECKING:
+    import argparse
+
 log = logging.getLogger(__name__)
 
 #: allocations between young collections (CPython's default is 700). Every idle connection
@@ -39,6 +42,8 @@ GC_YOUNG_THRESHOLD = 10_000
 
 
 def _config_override(text: str) -> tuple[str, str]:
+    import argparse
+
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"invalid override `{text}`: expected key=value")
@@ -46,6 +51,8 @@ def _config_override(text: str) -> tuple[str, str]:
 
 
 def _listen(text: str) -> object:
+    import argparse
+
     try:
         return parse_listen_url(text)
     except ListenUrlError as exc:
@@ -53,6 +60,8 @@ def _listen(text: str) -> object:
 
 
 def _seconds(text: str) -> int:
+    import argparse
+
     if not text.isdigit():
         raise argparse.ArgumentTypeError("invalid digit found in string")
     return int(text)
@@ -85,6 +94,9 @@ def _add_ws_auth_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (argparse is imported here: a bare `codex-trio` needs none)."""
+    import argparse
+
     parser = argparse.ArgumentParser(prog="codex-trio", description="A Trio-native Codex app-server.")
     transport = parser.add_mutually_exclusive_group()
     transport.add_argument(
@@ -166,9 +178,12 @@ async def run_server(settings: ServerSettings) -> None:
                 assert isinstance(server.listening, WebSocketEndpoint)
                 write_banner(server.listening, settings.ws_auth)
             # Everything alive now lives as long as the server: keep it out of the collector's
-            # full passes, which otherwise show up as latency spikes under load.
+            # full passes, which otherwise show up as latency spikes under load. `python -m
+            # codex_trio` starts with the collector off (nothing built during start-up is
+            # garbage); from here on it runs.
             gc.freeze()
             gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+            gc.enable()
 
             async def watch_signals() -> None:
                 count = 0
@@ -202,10 +217,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         from codex_trio.migrate import main as migrate_main
 
         sys.exit(migrate_main(argv[1:]))
-    args = build_parser().parse_args(argv)
+    # A bare command line is the default stdio server: no parser to build (argparse and
+    # gettext are a measurable share of a start-up that answers `initialize` and exits).
+    args = build_parser().parse_args(argv) if argv else None
     configure_logging()
     try:
-        settings = settings_from_args(args)
+        settings = settings_from_args(args) if args is not None else ServerSettings()
     except ValueError as exc:  # AuthConfigError
         sys.stderr.write(f"Error: {exc}\n")
         sys.exit(1)

@@ -18,8 +18,8 @@ a confined child gets (see docs/sandbox.md for the table):
   every socket call but the creation of AF_UNIX sockets, as the reference's filter does, and
   `CODEX_SANDBOX_NETWORK_DISABLED=1` in the environment.
 
-Whether bubblewrap works here is probed once per program path (`check_support`); a server
-that cannot confine says so and never runs a confining policy unconfined behind its back.
+Whether bubblewrap works here is probed once per program path (`sandbox_support.check_support`);
+a server that cannot confine says so and never runs a confining policy unconfined behind its back.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import shutil
 import struct
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -35,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import trio
 
 from codex_trio.process import Child, SpawnSpec, spawn
 from codex_trio.protocol.converter import WireError
@@ -46,6 +44,7 @@ from codex_trio.protocol.sandbox import (
     WorkspaceWrite,
     structure_sandbox_policy,
 )
+from codex_trio.sandbox_support import MISSING_BWRAP, SandboxSupport
 from codex_trio.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -56,64 +55,9 @@ PROTECTED_NAMES = (".git", ".agents", ".codex", ".aws")
 CREDENTIAL_FILES = ("auth.json", ".credentials.json")
 NETWORK_DISABLED_ENV = "CODEX_SANDBOX_NETWORK_DISABLED"
 
-MISSING_BWRAP = (
-    "Codex could not find bubblewrap on PATH. Install bubblewrap with your OS package manager. "
-    "See the sandbox prerequisites: https://developers.openai.com/codex/concepts/sandboxing#prerequisites. "
-    "Until then, commands that the sandbox policy would confine ask for approval and run unconfined."
-)
-UNUSABLE_BWRAP = (
-    "Codex found bubblewrap at {path} but cannot use it: {reason}. The sandbox needs user "
-    "namespaces (check kernel.unprivileged_userns_clone / user.max_user_namespaces). "
-    "Until then, commands that the sandbox policy would confine ask for approval and run unconfined."
-)
-
 
 class SandboxUnavailable(Exception):
     """A confining policy was asked for on a machine where bubblewrap cannot run."""
-
-
-@attrs.frozen
-class SandboxSupport:
-    """The outcome of probing bubblewrap: its path when usable, else why not."""
-
-    bwrap: str | None
-    problem: str | None = None
-
-    @property
-    def usable(self) -> bool:
-        return self.bwrap is not None and self.problem is None
-
-
-_support: dict[str, SandboxSupport] = {}
-
-
-async def check_support(program: str = "bwrap") -> SandboxSupport:
-    """Find `program` and run a minimal sandbox once; cached per program for the process."""
-    cached = _support.get(program)
-    if cached is not None:
-        return cached
-    path = program if "/" in program else shutil.which(program)
-    if path is None or not os.access(path, os.X_OK):
-        support = SandboxSupport(None, MISSING_BWRAP)
-    else:
-        probe = [
-            path, "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--", "true",
-        ]  # fmt: skip
-        try:
-            result = await trio.run_process(probe, capture_stdout=True, capture_stderr=True, check=False)
-        except OSError as exc:
-            support = SandboxSupport(None, UNUSABLE_BWRAP.format(path=path, reason=exc.strerror))
-        else:
-            if result.returncode == 0:
-                support = SandboxSupport(path)
-            else:
-                reason = result.stderr.decode(errors="replace").strip() or f"exit code {result.returncode}"
-                support = SandboxSupport(path, UNUSABLE_BWRAP.format(path=path, reason=reason))
-    if support.problem is not None:
-        log.warning("sandbox unavailable: %s", support.problem)
-    _support[program] = support
-    return support
 
 
 # ---------------------------------------------------------------------------- policies

@@ -39,11 +39,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import trio
-import trio_util
 
 from codex_trio import tracing
 from codex_trio.api.session import SessionApi
-from codex_trio.client import ClientConnection
 from codex_trio.connection import Connection, OverloadPolicy
 from codex_trio.dispatch import Router
 from codex_trio.log_store import LogStore
@@ -52,10 +50,10 @@ from codex_trio.protocol.errors import server_shutting_down
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.base import MessageStream, ServerClosed
 from codex_trio.transport.listen import NoListen, StdioListen, UnixListen, WebSocketListen
-from codex_trio.transport.memory import memory_message_stream_pair
 from codex_trio.transport.stdio import open_stdio
 
 if TYPE_CHECKING:
+    from codex_trio.client import ClientConnection
     from codex_trio.transport.unix import ControlSocket
     from codex_trio.transport.websocket import WebSocketEndpoint
 
@@ -317,7 +315,10 @@ class AppServer:
         self._listeners_scope = trio.CancelScope()
         self._connection_ids = itertools.count()
         self._server_request_ids = itertools.count()
-        self._detached_running = trio_util.AsyncValue(0)
+        #: detached tasks started and not yet finished; `_detached_idle` is set when it drops
+        #: to 0 while the drain waits for it.
+        self._detached_running = 0
+        self._detached_idle = trio.Event()
         self._connections: trio.Nursery | None = None
         self._detached: trio.Nursery | None = None
         self._families: list[Any] = []
@@ -479,7 +480,7 @@ class AppServer:
         log.info(
             "entering drain (connections=%d, detached tasks=%d)",
             len(self.broadcaster.connections),
-            self._detached_running.value,
+            self._detached_running,
         )
         self.draining = True
         self._listeners_scope.cancel()
@@ -489,7 +490,9 @@ class AppServer:
             if drain_started is not None:
                 drain_started()
         with trio.move_on_at(min(trio.current_time() + self.settings.drain_grace, self._shutdown_deadline)):
-            await self._detached_running.wait_value(0)
+            while self._detached_running:
+                self._detached_idle = trio.Event()
+                await self._detached_idle.wait()
         detached.cancel_scope.cancel()
 
     def shutdown(self) -> None:
@@ -599,6 +602,10 @@ class AppServer:
 
     async def connect(self) -> ClientConnection:
         """An in-process client connection (memory streams, the same dispatch path)."""
+        # imported here: a server started by the command line never has one
+        from codex_trio.client import ClientConnection
+        from codex_trio.transport.memory import memory_message_stream_pair
+
         server_end, client_end = memory_message_stream_pair()
         self.adopt(server_end, "backpressure")
         client = ClientConnection(client_end)
@@ -612,14 +619,16 @@ class AppServer:
         if self._detached is None or self.draining:
             raise server_shutting_down()
         # Counted now, not when the task first runs, so a drain that starts in between waits.
-        self._detached_running.value += 1
+        self._detached_running += 1
         self._detached.start_soon(self._track_detached, fn, args, name=name)
 
     async def _track_detached(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         try:
             await fn(*args)
         finally:
-            self._detached_running.value -= 1
+            self._detached_running -= 1
+            if not self._detached_running:
+                self._detached_idle.set()
 
 
 async def serve(

@@ -74,13 +74,14 @@ def uninstall() -> None:
     _env_parent = None
 
 
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?")
+#: compiled on first use (by `re`'s cache): most servers never see a trace carrier.
+_TRACEPARENT = r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?"
 
 
 @functools.lru_cache(maxsize=256)
 def parse_traceparent(traceparent: str, tracestate: str | None) -> tuple[int, int, int, str | None] | None:
     """(trace id, parent span id, flags, tracestate) of a W3C `traceparent`, or None if invalid."""
-    match = _TRACEPARENT.fullmatch(traceparent.strip())
+    match = re.fullmatch(_TRACEPARENT, traceparent.strip())
     if match is None:
         return None
     version, trace_hex, span_hex, flags_hex, rest = match.groups()

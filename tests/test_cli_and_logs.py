@@ -56,6 +56,61 @@ def test_arguments_become_settings() -> None:
     assert settings_from_args(build_parser().parse_args(["--listen", "off"])).listen == NoListen()
 
 
+def test_a_bare_command_line_is_the_default_settings() -> None:
+    """`main` skips the parser when there are no arguments: that must change nothing."""
+    assert settings_from_args(build_parser().parse_args([])) == ServerSettings()
+
+
+#: what a stdio server answering `initialize` must not load (the start-up budget, issue 17):
+#: the converter's cattrs, the command line's parser, the sandbox and the process layer.
+NOT_ON_THE_INITIALIZE_PATH = (
+    "cattrs",
+    "typing_extensions",
+    "argparse",
+    "gettext",
+    "trio_util",
+    "async_generator",
+    "codex_trio.sandbox",
+    "codex_trio.process",
+    "codex_trio.protocol.sandbox",
+    "codex_trio.config",
+    "codex_trio.store",
+    "codex_trio.core",
+    "codex_trio.threads",
+)
+
+
+async def test_a_stdio_start_to_initialize_and_exit_imports_only_what_it_needs(
+    codex_home: Path, tmp_path: Path
+) -> None:
+    """`python -X importtime -m codex_trio`, initialize, EOF: every module the whole run loaded
+    (worker threads and shutdown included) is listed on stderr."""
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-X", "importtime", "-m", "codex_trio"],
+            stdin=b'{"id":0,"method":"initialize","params":{"clientInfo":{"name":"t","version":"1"}}}\n',
+            env=server_env(codex_home),
+            cwd=tmp_path,
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+    assert result.stdout.startswith(b'{"id":0,"result":{"userAgent":"t/')
+    imported = {
+        line.split("|")[-1].strip()
+        for line in result.stderr.decode().splitlines()
+        if line.startswith("import time:") and "self [us]" not in line
+    }
+    assert {"trio", "codex_trio.api.session", "codex_trio.protocol.initialize"} <= imported
+    loaded = sorted(
+        name
+        for name in imported
+        if any(name == banned or name.startswith(banned + ".") for banned in NOT_ON_THE_INITIALIZE_PATH)
+    )
+    assert loaded == []
+    families = sorted(name for name in imported if name.startswith("codex_trio.api."))
+    assert families == ["codex_trio.api.session"]
+
+
 @pytest.mark.parametrize("url", ["wss://127.0.0.1:1", "bogus", "ws://localhost:1", "stdio://foo"])
 def test_bad_listen_urls_are_argument_errors(url: str) -> None:
     with pytest.raises(SystemExit) as caught:

@@ -70,7 +70,6 @@ from codex_trio.routing import RequestContext, Route, route
 from codex_trio.sandbox import (
     Confinement,
     SandboxUnavailable,
-    check_support,
     confinement_for,
     confines,
     hidden_paths,
@@ -78,6 +77,7 @@ from codex_trio.sandbox import (
     policy_from_profile,
     spawn_confined,
 )
+from codex_trio.sandbox_support import check_support
 from codex_trio.services import Services
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from codex_trio.atomic_files import write_atomic
 from codex_trio.protocol.converter import unstructure
 from codex_trio.protocol.initialize import InitializeParams, InitializeResponse, RemoteControlStatusChanged
 from codex_trio.routing import RequestContext, Route, route
-from codex_trio.sandbox import check_support
+from codex_trio.sandbox_support import check_support
 
 
 def installation_id(codex_home: Path) -> str:

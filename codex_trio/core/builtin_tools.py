@@ -20,7 +20,7 @@ import attrs
 import orjson
 import trio
 
-from codex_trio import sandbox
+from codex_trio import sandbox, sandbox_support
 from codex_trio.config.shell_env import ShellEnvironmentPolicy
 from codex_trio.core import approvals as approvals_mod
 from codex_trio.core import item_events
@@ -193,7 +193,7 @@ class BuiltinTools:
         policy = sandbox.policy_of(turn.sandbox_policy)
         if not sandbox.confines(policy):
             return None, None
-        support = await sandbox.check_support(self.settings.bwrap)
+        support = await sandbox_support.check_support(self.settings.bwrap)
         try:
             return sandbox.confinement_for(policy, support, sandbox.hidden_paths(self.settings)), None
         except sandbox.SandboxUnavailable as exc:

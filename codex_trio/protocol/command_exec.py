@@ -12,7 +12,7 @@ from typing import Any, Literal, NewType
 
 import attrs
 
-from codex_trio.protocol.converter import WireError, converter, describe
+from codex_trio.protocol.converter import WireError, describe, register_structure_hook
 from codex_trio.protocol.errors import RpcError, invalid_params, invalid_request
 from codex_trio.protocol.sandbox import SandboxPolicy
 
@@ -43,8 +43,8 @@ def _unsigned(label: str, maximum: int) -> Any:
     return structure
 
 
-converter.register_structure_hook(U16, _unsigned("u16", 0xFFFF))
-converter.register_structure_hook(USize, _unsigned("usize", 2**64 - 1))
+register_structure_hook(U16, _unsigned("u16", 0xFFFF))
+register_structure_hook(USize, _unsigned("usize", 2**64 - 1))
 
 Stream = Literal["stdout", "stderr"]
 

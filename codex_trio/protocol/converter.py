@@ -7,18 +7,24 @@ Rules, matching what the reference's serde derives produce:
 * unknown keys are ignored; primitives are strict (no `5` for a string, no `"1"` for an int);
 * structuring errors become serde-like texts ("missing field `path`"), which the dispatcher
   prefixes with "Invalid request: ".
+
+The converter is built on first use (`get_converter`): importing cattrs and building it is a
+large share of a start-up that only answers `initialize`. Protocol modules register their
+hand-written hooks with `register_structure_hook` / `register_unstructure_hook`, which keeps
+them until the converter exists; a type whose hook is registered that way is (un)structured
+by it directly, without building the converter (`initialize` takes that path).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
 
 import attrs
-import cattrs
-from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping_structure_factory
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+if TYPE_CHECKING:
+    import cattrs
 
 T = TypeVar("T")
 
@@ -92,16 +98,20 @@ def expected_variants(names: Sequence[Any]) -> str:
     return "expected one of " + ", ".join(quoted)
 
 
-def _is_list(tp: Any) -> bool:
-    return is_sequence(tp) and get_origin(tp) is not tuple and tp is not str
-
-
 def _is_literal(tp: Any) -> bool:
     origin: object = get_origin(tp)
     return origin is Literal
 
 
 def _make_converter() -> cattrs.Converter:
+    """A converter with the generic rules only (no hooks of `register_*_hook`)."""
+    import cattrs
+    from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping_structure_factory
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+    def _is_list(tp: Any) -> bool:
+        return is_sequence(tp) and get_origin(tp) is not tuple and tp is not str
+
     conv = cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(bool, _strict(bool, "a boolean"))
@@ -202,19 +212,60 @@ def _make_converter() -> cattrs.Converter:
     return conv
 
 
-converter = _make_converter()
+StructureHook = Callable[[Any, Any], Any]
+UnstructureHook = Callable[[Any], Any]
+
+_converter: cattrs.Converter | None = None
+#: hand-written hooks by exact type, in registration order; applied to the converter when
+#: it is built (and at once if it exists).
+_structure_hooks: dict[Any, StructureHook] = {}
+_unstructure_hooks: dict[Any, UnstructureHook] = {}
+
+
+def get_converter() -> cattrs.Converter:
+    """The one converter, built (cattrs imported) on first use, with every registered hook."""
+    global _converter
+    if _converter is None:
+        conv = _make_converter()
+        for tp, hook in _structure_hooks.items():
+            conv.register_structure_hook(tp, hook)
+        for tp, unhook in _unstructure_hooks.items():
+            conv.register_unstructure_hook(tp, unhook)
+        _converter = conv
+    return _converter
+
+
+def register_structure_hook(tp: Any, hook: StructureHook) -> None:
+    """`hook(value, tp)` structures `tp` (raising WireError with serde's wording)."""
+    _structure_hooks[tp] = hook
+    if _converter is not None:
+        _converter.register_structure_hook(tp, hook)
+
+
+def register_unstructure_hook(tp: Any, hook: UnstructureHook) -> None:
+    """`hook(value)` unstructures instances of exactly `tp`."""
+    _unstructure_hooks[tp] = hook
+    if _converter is not None:
+        _converter.register_unstructure_hook(tp, hook)
 
 
 def structure(value: Any, cls: type[T]) -> T:
     """Wire JSON -> a protocol type; raises WireError with serde's wording."""
+    hook = _structure_hooks.get(cls)
     try:
-        return converter.structure(value, cls)
+        if hook is not None:
+            return hook(value, cls)  # type: ignore[no-any-return]
+        return get_converter().structure(value, cls)
     except WireError:
         raise
-    except cattrs.BaseValidationError as exc:
-        raise WireError(_first_leaf(exc)) from exc
     except (TypeError, ValueError, KeyError) as exc:
         raise WireError(str(exc)) from exc
+    except Exception as exc:
+        import cattrs
+
+        if isinstance(exc, cattrs.BaseValidationError):
+            raise WireError(_first_leaf(exc)) from exc
+        raise
 
 
 def _first_leaf(exc: BaseException) -> str:
@@ -225,4 +276,7 @@ def _first_leaf(exc: BaseException) -> str:
 
 def unstructure(value: Any) -> Any:
     """A protocol type -> plain JSON-ready values."""
-    return converter.unstructure(value)
+    hook = _unstructure_hooks.get(type(value))
+    if hook is not None:
+        return hook(value)
+    return get_converter().unstructure(value)

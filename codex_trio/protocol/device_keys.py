@@ -11,7 +11,13 @@ from typing import Any, Literal
 
 import attrs
 
-from codex_trio.protocol.converter import WireError, converter, describe, expected_variants, structure
+from codex_trio.protocol.converter import (
+    WireError,
+    describe,
+    expected_variants,
+    register_structure_hook,
+    structure,
+)
 
 ALGORITHM = "ecdsa_p256_sha256"
 PROTECTION_POLICIES = ("hardware_only", "allow_os_protected_nonextractable")
@@ -105,7 +111,7 @@ def structure_sign_payload(raw: Any, _: Any = None) -> SignPayload:
     return structure(raw, cls)
 
 
-converter.register_structure_hook(SignPayload, structure_sign_payload)
+register_structure_hook(SignPayload, structure_sign_payload)
 
 
 @attrs.frozen

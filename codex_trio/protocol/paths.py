@@ -6,14 +6,14 @@ goes), exactly as the reference does, so `<abs>/missing/../f` names `<abs>/f` ev
 `missing` does not exist. Symlinks are not resolved. `~` is not expanded: like every other
 relative path it is refused, because the reference gives the server no base path.
 
-Importing this module registers the structure hook on the one converter.
+Importing this module registers its structure hook with the one converter.
 """
 
 from __future__ import annotations
 
 from typing import Any, NewType
 
-from codex_trio.protocol.converter import WireError, converter, describe
+from codex_trio.protocol.converter import WireError, describe, register_structure_hook
 
 #: An absolute, lexically normalized path (a plain `str` at runtime).
 AbsolutePath = NewType("AbsolutePath", str)
@@ -46,4 +46,4 @@ def _structure(value: Any, _: type) -> AbsolutePath:
     return normalize_absolute(value)
 
 
-converter.register_structure_hook(AbsolutePath, _structure)
+register_structure_hook(AbsolutePath, _structure)

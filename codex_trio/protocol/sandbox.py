@@ -11,7 +11,7 @@ from typing import Any, Literal, cast
 
 import attrs
 
-from codex_trio.protocol.converter import WireError, converter, describe, expected_variants
+from codex_trio.protocol.converter import WireError, describe, expected_variants, register_structure_hook
 from codex_trio.protocol.errors import invalid_request
 
 NetworkAccess = Literal["restricted", "enabled"]
@@ -114,8 +114,8 @@ def structure_sandbox_policy(value: Any, _: Any = None) -> SandboxPolicy | None:
 
 
 # cattrs flattens `SandboxPolicy | None` into one union, so both spellings get the hook.
-converter.register_structure_hook(SandboxPolicy, structure_sandbox_policy)
-converter.register_structure_hook(SandboxPolicy | None, structure_sandbox_policy)
+register_structure_hook(SandboxPolicy, structure_sandbox_policy)
+register_structure_hook(SandboxPolicy | None, structure_sandbox_policy)
 
 
 #: the `AskForApproval` names (a `{"granular": …}` object is the other form).

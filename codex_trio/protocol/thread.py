@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import attrs
 
-from codex_trio.protocol.converter import WireError, converter, describe, expected_variants
+from codex_trio.protocol.converter import WireError, describe, expected_variants, register_unstructure_hook
 
 # The wire ThreadStatus values; callers copy them (`dict(IDLE)`) before changing one.
 IDLE: dict[str, Any] = {"type": "idle"}
@@ -429,4 +429,4 @@ def thread_to_wire(thread: Thread) -> dict[str, Any]:
     }
 
 
-converter.register_unstructure_hook(Thread, thread_to_wire)
+register_unstructure_hook(Thread, thread_to_wire)

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from codex_trio.protocol.converter import WireError, converter, describe, expected_variants
+from codex_trio.protocol.converter import WireError, describe, expected_variants, register_structure_hook
 
 USER_INPUT_TYPES = ("text", "image", "localImage", "audio", "localAudio", "skill", "mention")
 _REQUIRED = {
@@ -60,7 +60,7 @@ def _structure_user_input(value: Any, _: type) -> UserInput:
     return UserInput(kind, wire)
 
 
-converter.register_structure_hook(UserInput, _structure_user_input)
+register_structure_hook(UserInput, _structure_user_input)
 
 
 @attrs.frozen
