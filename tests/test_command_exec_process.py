@@ -133,6 +133,41 @@ async def test_output_pipes_are_widened_so_a_fast_child_blocks_less_often(
     assert out.data["stdout"].split() == [str(PIPE_BUFFER).encode()] * 2
 
 
+async def test_collecting_a_chunk_lets_ready_tasks_run_between_reads() -> None:
+    """A PTY read hands out a few KiB at a time, so one chunk takes many reads: a task that is
+    ready meanwhile runs between them instead of waiting for the whole chunk. A SEQPACKET
+    socket gives the same shape deterministically (one read per message)."""
+    import socket
+
+    from codex_trio.process import _FdReader
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for _ in range(16):
+        theirs.send(b"x" * 4096)
+    reader = _FdReader(ours.detach())
+    rounds = 0
+    done = trio.Event()
+
+    async def busy() -> None:
+        nonlocal rounds
+        while not done.is_set():
+            rounds += 1
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy)
+            await trio.lowlevel.checkpoint()
+            before = rounds
+            chunk = await reader.receive_some(16 * 4096)
+            during = rounds - before
+            done.set()
+    await reader.aclose()
+    theirs.close()
+    assert len(chunk) == 16 * 4096
+    assert during >= 15
+
+
 async def test_a_pty_child_has_a_controlling_terminal_of_the_requested_size(
     leak_check: Any, tmp_path: Path
 ) -> None:

@@ -22,7 +22,7 @@ from codex_trio.api.thread_settings import SettingsResolver, ThreadSettings, abs
 from codex_trio.config.thread_store import ThreadStoreConfig, ThreadStoreConfigError, thread_store_config
 from codex_trio.connection import Connection
 from codex_trio.ids import now_ms, uuid7
-from codex_trio.protocol.converter import converter, describe, unstructure
+from codex_trio.protocol.converter import describe, get_converter, unstructure
 from codex_trio.protocol.errors import (
     INVALID_PARAMS,
     RpcError,
@@ -161,6 +161,7 @@ class ThreadsApi:
     def warm(self) -> None:
         """Build the converter's functions for the commonest calls (see `Services`): a
         listening server does it in the background, so its first thread/start does not."""
+        converter = get_converter()
         for params in (ThreadStartParams, ThreadResumeParams, ThreadReadParams, ThreadListParams):
             converter.get_structure_hook(params)
         for response in (ThreadStartResponse, ThreadResumeResponse, ThreadReadResponse, ThreadListResponse):
