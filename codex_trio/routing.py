@@ -15,6 +15,7 @@ import attrs
 from codex_trio.connection import Connection
 from codex_trio.protocol import envelope
 from codex_trio.protocol.registry import MethodSpec
+from codex_trio.records import by_value
 
 Handler = Callable[["RequestContext", Any], Awaitable[Any]]
 
@@ -49,7 +50,8 @@ class RequestContext:
         return self._on_sent
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Route:
     """One method: its spec (name, params type, experimental), its handler and its gates."""
 

@@ -13,6 +13,8 @@ import shutil
 import attrs
 import trio
 
+from codex_trio.records import by_value
+
 log = logging.getLogger(__name__)
 
 MISSING_BWRAP = (
@@ -27,7 +29,8 @@ UNUSABLE_BWRAP = (
 )
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class SandboxSupport:
     """The outcome of probing bubblewrap: its path when usable, else why not."""
 

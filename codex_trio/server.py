@@ -47,6 +47,7 @@ from codex_trio.dispatch import Router
 from codex_trio.log_store import LogStore
 from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.errors import server_shutting_down
+from codex_trio.records import by_value
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.base import MessageStream, ServerClosed
 from codex_trio.transport.listen import NoListen, StdioListen, UnixListen, WebSocketListen
@@ -72,7 +73,8 @@ FAMILY_CLOSE_FLOOR = 0.25
 F = TypeVar("F")
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FamilyGroup:
     """API families imported and built together, on the first call of one of their methods.
 
@@ -490,10 +492,14 @@ class AppServer:
             if drain_started is not None:
                 drain_started()
         with trio.move_on_at(min(trio.current_time() + self.settings.drain_grace, self._shutdown_deadline)):
-            while self._detached_running:
-                self._detached_idle = trio.Event()
-                await self._detached_idle.wait()
+            await self.detached_idle()
         detached.cancel_scope.cancel()
+
+    async def detached_idle(self) -> None:
+        """Wait until no detached work runs (the drain; tests and embedders wanting quiescence)."""
+        while self._detached_running:
+            self._detached_idle = trio.Event()
+            await self._detached_idle.wait()
 
     def shutdown(self) -> None:
         """Start the graceful drain (idempotent)."""

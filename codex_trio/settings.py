@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from codex_trio.records import by_value
 from codex_trio.transport.listen import ListenTarget, StdioListen
 
 if TYPE_CHECKING:  # names for annotations only: a stdio cold start loads neither module
@@ -24,7 +25,8 @@ def default_codex_home() -> Path:
     return Path(env).absolute() if env else Path.home() / ".codex"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ServerSettings:
     """Start-up settings; config files are read by the config layer, not here."""
 

@@ -90,7 +90,7 @@ async def test_a_listening_server_builds_the_thread_family_before_any_call(
     listen = WebSocketListen("127.0.0.1", 0) if transport == "ws" else UnixListen(tmp_path / "ctl.sock")
     async with open_app_server(attrs.evolve(server_settings, listen=listen)) as server:
         with trio.fail_after(30):
-            await server._detached_running.wait_value(0)  # the build is detached work
+            await server.detached_idle()  # the build is detached work
         assert server.router.built("thread/start") and not server.router.built("turn/start")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # building and warming went well
 

@@ -14,6 +14,7 @@ import attrs
 import orjson
 
 from codex_trio.ids import now_ms
+from codex_trio.records import by_value
 
 RequestId = int | str
 
@@ -30,7 +31,8 @@ HUGE_NUMBER_KEY = "$serde_json::private::Number"
 _MAX_INT_DIGITS = 40
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Request:
     """A client request: it gets exactly one response."""
 
@@ -41,7 +43,8 @@ class Request:
     trace: Any = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Notification:
     """A client notification: no response."""
 
@@ -49,7 +52,8 @@ class Notification:
     params: Any
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Response:
     """A client's answer to a server->client request (result or error)."""
 
@@ -58,7 +62,8 @@ class Response:
     error: Any
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Invalid:
     """Input the server logs and does not answer (the reference never sends -32700)."""
 

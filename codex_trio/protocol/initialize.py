@@ -21,9 +21,11 @@ from codex_trio.protocol.converter import (
     register_unstructure_hook,
     wire_name,
 )
+from codex_trio.records import by_value
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ClientInfo:
     """Who the client is (its name becomes the originator)."""
 
@@ -32,7 +34,8 @@ class ClientInfo:
     title: str | None = omittable()
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class InitializeCapabilities:
     """What the client opts into: experimental methods, fewer notifications."""
 
@@ -41,7 +44,8 @@ class InitializeCapabilities:
     request_attestation: bool | None = omittable()
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class InitializeParams:
     """`initialize` params."""
 
@@ -49,7 +53,8 @@ class InitializeParams:
     capabilities: InitializeCapabilities | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class InitializeResponse:
     """`initialize` result."""
 
@@ -59,7 +64,8 @@ class InitializeResponse:
     platform_os: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class RemoteControlStatusChanged:
     """Sent after `initialize`, as the reference does; remote control is never enabled here."""
 

@@ -12,9 +12,11 @@ import attrs
 from codex_trio.protocol.converter import WireError, expected_variants, structure
 from codex_trio.protocol.envelope import MISSING
 from codex_trio.protocol.errors import RpcError, invalid_request
+from codex_trio.records import by_value
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class MethodSpec:
     """One client->server method.
 

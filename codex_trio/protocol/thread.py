@@ -16,6 +16,7 @@ from typing import Any, Literal
 import attrs
 
 from codex_trio.protocol.converter import WireError, describe, expected_variants, register_unstructure_hook
+from codex_trio.records import by_value
 
 # The wire ThreadStatus values; callers copy them (`dict(IDLE)`) before changing one.
 IDLE: dict[str, Any] = {"type": "idle"}
@@ -107,7 +108,8 @@ def _thread_id_then_by_name(cls: type, fields: list[attrs.Attribute[Any]]) -> li
     return sorted(fields, key=lambda field: (field.name != "thread_id", field.name))
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadOverrides:
     """The settings thread/start, thread/resume and thread/fork all take over config.toml."""
 
@@ -123,7 +125,8 @@ class ThreadOverrides:
     service_tier: str | None = None
 
 
-@attrs.frozen(field_transformer=_thread_id_then_by_name)
+@by_value
+@attrs.frozen(repr=False, eq=False, field_transformer=_thread_id_then_by_name)
 class ThreadStartParams(ThreadOverrides):
     ephemeral: bool | None = None
     personality: Personality | None = None
@@ -132,14 +135,16 @@ class ThreadStartParams(ThreadOverrides):
     thread_source: str | None = None
 
 
-@attrs.frozen(field_transformer=_thread_id_then_by_name)
+@by_value
+@attrs.frozen(repr=False, eq=False, field_transformer=_thread_id_then_by_name)
 class ThreadResumeParams(ThreadOverrides):
     thread_id: str = attrs.field(kw_only=True)
     exclude_turns: bool = False
     personality: Personality | None = None
 
 
-@attrs.frozen(field_transformer=_thread_id_then_by_name)
+@by_value
+@attrs.frozen(repr=False, eq=False, field_transformer=_thread_id_then_by_name)
 class ThreadForkParams(ThreadOverrides):
     thread_id: str = attrs.field(kw_only=True)
     ephemeral: bool = False
@@ -148,26 +153,30 @@ class ThreadForkParams(ThreadOverrides):
     thread_source: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadIdParams:
     """Params of the methods that take only a thread id (archive, delete, unsubscribe…)."""
 
     thread_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadReadParams:
     thread_id: str
     include_turns: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadSetNameParams:
     thread_id: str
     name: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadMetadataUpdateParams:
     """`gitInfo` stays raw: absent, null and each field's absent/null/value all differ."""
 
@@ -175,7 +184,8 @@ class ThreadMetadataUpdateParams:
     git_info: Any = ABSENT
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GetConversationSummaryParams:
     """Untagged on the wire: `{conversationId}` or `{rolloutPath}`; checked by the handler."""
 
@@ -183,7 +193,8 @@ class GetConversationSummaryParams:
     rollout_path: Any = ABSENT
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadListParams:
     archived: bool | None = None
     current_account_only: bool = False
@@ -201,13 +212,15 @@ class ThreadListParams:
     use_state_db_only: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadLoadedListParams:
     cursor: str | None = None
     limit: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadTurnsListParams:
     thread_id: str
     cursor: str | None = None
@@ -216,7 +229,8 @@ class ThreadTurnsListParams:
     sort_direction: SortDirection | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadItemsListParams:
     thread_id: str
     cursor: Any = None
@@ -227,21 +241,24 @@ class ThreadItemsListParams:
 
 
 # ---------------------------------------------------------------------------- the Thread object
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GitInfoWire:
     sha: str | None
     branch: str | None
     origin_url: str | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Environment:
     environment_id: str
     cwd: str
     runtime_workspace_roots: list[str]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Thread:
     id: str
     environments: list[Environment] | None
@@ -279,7 +296,8 @@ class Thread:
 
 
 # ---------------------------------------------------------------------------- responses
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadSessionResponse:
     """What `thread/start`, `thread/fork` and `thread/resume` all answer: the thread and the
     settings it runs with."""
@@ -299,12 +317,14 @@ class ThreadSessionResponse:
     reasoning_effort: str | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadStartResponse(ThreadSessionResponse):
     multi_agent_mode: str = "explicitRequestOnly"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadResumeResponse(ThreadSessionResponse):
     collaboration_mode: dict[str, Any] | None
     multi_agent_mode: str
@@ -313,20 +333,23 @@ class ThreadResumeResponse(ThreadSessionResponse):
     items_backwards_cursor: str | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadReadResponse:
     thread: Thread
     read_state: dict[str, Any] | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadResponse:
     """`{thread}`: unarchive and metadata/update."""
 
     thread: Thread
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadListResponse:
     data: list[Thread]
     read_states: dict[str, Any]
@@ -334,18 +357,21 @@ class ThreadListResponse:
     backwards_cursor: str | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadLoadedListResponse:
     data: list[str]
     next_cursor: str | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadUnsubscribeResponse:
     status: Literal["unsubscribed", "notSubscribed", "notLoaded"]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class PageResponse:
     """`thread/turns/list` and `thread/items/list`."""
 
@@ -354,7 +380,8 @@ class PageResponse:
     backwards_cursor: str | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ConversationSummary:
     conversation_id: str
     path: str
@@ -369,7 +396,8 @@ class ConversationSummary:
     git_info: dict[str, Any] | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GetConversationSummaryResponse:
     summary: ConversationSummary
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import attrs
 
+from codex_trio.records import by_value
+
 EXPECTED = "expected `stdio://`, `unix://`, `unix://PATH`, `ws://IP:PORT`, or `off`"
 
 
@@ -17,25 +19,29 @@ class ListenUrlError(ValueError):
     """A --listen value the server cannot serve."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class StdioListen:
     pass
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class WebSocketListen:
     host: str
     port: int
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class UnixListen:
     """`path` is None for the default control socket under CODEX_HOME."""
 
     path: Path | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class NoListen:
     pass
 
