@@ -41,6 +41,7 @@ import trio.lowlevel
 
 from codex_trio.os_errors import os_error_text
 from codex_trio.pipes import widen_pipe
+from codex_trio.records import by_value
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class NotATerminal(Exception):
     """Resize of a child that does not run on a PTY."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TerminalSize:
     rows: int
     cols: int
@@ -78,7 +80,8 @@ class TerminalSize:
 DEFAULT_TERMINAL_SIZE = TerminalSize(rows=24, cols=80)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class SpawnSpec:
     """What to start and how.
 
@@ -404,7 +407,8 @@ async def pump(stream: trio.abc.ReceiveStream, sink: Callable[[bytes], Awaitable
         await sink(data if isinstance(data, bytes) else bytes(data))
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Finished:
     """How a supervised child ended."""
 

@@ -44,6 +44,7 @@ from codex_trio.protocol.sandbox import (
     WorkspaceWrite,
     structure_sandbox_policy,
 )
+from codex_trio.records import by_value
 from codex_trio.sandbox_support import MISSING_BWRAP, SandboxSupport
 from codex_trio.settings import ServerSettings
 
@@ -154,7 +155,8 @@ def hidden_paths(settings: ServerSettings) -> tuple[Path, ...]:
     return tuple(paths)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Confinement:
     """How to wrap one child: the bwrap program, the policy and the paths to hide."""
 

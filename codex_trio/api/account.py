@@ -56,6 +56,7 @@ from codex_trio.protocol.account import (
 from codex_trio.protocol.converter import camel, unstructure
 from codex_trio.protocol.errors import RpcError, internal_error, invalid_request
 from codex_trio.protocol.registry import experimental_required
+from codex_trio.records import by_value
 from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
@@ -79,7 +80,8 @@ class DiscoveryError(Exception):
     """Workspace-routing discovery failed; the text is what `login/completed.error` says."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ExternalTokens:
     """A `chatgptAuthTokens` login: memory only, never written to disk."""
 

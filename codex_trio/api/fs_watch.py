@@ -53,6 +53,7 @@ from codex_trio.protocol.fs import (
     FsWatchResponse,
     watch_id_exists_message,
 )
+from codex_trio.records import by_value
 from codex_trio.routing import RequestContext, Route, route
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,8 @@ def _errno_error(path: bytes | None = None) -> OSError:
     return OSError(code, os.strerror(code), path)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class InotifyEvent:
     """One decoded inotify event."""
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import attrs
 
+from codex_trio.records import by_value
+
 #: results returned per search, as the reference caps them.
 MAX_RESULTS = 50
 #: entries listed per root; a bigger tree is searched in its first this-many entries.
@@ -42,13 +44,15 @@ PENALTY_GAP_EXTENSION = 1
 _SEPARATORS = frozenset("/_-. ")
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Candidate:
     path: str
     is_dir: bool
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Match:
     root: str
     path: str
@@ -75,13 +79,18 @@ def _git_candidates(root: Path) -> list[Candidate] | None:
     try:
         inside = subprocess.run(
             [git, "-C", str(root), "rev-parse", "--is-inside-work-tree"],
-            capture_output=True, text=True, timeout=GIT_LIST_TIMEOUT, check=False,
+            capture_output=True,
+            text=True,
+            timeout=GIT_LIST_TIMEOUT,
+            check=False,
         )
         if inside.returncode != 0 or inside.stdout.strip() != "true":
             return None
         listed = subprocess.run(
             [git, "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            capture_output=True, timeout=GIT_LIST_TIMEOUT, check=False,
+            capture_output=True,
+            timeout=GIT_LIST_TIMEOUT,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

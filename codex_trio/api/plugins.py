@@ -54,6 +54,7 @@ from codex_trio.protocol.plugins import (
     PluginReadParams,
     PluginUninstallParams,
 )
+from codex_trio.records import by_value
 from codex_trio.routing import RequestContext, Route, route
 from codex_trio.services import Services
 
@@ -73,7 +74,8 @@ INVALID_SOURCE = (
 )
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Listing:
     marketplaces: list[Marketplace]
     errors: list[dict[str, str]]

@@ -18,6 +18,7 @@ from codex_trio.config.effective import EffectiveConfig, load_config
 from codex_trio.protocol.converter import WireError
 from codex_trio.protocol.errors import RpcError, invalid_request
 from codex_trio.protocol.thread import ThreadOverrides, read_approval_policy
+from codex_trio.records import by_value
 from codex_trio.services import Services
 from codex_trio.store import ThreadRecord
 
@@ -32,7 +33,8 @@ def absolute(base: Path, raw: str) -> Path:
     return Path(os.path.normpath(os.path.join(base, raw)))
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadSettings:
     """What a new or reloaded thread runs with, resolved from config and the request."""
 

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from codex_trio.atomic_files import write_atomic
+from codex_trio.records import by_value
 
 AUTH_FILE = "auth.json"
 #: the claims namespace in OpenAI id/access tokens.
@@ -42,7 +43,8 @@ def jwt_claims(token: str) -> dict[str, Any]:
     return claims
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TokenIdentity:
     """What the account methods show about a ChatGPT token."""
 
@@ -67,7 +69,8 @@ class TokenIdentity:
         )
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class StoredAuth:
     """The contents of auth.json that matter: the mode and the secret to send."""
 

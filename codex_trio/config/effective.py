@@ -31,6 +31,7 @@ from codex_trio.config.layers import (
 from codex_trio.config.models import DEFAULT_MODEL
 from codex_trio.config.sources import ConfigLayer, Table, ThreadConfigLoader
 from codex_trio.protocol.converter import describe, expected_variants
+from codex_trio.records import by_value
 from codex_trio.settings import ServerSettings
 
 DEFAULT_PROVIDER_ID = "openai"
@@ -44,7 +45,9 @@ DEFAULT_STREAM_MAX_RETRIES = 5
 DEFAULT_STREAM_IDLE_TIMEOUT_MS = 300_000
 MAX_RETRIES_CAP = 100
 
-@attrs.frozen
+
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ProviderConfig:
     """One `[model_providers.<id>]` entry with defaults applied."""
 
@@ -101,6 +104,7 @@ def builtin_providers(openai_base_url: str | None, environ: Mapping[str, str]) -
 
 def provider_from_table(provider_id: str, table: Mapping[str, Any]) -> ProviderConfig:
     """A configured `[model_providers.<id>]` table with defaults applied (retries capped)."""
+
     def retries(key: str, default: int) -> int:
         value = table.get(key)
         return min(int(value), MAX_RETRIES_CAP) if isinstance(value, int) else default
@@ -130,7 +134,8 @@ def provider_from_table(provider_id: str, table: Mapping[str, Any]) -> ProviderC
     )
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class EffectiveConfig:
     """What the server acts on, resolved from the layer stack with the reference's defaults.
 
@@ -344,7 +349,7 @@ def _approval(value: Any) -> str | None:
 def _non_empty_str(value: Any) -> str | None:
     error = _is_str(value)
     if error is None and not value:
-        return "invalid value: string \"\", expected a non-empty string"
+        return 'invalid value: string "", expected a non-empty string'
     return error
 
 

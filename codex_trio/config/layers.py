@@ -48,6 +48,7 @@ from codex_trio.config.sources import (
     ThreadSource,
     UserSource,
 )
+from codex_trio.records import by_value
 from codex_trio.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ SYSTEM_CONFIG_FILE = Path("/etc/codex/config.toml")
 MANAGED_CONFIG_FILE = Path("/etc/codex/managed_config.toml")
 #: The user layer's file name under CODEX_HOME; the only file `config/*Write` may edit.
 CONFIG_TOML_FILE = "config.toml"
+
 
 def version_of_table(table: Mapping[str, Any]) -> str:
     """A layer's fingerprint: sha256 of its values as compact, key-sorted JSON.
@@ -180,7 +182,8 @@ class NoopThreadConfigLoader:
         return ()
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class StaticThreadConfigLoader:
     """Fixed session-owned values (for tests and embedders), given as one nested table.
 
@@ -206,7 +209,8 @@ def request_layer(overrides: Mapping[str, Any] | None) -> ConfigLayer | None:
 
 
 # ---------------------------------------------------------------------------- the stack
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class LayerStack:
     """Layers lowest priority first, and their merge (computed once)."""
 
@@ -249,7 +253,8 @@ class LayerStack:
         return winners
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class LayerPaths:
     """Where the file layers live; tests and embedders point these elsewhere."""
 

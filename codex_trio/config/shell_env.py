@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import attrs
 
+from codex_trio.records import by_value
+
 log = logging.getLogger(__name__)
 
 CORE_VARS = frozenset({"HOME", "LOGNAME", "PATH", "SHELL", "USER", "USERNAME", "TMPDIR", "TEMP", "TMP"})
@@ -32,7 +34,8 @@ DEFAULT_EXCLUDES = ("*KEY*", "*SECRET*", "*TOKEN*")
 Inherit = Literal["all", "core", "none"]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ShellEnvironmentPolicy:
     inherit: Inherit = "all"
     ignore_default_excludes: bool = False

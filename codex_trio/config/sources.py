@@ -13,10 +13,13 @@ from typing import Any, Protocol
 
 import attrs
 
+from codex_trio.records import by_value
+
 Table = dict[str, Any]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class SystemSource:
     """`/etc/codex/config.toml` (or a test's replacement); may not exist."""
 
@@ -26,7 +29,8 @@ class SystemSource:
         return {"type": "system", "file": str(self.file)}
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class UserSource:
     """`$CODEX_HOME/config.toml`: the user's file and the target of config writes."""
 
@@ -37,7 +41,8 @@ class UserSource:
         return {"type": "user", "file": str(self.file), "profile": self.profile}
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class SessionFlagsSource:
     """Command-line `-c key=value` and `--enable/--disable FEATURE`."""
 
@@ -45,7 +50,8 @@ class SessionFlagsSource:
         return {"type": "sessionFlags"}
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class LegacyManagedSource:
     """`managed_config.toml`: administrator settings that win over everything."""
 
@@ -55,7 +61,8 @@ class LegacyManagedSource:
         return {"type": "legacyManagedConfigTomlFromFile", "file": str(self.file)}
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class RequestSource:
     """Overrides carried by one request (e.g. `thread/start`'s `config` map and typed fields)."""
 
@@ -63,7 +70,8 @@ class RequestSource:
         return {"type": "sessionFlags"}
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadSource:
     """A thread-scoped layer from a `ThreadConfigLoader`; `name` says which loader/why."""
 
@@ -79,7 +87,8 @@ LayerSource = (
 
 
 # ---------------------------------------------------------------------------- layers
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ConfigLayer:
     """One source's values as a nested TOML table, with its version fingerprint.
 

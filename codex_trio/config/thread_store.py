@@ -19,12 +19,15 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from codex_trio.records import by_value
+
 
 class ThreadStoreConfigError(ValueError):
     """A `[thread_store]` table that cannot be used (the message names the key)."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadStoreConfig:
     kind: Literal["local", "postgres"] = "local"
     url: str | None = attrs.field(default=None, repr=False)

@@ -22,6 +22,7 @@ from tomlkit.items import AoT, Item, Table
 from codex_trio.atomic_files import write_atomic
 from codex_trio.config.effective import ConfigValidationError, validate_config
 from codex_trio.config.layers import split_key_path, version_of_table
+from codex_trio.records import by_value
 
 
 class ConfigWriteError(Exception):
@@ -44,7 +45,8 @@ CONFLICT_MESSAGE = "Configuration was modified since last read. Fetch latest ver
 READONLY_MESSAGE = "Only writes to the user config are allowed"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Edit:
     """One `ConfigEdit`: a dotted key, a JSON value (None deletes), replace or upsert."""
 
@@ -53,7 +55,8 @@ class Edit:
     merge_strategy: str = "replace"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class WriteResult:
     """The new file's version and its parsed values (for override checks)."""
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import attrs
 
 from codex_trio.atomic_files import write_atomic
+from codex_trio.records import by_value
 
 BEGIN = "*** Begin Patch"
 END = "*** End Patch"
@@ -39,7 +40,8 @@ class PatchError(Exception):
     """A patch that does not parse or does not apply; the text is shown to the model."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Chunk:
     """One `@@` section of an update: replace `old` (after `context`) with `new`."""
 
@@ -49,18 +51,21 @@ class Chunk:
     at_eof: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class AddFile:
     path: str
     content: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class DeleteFile:
     path: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class UpdateFile:
     path: str
     chunks: tuple[Chunk, ...]
@@ -184,7 +189,8 @@ def _parse_chunks(body: list[str], i: int, path: str) -> tuple[list[Chunk], int]
 
 
 # ---------------------------------------------------------------------------- planning
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FilePlan:
     """What happens to one file: `new_content` None deletes it; `source` is removed on a move."""
 

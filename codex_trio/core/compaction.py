@@ -25,6 +25,7 @@ from codex_trio.core.model_client import Completed, ModelError, OutputItemDone, 
 from codex_trio.core.prompt import TURN_ABORTED_TEXT, message, model_family, request_body
 from codex_trio.ids import now_ms, uuid7
 from codex_trio.protocol.items import ContextCompactionItem
+from codex_trio.records import by_value
 from codex_trio.store import rollout
 
 if TYPE_CHECKING:
@@ -189,7 +190,8 @@ def _assistant_text(item: Mapping[str, Any]) -> list[str]:
     ]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Compaction:
     """The body of a `thread/compact/start` turn."""
 

@@ -40,6 +40,7 @@ from codex_trio.process import (
     StreamName,
     run_to_exit,
 )
+from codex_trio.records import by_value
 from codex_trio.sandbox import Confinement, spawn_confined
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def default_shell() -> str:
     return shell if shell and os.path.isabs(shell) and os.access(shell, os.X_OK) else "/bin/bash"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ExecArgs:
     """`exec_command` arguments, validated."""
 
@@ -273,7 +275,8 @@ class ExecSession:
             self.done.set()
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ExecResult:
     """What one `exec_command` / `write_stdin` call hands back."""
 

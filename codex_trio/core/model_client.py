@@ -39,6 +39,7 @@ from codex_trio.config.effective import ProviderConfig
 from codex_trio.core import rate_limits
 from codex_trio.core.sse import SseDecoder, SseError
 from codex_trio.protocol.account import RateLimitSnapshot
+from codex_trio.records import by_value
 
 if TYPE_CHECKING:
     import httpx
@@ -74,7 +75,8 @@ _REASONS = {
 
 
 # ---------------------------------------------------------------------------- errors
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ModelError(Exception):
     """Why a model request failed, as the client is told (`error` / `turn.error`).
 
@@ -137,7 +139,8 @@ def _error_message(text: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------- events
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TokenUsage:
     input_tokens: int = 0
     cached_input_tokens: int = 0
@@ -176,52 +179,60 @@ class TokenUsage:
         )
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Created:
     response_id: str | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class OutputItemAdded:
     """A model output item opened (`message`, `reasoning`, `function_call`, …)."""
 
     item: dict[str, Any]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class OutputTextDelta:
     item_id: str | None
     delta: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ReasoningSummaryPartAdded:
     item_id: str | None
     summary_index: int
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ReasoningSummaryDelta:
     item_id: str | None
     delta: str
     summary_index: int
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ReasoningTextDelta:
     item_id: str | None
     delta: str
     content_index: int
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class OutputItemDone:
     """A complete model output item, exactly as the model sent it."""
 
     item: dict[str, Any]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Completed:
     response_id: str | None
     usage: TokenUsage | None
@@ -305,14 +316,16 @@ def _int(value: Any) -> int:
 
 
 # ---------------------------------------------------------------------------- auth
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Auth:
     """Headers that authenticate a request; empty for a provider without auth."""
 
     headers: dict[str, str] = attrs.Factory(dict)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Login:
     """The account's login as the account family holds it (`apikey`, `chatgpt`, …).
 

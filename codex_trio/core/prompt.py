@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from codex_trio.records import by_value
+
 BASE_INSTRUCTIONS = """\
 You are a coding agent working inside a user's workspace through the codex-trio app server.
 You help the user understand, change, build and test their code, and you carry tasks through
@@ -56,7 +58,8 @@ DEFAULT_CONTEXT_WINDOW = 272_000
 USABLE_CONTEXT_SHARE = 0.95
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ModelFamily:
     """What the server knows about a model slug: which tool shapes and options it takes."""
 
@@ -273,7 +276,8 @@ def _system_zone() -> str | None:
 
 
 # ---------------------------------------------------------------------------- the request
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class RequestSpec:
     """Everything one sampling request depends on."""
 

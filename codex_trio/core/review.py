@@ -27,6 +27,7 @@ from codex_trio.core import item_events
 from codex_trio.core.prompt import message
 from codex_trio.ids import now_ms, uuid7
 from codex_trio.protocol.items import AgentMessageItem, EnteredReviewModeItem, ExitedReviewModeItem
+from codex_trio.records import by_value
 from codex_trio.store import rollout
 
 if TYPE_CHECKING:
@@ -117,7 +118,8 @@ class ReviewTargetError(ValueError):
     """A `review/start` target that cannot be reviewed (the message goes to the client)."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ResolvedReview:
     """What the reviewer is asked (`prompt`) and how clients label the review (`hint`)."""
 
@@ -227,7 +229,8 @@ def user_action_text(rendered: str) -> str:
     )
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Review:
     """The body of a `review/start` turn (the turn's input is the review prompt)."""
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import attrs
 
+from codex_trio.records import by_value
+
 #: bytes a single event may hold before the stream is declared broken (a runaway line).
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
@@ -18,7 +20,8 @@ class SseError(Exception):
     """The stream is not valid SSE (an event larger than MAX_EVENT_BYTES)."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class SseEvent:
     """One dispatched event: `event` defaults to "message" as the spec says."""
 

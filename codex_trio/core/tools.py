@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 import trio
 
+from codex_trio.records import by_value
+
 if TYPE_CHECKING:
     from codex_trio.threads import LoadedThread
 
@@ -42,7 +44,8 @@ class TurnInterrupted(Exception):
     """The user cancelled an approval: the turn ends as interrupted."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ToolCall:
     """A call the model made: `namespace` is set for a tool inside a namespace; `kind` is
     `function_call` (JSON arguments) or `custom_tool_call` (free-form input)."""
@@ -54,7 +57,8 @@ class ToolCall:
     kind: str = "function_call"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ToolTurn:
     """What a provider may know of the turn that calls it."""
 

@@ -91,6 +91,7 @@ from codex_trio.protocol.turns import (
     TurnNotification,
     UserInput,
 )
+from codex_trio.records import by_value
 from codex_trio.store import rollout
 from codex_trio.threads import LoadedThread, TurnEnd
 
@@ -103,7 +104,8 @@ log = logging.getLogger(__name__)
 FINALIZE_TIMEOUT = 5.0
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TurnSettings:
     """What a turn runs with (the thread's settings with the turn's overrides applied)."""
 
@@ -132,17 +134,20 @@ class TurnSettings:
 
 
 # ---------------------------------------------------------------------------- outcomes
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class _Completed:
     pass
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class _Interrupted:
     pass
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class _Failed:
     error: ModelError
 

@@ -30,6 +30,7 @@ from codex_trio.core.prompt import message
 from codex_trio.ids import now_ms, uuid7
 from codex_trio.process import SpawnError, SpawnSpec, StreamName, run_to_exit, spawn
 from codex_trio.protocol.items import CommandExecutionItem, CommandStatus, ItemDelta
+from codex_trio.records import by_value
 from codex_trio.store import rollout
 
 if TYPE_CHECKING:
@@ -121,7 +122,8 @@ async def run_user_shell(
     )
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class UserShellCommand:
     """The body of a `thread/shellCommand` turn on an idle thread."""
 

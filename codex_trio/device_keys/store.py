@@ -35,6 +35,7 @@ from codex_trio.protocol.device_keys import (
     SignPayload,
     payload_type,
 )
+from codex_trio.records import by_value
 
 SIGNING_DOMAIN = "codex-device-key-sign-payload/v1"
 HARDWARE_SECURE_ENCLAVE = "hardware_secure_enclave"
@@ -93,13 +94,15 @@ class DeviceKeyError(Exception):
         return cls(f"device key cryptography error: {detail}", internal=True)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Binding:
     account_user_id: str
     client_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class KeyInfo:
     key_id: str
     public_key_spki_der: bytes
@@ -136,7 +139,8 @@ class BindingStore(Protocol):
     async def put(self, key_id: str, binding: Binding) -> None: ...
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Signature:
     signature_der: bytes
     signed_payload: bytes

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from codex_trio.records import by_value
+
 #: seconds to start a server and list its tools when the config says nothing (the reference's).
 DEFAULT_STARTUP_TIMEOUT = 10.0
 #: seconds one tool call may take when the config says nothing (the reference's).
@@ -26,7 +28,8 @@ INHERITED_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "USER", "LANG", "LC_ALL", "
 ApprovalMode = Literal["auto", "prompt", "approve"]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class McpServerConfig:
     """One configured server."""
 

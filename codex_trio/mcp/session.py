@@ -37,6 +37,7 @@ from codex_trio._version import VERSION
 from codex_trio.mcp.config import McpServerConfig
 from codex_trio.mcp.state import Hooks, ServerState
 from codex_trio.process import SpawnError, SpawnSpec, spawn
+from codex_trio.records import by_value
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def dump(model: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- transports
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Transport:
     read: MemoryObjectReceiveStream[SessionMessage | Exception]
     write: MemoryObjectSendStream[SessionMessage]

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from codex_trio.records import by_value
 from codex_trio.skills import scan_skills
 
 MARKETPLACE_FILES = (Path(".agents/plugins/marketplace.json"), Path(".claude-plugin/marketplace.json"))
@@ -65,7 +66,8 @@ class MarketplaceError(Exception):
     """A marketplace or plugin that cannot be used; the message is the client's text."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class PluginEntry:
     """One plugin a marketplace lists."""
 
@@ -77,7 +79,8 @@ class PluginEntry:
     auth_policy: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Marketplace:
     name: str
     #: the marketplace file.

@@ -21,6 +21,7 @@ import httpx
 import trio
 
 from codex_trio.config.auth import read_auth
+from codex_trio.records import by_value
 
 REMOTE_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5.0
@@ -56,7 +57,8 @@ def is_remote_id(plugin_id: str) -> bool:
     return bool(_REMOTE_ID.match(plugin_id))
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class RemoteAuth:
     token: str
     account_id: str | None

@@ -25,6 +25,7 @@ from codex_trio.plugins.marketplace import (
     safe_name,
     scan_plugin_skills,
 )
+from codex_trio.records import by_value
 
 CACHE_DIR = Path("plugins/cache")
 #: where git marketplaces are checked out, below CODEX_HOME (the reference's location).
@@ -33,7 +34,8 @@ GIT_MARKETPLACES_DIR = Path(".tmp/marketplaces")
 UNVERSIONED = "local"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ConfiguredMarketplace:
     """A `[marketplaces.<name>]` entry."""
 
@@ -49,7 +51,8 @@ class ConfiguredMarketplace:
         return Path(self.source)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class InstalledPlugin:
     id: str
     name: str

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from codex_trio.protocol.config import serde_variants
+from codex_trio.records import by_value
 
 LOGIN_TYPES = (
     "apiKey",
@@ -37,14 +38,16 @@ def _login_type(_: Any, __: attrs.Attribute[Any], value: str) -> None:
         raise ValueError(f"unknown variant `{value}`, expected {serde_variants(*LOGIN_TYPES)}")
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GetAccountParams:
     """`account/read` params."""
 
     refresh_token: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class LoginAccountParams:
     """`account/login/start` params: an API key or external ChatGPT tokens."""
 
@@ -62,14 +65,16 @@ class LoginAccountParams:
     session_token: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CancelLoginAccountParams:
     """`account/login/cancel` params."""
 
     login_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GetAuthStatusParams:
     """`getAuthStatus` params (v1)."""
 
@@ -77,7 +82,8 @@ class GetAuthStatusParams:
     refresh_token: bool | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GetAuthStatusResponse:
     """`getAuthStatus` result: the auth method and, when asked, the token."""
 
@@ -86,7 +92,8 @@ class GetAuthStatusResponse:
     requires_openai_auth: bool | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class WorkspaceRouting:
     """Where requests of an external-token login are routed (from workspace discovery)."""
 
@@ -95,7 +102,8 @@ class WorkspaceRouting:
     account_routing_override: str = "NO_CONSTRAINT"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GetAccountResponse:
     """`account/read` result."""
 
@@ -105,7 +113,8 @@ class GetAccountResponse:
     workspace_routing: WorkspaceRouting | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class AccountLoginCompleted:
     """`account/login/completed`: a login finished, or failed with `error`."""
 
@@ -115,7 +124,8 @@ class AccountLoginCompleted:
     onboarding_entrypoint: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class AccountUpdated:
     """`account/updated`: the auth mode or plan changed."""
 
@@ -123,12 +133,14 @@ class AccountUpdated:
     plan_type: str | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GovCloudRequirementsParams:
     """`{}`: the method takes no fields, but `params` must be present."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GovCloudRequirementsResponse:
     """`account/bedrock/checkGovCloudRequirements` result: nothing is required here."""
 
@@ -136,7 +148,8 @@ class GovCloudRequirementsResponse:
     should_warn: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class RateLimitWindow:
     """One rate-limit window: how much of it is used, how long it is, when it resets."""
 
@@ -145,7 +158,8 @@ class RateLimitWindow:
     resets_at: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CreditsSnapshot:
     """The account's credits, as the backend or the response headers report them."""
 
@@ -154,7 +168,8 @@ class CreditsSnapshot:
     balance: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class RateLimitSnapshot:
     """One limit's state (`codex_trio.core.rate_limits` reads it); unknown fields stay null."""
 
@@ -170,7 +185,8 @@ class RateLimitSnapshot:
     rate_limit_reached_type: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GetAccountRateLimitsResponse:
     """`account/rateLimits/read` result: the backend's `codex` limit and every limit by id."""
 
@@ -182,7 +198,8 @@ class GetAccountRateLimitsResponse:
     rate_limit_upsell: Any = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class RateLimitsUpdated:
     """`account/rateLimits/updated` (broadcast after every model response)."""
 

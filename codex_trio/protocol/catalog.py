@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import attrs
 
+from codex_trio.records import by_value
 
-@attrs.frozen
+
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ModelListParams:
     """`model/list` params (offset cursor paging)."""
 
@@ -18,7 +21,8 @@ class ModelListParams:
     model_provider: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ExperimentalFeatureListParams:
     """`experimentalFeature/list` params (offset cursor paging)."""
 
@@ -27,7 +31,8 @@ class ExperimentalFeatureListParams:
     thread_id: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class SkillsListParams:
     """`skills/list` params: the working directories whose skills to list."""
 
@@ -35,7 +40,8 @@ class SkillsListParams:
     force_reload: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class HooksListParams:
     """`hooks/list` params."""
 
@@ -43,7 +49,8 @@ class HooksListParams:
     thread_id: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class PluginInstalledParams:
     """`plugin/installed` params."""
 
@@ -51,7 +58,8 @@ class PluginInstalledParams:
     install_suggestion_plugin_names: list[str] | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class PluginListParams:
     """`plugin/list` params."""
 
@@ -60,14 +68,16 @@ class PluginListParams:
     marketplace_kinds: list[str] | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CollaborationModeListParams:
     """`collaborationMode/list` params."""
 
     pass
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class SkillsConfigWriteParams:
     """`skills/config/write`: enable or disable a skill, chosen by name or by path."""
 
@@ -76,7 +86,8 @@ class SkillsConfigWriteParams:
     path: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ExternalAgentConfigDetectParams:
     """`externalAgentConfig/detect` params."""
 

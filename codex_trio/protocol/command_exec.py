@@ -15,6 +15,7 @@ import attrs
 from codex_trio.protocol.converter import WireError, describe, register_structure_hook
 from codex_trio.protocol.errors import RpcError, invalid_params, invalid_request
 from codex_trio.protocol.sandbox import SandboxPolicy
+from codex_trio.records import by_value
 
 OUTPUT_DELTA = "command/exec/outputDelta"
 
@@ -49,7 +50,8 @@ register_structure_hook(USize, _unsigned("usize", 2**64 - 1))
 Stream = Literal["stdout", "stderr"]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CommandExecTerminalSize:
     """PTY size in character cells."""
 
@@ -57,7 +59,8 @@ class CommandExecTerminalSize:
     cols: U16
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CommandExecParams:
     """`command/exec`: run an argv outside any thread."""
 
@@ -78,7 +81,8 @@ class CommandExecParams:
     permission_profile: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CommandExecResponse:
     """The final answer; stdout/stderr are empty when they were streamed."""
 
@@ -87,7 +91,8 @@ class CommandExecResponse:
     stderr: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CommandExecOutputDelta:
     """`command/exec/outputDelta`: one read of a stream, base64-encoded."""
 
@@ -97,7 +102,8 @@ class CommandExecOutputDelta:
     cap_reached: bool
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CommandExecWriteParams:
     """`command/exec/write` params: bytes for stdin, or close it."""
 
@@ -106,7 +112,8 @@ class CommandExecWriteParams:
     close_stdin: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CommandExecResizeParams:
     """`command/exec/resize` params: a new PTY size."""
 
@@ -114,7 +121,8 @@ class CommandExecResizeParams:
     size: CommandExecTerminalSize
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CommandExecTerminateParams:
     """`command/exec/terminate` params."""
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import attrs
 
+from codex_trio.records import by_value
+
 MERGE_STRATEGIES = ("replace", "upsert")
 
 
@@ -28,7 +30,8 @@ def _merge_strategy(_: Any, __: attrs.Attribute[Any], value: str) -> None:
         raise ValueError(f"unknown variant `{value}`, expected {serde_variants(*MERGE_STRATEGIES)}")
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ConfigReadParams:
     """`config/read` params: with `includeLayers`, the layers are listed too."""
 
@@ -36,7 +39,8 @@ class ConfigReadParams:
     include_layers: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ConfigEdit:
     """One edit of `config/batchWrite`: a dotted key path, a value and how to merge it."""
 
@@ -46,7 +50,8 @@ class ConfigEdit:
     merge_strategy: str = attrs.field(validator=_merge_strategy)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ConfigValueWriteParams:
     """`config/value/write` params: one edit, optionally guarded by `expectedVersion`."""
 
@@ -57,7 +62,8 @@ class ConfigValueWriteParams:
     expected_version: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ConfigBatchWriteParams:
     """`config/batchWrite` params: edits applied together or not at all."""
 
@@ -67,7 +73,8 @@ class ConfigBatchWriteParams:
     reload_user_config: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ConfigLayerMetadata:
     #: the layer's `ConfigLayerSource` (a tagged object).
     """A layer's source and version, as config responses name it."""
@@ -76,7 +83,8 @@ class ConfigLayerMetadata:
     version: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class OverriddenMetadata:
     """Where a written value is overridden by a higher layer (the write still happened)."""
 
@@ -85,7 +93,8 @@ class OverriddenMetadata:
     effective_value: Any
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ConfigWriteResponse:
     """`config/value/write` and `config/batchWrite` result."""
 
@@ -95,10 +104,10 @@ class ConfigWriteResponse:
     overridden_metadata: OverriddenMetadata | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ConfigRequirementsReadResponse:
     """No requirements.toml / MDM support here: `requirements` is always null."""
 
     supports_independent_speed_modes: bool = True
     requirements: dict[str, Any] | None = None
-

@@ -18,25 +18,29 @@ from codex_trio.protocol.converter import (
     register_structure_hook,
     structure,
 )
+from codex_trio.records import by_value
 
 ALGORITHM = "ecdsa_p256_sha256"
 PROTECTION_POLICIES = ("hardware_only", "allow_os_protected_nonextractable")
 ProtectionPolicy = Literal["hardware_only", "allow_os_protected_nonextractable"]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class DeviceKeyCreateParams:
     account_user_id: str
     client_id: str
     protection_policy: ProtectionPolicy | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class DeviceKeyPublicParams:
     key_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class DeviceKeyInfoResponse:
     """The result of `device/key/create` and `device/key/public`."""
 
@@ -46,14 +50,16 @@ class DeviceKeyInfoResponse:
     protection_class: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class DeviceKeySignResponse:
     signature_der_base64: str
     signed_payload_base64: str
     algorithm: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class RemoteControlClientConnection:
     """Proof of key possession for opening the remote-control controller websocket."""
 
@@ -69,7 +75,8 @@ class RemoteControlClientConnection:
     scopes: list[str]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class RemoteControlClientEnrollment:
     """Proof of key possession for enrolling this device with the remote-control service."""
 
@@ -114,7 +121,8 @@ def structure_sign_payload(raw: Any, _: Any = None) -> SignPayload:
 register_structure_hook(SignPayload, structure_sign_payload)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class DeviceKeySignParams:
     key_id: str
     payload: SignPayload

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import attrs
 
+from codex_trio.records import by_value
 
-@attrs.frozen
+
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FeedbackUploadParams:
     classification: str
     reason: str | None = None
@@ -15,20 +18,23 @@ class FeedbackUploadParams:
     tags: dict[str, str] | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FeedbackSaveParams(FeedbackUploadParams):
     #: absolute, previously unused ZIP path on the server's host.
     save_path: str = attrs.field(kw_only=True)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FeedbackSaveResponse:
     saved_path: str
     thread_id: str
     prompt_hash: str | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FeedbackUploadResponse:
     thread_id: str
     prompt_hash: str | None

@@ -11,24 +11,28 @@ from __future__ import annotations
 import attrs
 
 from codex_trio.protocol.paths import AbsolutePath
+from codex_trio.records import by_value
 
 
 # ---------------------------------------------------------------------- params / responses
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsReadFileParams:
     """`fs/readFile` params: the file to read whole."""
 
     path: AbsolutePath
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsReadFileResponse:
     """`fs/readFile` result: the content, base64."""
 
     data_base64: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsWriteFileParams:
     """`fs/writeFile` params: the file and its new content (strict base64)."""
 
@@ -36,7 +40,8 @@ class FsWriteFileParams:
     data_base64: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsCreateDirectoryParams:
     """`fs/createDirectory` params."""
 
@@ -45,14 +50,16 @@ class FsCreateDirectoryParams:
     recursive: bool | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsGetMetadataParams:
     """`fs/getMetadata` params."""
 
     path: AbsolutePath
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsGetMetadataResponse:
     """`fs/getMetadata` result: the kind of what the path leads to, whether it is a symlink, times in ms."""
 
@@ -63,14 +70,16 @@ class FsGetMetadataResponse:
     modified_at_ms: int
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsReadDirectoryParams:
     """`fs/readDirectory` params."""
 
     path: AbsolutePath
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsReadDirectoryEntry:
     """One entry of `fs/readDirectory`."""
 
@@ -79,14 +88,16 @@ class FsReadDirectoryEntry:
     is_file: bool
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsReadDirectoryResponse:
     """`fs/readDirectory` result."""
 
     entries: list[FsReadDirectoryEntry]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsRemoveParams:
     """`fs/remove` params; absent `recursive` / `force` mean true, as in the reference."""
 
@@ -97,7 +108,8 @@ class FsRemoveParams:
     force: bool | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsCopyParams:
     """`fs/copy` params; a directory needs `recursive: true`."""
 
@@ -107,7 +119,8 @@ class FsCopyParams:
     recursive: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsWatchParams:
     """`fs/watch` params: the client names the watch (`watchId`)."""
 
@@ -115,7 +128,8 @@ class FsWatchParams:
     watch_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsWatchResponse:
     #: the request path after lexical normalization (symlinks are not resolved).
     """`fs/watch` result: the path being watched."""
@@ -123,14 +137,16 @@ class FsWatchResponse:
     path: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsUnwatchParams:
     """`fs/unwatch` params."""
 
     watch_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FsChangedNotification:
     """`fs/changed`: paths that changed under one watch."""
 

@@ -14,13 +14,15 @@ from typing import Any, Literal
 import attrs
 
 from codex_trio.protocol.converter import omittable
+from codex_trio.records import by_value
 
 CommandStatus = Literal["inProgress", "completed", "failed", "declined"]
 PatchStatus = Literal["inProgress", "completed", "failed", "declined"]
 CommandSource = Literal["agent", "userShell", "unifiedExecStartup", "unifiedExecInteraction"]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class UserMessageItem:
     """The `userMessage` item: the user's input as the client sent it."""
 
@@ -32,7 +34,8 @@ class UserMessageItem:
     completed_at_ms: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class AgentMessageItem:
     """The `agentMessage` item: the model's answer (`text` is complete once the item is)."""
 
@@ -48,7 +51,8 @@ class AgentMessageItem:
     completed_at_ms: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ReasoningItem:
     """The `reasoning` item: the model's reasoning summary and content parts."""
 
@@ -60,7 +64,8 @@ class ReasoningItem:
     completed_at_ms: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CommandExecutionItem:
     """The `commandExecution` item of an `exec_command` call."""
 
@@ -81,7 +86,8 @@ class CommandExecutionItem:
     completed_at_ms: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ContextCompactionItem:
     """The `contextCompaction` item: the history was replaced by a summary."""
 
@@ -91,7 +97,8 @@ class ContextCompactionItem:
     completed_at_ms: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class EnteredReviewModeItem:
     """The `enteredReviewMode` item: a review started; `review` is its user-facing label."""
 
@@ -102,7 +109,8 @@ class EnteredReviewModeItem:
     completed_at_ms: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ExitedReviewModeItem:
     """The `exitedReviewMode` item: the review ended; `review` is its rendered result."""
 
@@ -113,7 +121,8 @@ class ExitedReviewModeItem:
     completed_at_ms: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FileChange:
     """One file of a patch: `kind` is `{"type": "add" | "delete" | "update", "move_path"?}`."""
 
@@ -122,7 +131,8 @@ class FileChange:
     diff: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FileChangeItem:
     """The `fileChange` item of an `apply_patch` call."""
 
@@ -138,7 +148,8 @@ ThreadItem = UserMessageItem | AgentMessageItem | ReasoningItem | CommandExecuti
 
 
 # ---------------------------------------------------------------------------- notifications
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ItemStarted:
     """`item/started`: `item` is any item class (an attrs instance, unstructured by its type)."""
 
@@ -148,7 +159,8 @@ class ItemStarted:
     started_at_ms: int | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ItemCompleted:
     """`item/completed`: the item in its final state."""
 
@@ -159,7 +171,8 @@ class ItemCompleted:
     completed_at_ms: int | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ItemDelta:
     """`item/agentMessage/delta`, `item/commandExecution/outputDelta`: a piece of an item's text."""
 
@@ -169,7 +182,8 @@ class ItemDelta:
     delta: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ReasoningSummaryTextDelta:
     """`item/reasoning/summaryTextDelta`."""
 
@@ -180,7 +194,8 @@ class ReasoningSummaryTextDelta:
     summary_index: int
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ReasoningSummaryPartAdded:
     """`item/reasoning/summaryPartAdded`."""
 
@@ -191,7 +206,8 @@ class ReasoningSummaryPartAdded:
 
 
 # ---------------------------------------------------------------------------- approvals
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CommandApprovalParams:
     """`item/commandExecution/requestApproval` params (server -> client)."""
 
@@ -209,7 +225,8 @@ class CommandApprovalParams:
     reason: str | None = omittable()
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FileChangeApprovalParams:
     """`item/fileChange/requestApproval` params (server -> client)."""
 
@@ -224,7 +241,8 @@ class FileChangeApprovalParams:
 Decision = Literal["accept", "acceptForSession", "decline", "cancel"]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ApprovalAnswer:
     """The client's answer, reduced to what the turn acts on.
 

@@ -7,15 +7,19 @@ from typing import Any
 
 import attrs
 
+from codex_trio.records import by_value
 
-@attrs.frozen
+
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GitDiffToRemoteParams:
     """`gitDiffToRemote` params: the work tree to diff."""
 
     cwd: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GitDiffToRemoteResponse:
     """`gitDiffToRemote` result: the base commit and the diff from it."""
 
@@ -23,7 +27,8 @@ class GitDiffToRemoteResponse:
     diff: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FuzzyFileSearchParams:
     """`fuzzyFileSearch` params: a one-shot search, cancellable by token."""
 
@@ -32,7 +37,8 @@ class FuzzyFileSearchParams:
     cancellation_token: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FuzzyFileSearchSessionStartParams:
     """`fuzzyFileSearch/sessionStart` params: the roots a session searches."""
 
@@ -40,7 +46,8 @@ class FuzzyFileSearchSessionStartParams:
     roots: list[str]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FuzzyFileSearchSessionUpdateParams:
     """`fuzzyFileSearch/sessionUpdate` params: the latest query."""
 
@@ -48,14 +55,16 @@ class FuzzyFileSearchSessionUpdateParams:
     query: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FuzzyFileSearchSessionStopParams:
     """`fuzzyFileSearch/sessionStop` params."""
 
     session_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FuzzyFileSearchSessionUpdated:
     """`fuzzyFileSearch/sessionUpdated`: the matches of one query."""
 
@@ -65,7 +74,8 @@ class FuzzyFileSearchSessionUpdated:
     files: list[dict[str, Any]]
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FuzzyFileSearchSessionCompleted:
     """`fuzzyFileSearch/sessionCompleted`: a query's search is over."""
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import attrs
 
 from codex_trio.protocol.converter import WIRE
+from codex_trio.records import by_value
 
 #: the prefix of the namespace that holds a server's tools (`mcp__<server>`).
 NAMESPACE_PREFIX = "mcp__"
@@ -33,7 +34,8 @@ ElicitationAction = Literal["accept", "decline", "cancel"]
 
 
 # ---------------------------------------------------------------------------- params
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class McpServerStatusListParams:
     """`mcpServerStatus/list` params (offset cursor paging)."""
 
@@ -44,7 +46,8 @@ class McpServerStatusListParams:
     detail: Literal["full", "toolsAndAuthOnly"] | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class McpServerToolCallParams:
     """`mcpServer/tool/call` params: a tool call outside any turn."""
 
@@ -55,7 +58,8 @@ class McpServerToolCallParams:
     meta: Any = attrs.field(default=None, metadata={WIRE: "_meta"})
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class McpResourceReadParams:
     """`mcpServer/resource/read` params."""
 
@@ -69,14 +73,16 @@ class McpResourceReadParams:
 
 
 # ---------------------------------------------------------------------------- the item
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class McpToolCallError:
     """Why an `mcpToolCall` item failed."""
 
     message: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class McpToolCallItem:
     """The `mcpToolCall` ThreadItem (key order as the reference sends it)."""
 
@@ -97,7 +103,8 @@ class McpToolCallItem:
     completed_at_ms: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class McpToolCallProgress:
     """`item/mcpToolCall/progress`: a progress message from the server running the call."""
 
@@ -329,7 +336,8 @@ def approval_params(
     }
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ElicitationAnswer:
     """The client's answer to `mcpServer/elicitation/request`."""
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import attrs
 
+from codex_trio.records import by_value
 
-@attrs.frozen
+
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class PluginReadParams:
     plugin_name: str
     marketplace_path: str | None = None
     remote_marketplace_name: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class PluginInstallParams:
     plugin_name: str
     marketplace_path: str | None = None
@@ -24,23 +28,27 @@ class PluginInstallParams:
     install_attempt_id: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class PluginUninstallParams:
     plugin_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class MarketplaceAddParams:
     source: str
     ref_name: str | None = None
     sparse_paths: list[str] | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class MarketplaceRemoveParams:
     marketplace_name: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class MarketplaceUpgradeParams:
     marketplace_name: str | None = None

@@ -13,6 +13,7 @@ import attrs
 
 from codex_trio.protocol.converter import WireError, describe, expected_variants, register_structure_hook
 from codex_trio.protocol.errors import invalid_request
+from codex_trio.records import by_value
 
 NetworkAccess = Literal["restricted", "enabled"]
 
@@ -20,14 +21,16 @@ NetworkAccess = Literal["restricted", "enabled"]
 _ENUM_NAME = "internally tagged enum SandboxPolicyDeserialize"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class DangerFullAccess:
     """No sandbox: the command runs with the server's own rights."""
 
     type: Literal["dangerFullAccess"] = "dangerFullAccess"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ReadOnly:
     """The file system is read-only for the command."""
 
@@ -35,7 +38,8 @@ class ReadOnly:
     network_access: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ExternalSandbox:
     """The host already sandboxes the server; codex adds nothing."""
 
@@ -43,7 +47,8 @@ class ExternalSandbox:
     network_access: NetworkAccess = "restricted"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class WorkspaceWrite:
     """The working directory and `writable_roots` (absolute paths) are writable."""
 

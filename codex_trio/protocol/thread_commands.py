@@ -11,8 +11,11 @@ from typing import Any
 
 import attrs
 
+from codex_trio.records import by_value
 
-@attrs.frozen
+
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadShellCommandParams:
     """`thread/shellCommand`: a command line for the user's shell, run in the thread's cwd."""
 
@@ -21,14 +24,16 @@ class ThreadShellCommandParams:
     timeout_ms: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadCompactStartParams:
     """`thread/compact/start`."""
 
     thread_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ReviewStartParams:
     """`review/start`: `target` is a `ReviewTarget` (`type` plus its fields)."""
 
@@ -37,7 +42,8 @@ class ReviewStartParams:
     delivery: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadSettingsUpdateParams:
     """`thread/settings/update`: overrides for the thread's next turns (None: unchanged)."""
 
@@ -58,7 +64,8 @@ class ThreadSettingsUpdateParams:
     environments: list[Any] | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class PermissionProfileListParams:
     """`permissionProfile/list` (offset cursor paging)."""
 
@@ -67,7 +74,8 @@ class PermissionProfileListParams:
     cwd: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadRevertParams:
     """`thread/revert`: drop `before_turn_id` and every later turn from the model's history."""
 
@@ -75,7 +83,8 @@ class ThreadRevertParams:
     before_turn_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadInjectItemsParams:
     """`thread/inject_items`: raw Responses API items appended to the model-visible history."""
 

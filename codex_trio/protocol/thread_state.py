@@ -6,8 +6,11 @@ from typing import Any
 
 import attrs
 
+from codex_trio.records import by_value
 
-@attrs.frozen
+
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadReadStateUpdateParams:
     """`thread/readState/update`: mark read or unread, guarded by the revision the caller saw."""
 
@@ -16,14 +19,16 @@ class ThreadReadStateUpdateParams:
     expected_revision: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadGoalGetParams:
     """`thread/goal/get` params."""
 
     thread_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadGoalSetParams:
     """`thread/goal/set`: create the goal, or change its objective, status or budget."""
 
@@ -34,7 +39,8 @@ class ThreadGoalSetParams:
     origin: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadGoalClearParams:
     """`thread/goal/clear` params."""
 
@@ -42,7 +48,8 @@ class ThreadGoalClearParams:
     origin: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class BackgroundTerminalsListParams:
     """`thread/backgroundTerminals/list` params (offset cursor paging)."""
 
@@ -51,7 +58,8 @@ class BackgroundTerminalsListParams:
     limit: int | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class BackgroundTerminalsTerminateParams:
     """`thread/backgroundTerminals/terminate` params."""
 
@@ -59,14 +67,16 @@ class BackgroundTerminalsTerminateParams:
     process_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class BackgroundTerminalsCleanParams:
     """`thread/backgroundTerminals/clean` params."""
 
     thread_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadSearchParams:
     """`thread/search`: threads whose visible messages contain `search_term`."""
 

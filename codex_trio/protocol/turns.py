@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from codex_trio.protocol.converter import WireError, describe, expected_variants, register_structure_hook
+from codex_trio.records import by_value
 
 USER_INPUT_TYPES = ("text", "image", "localImage", "audio", "localAudio", "skill", "mention")
 _REQUIRED = {
@@ -23,7 +24,8 @@ _REQUIRED = {
 }
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class UserInput:
     """One `UserInput` of a request, validated; `wire` is what items carry."""
 
@@ -63,7 +65,8 @@ def _structure_user_input(value: Any, _: type) -> UserInput:
 register_structure_hook(UserInput, _structure_user_input)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TurnStartParams:
     """`turn/start` params: the input and per-turn overrides that stick for later turns."""
 
@@ -82,7 +85,8 @@ class TurnStartParams:
     service_tier: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TurnSteerParams:
     """`turn/steer` params: more input for the running turn `expectedTurnId`."""
 
@@ -92,7 +96,8 @@ class TurnSteerParams:
     client_user_message_id: str | None = None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TurnInterruptParams:
     """`turn/interrupt` params."""
 
@@ -100,7 +105,8 @@ class TurnInterruptParams:
     turn_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TurnError:
     """Why a turn failed (also carried by `error` notifications)."""
 
@@ -110,7 +116,8 @@ class TurnError:
     misalignment: None = attrs.field(default=None, kw_only=True)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Turn:
     """The wire `Turn`; `started_at` / `completed_at` are Unix seconds, `items` attrs items
     or wire dicts."""
@@ -129,7 +136,8 @@ class Turn:
 
 
 # ---------------------------------------------------------------------------- notifications
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TurnNotification:
     """`turn/started` and `turn/completed`."""
 
@@ -137,7 +145,8 @@ class TurnNotification:
     turn: Turn
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ErrorNotification:
     """`error`: a turn's failure, or a retry about to happen (`will_retry`)."""
 
@@ -147,7 +156,8 @@ class ErrorNotification:
     turn_id: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TurnDiffUpdated:
     """`turn/diff/updated`: the turn's changes so far as one unified diff."""
 
@@ -156,7 +166,8 @@ class TurnDiffUpdated:
     diff: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TokenUsageBreakdown:
     """Token counts of one request (`last`) or of the thread so far (`total`)."""
 
@@ -168,7 +179,8 @@ class TokenUsageBreakdown:
     reasoning_output_tokens: int
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadTokenUsage:
     """The thread's token usage: the whole thread, the last request, the context window."""
 
@@ -177,7 +189,8 @@ class ThreadTokenUsage:
     model_context_window: int | None
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class TokenUsageUpdated:
     """`thread/tokenUsage/updated`, after every model response."""
 

@@ -16,6 +16,8 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
+from codex_trio.records import by_value
+
 SortKey = Literal["created_at", "updated_at", "recency_at", "section_position"]
 SortDirection = Literal["asc", "desc"]
 
@@ -42,7 +44,8 @@ class LeaseHeld(StoreError):
         self.expires_in_s = expires_in_s
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GitInfo:
     sha: str | None = None
     branch: str | None = None
@@ -57,7 +60,8 @@ class GitInfo:
 KEEP: Any = attrs.make_class("Keep", {}, repr=False)()
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GitInfoPatch:
     """Three-state fields: `KEEP` keeps, None clears, a string sets."""
 
@@ -73,7 +77,8 @@ class GitInfoPatch:
         )
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ThreadRecord:
     """What is known about a thread without reading its whole rollout (an index row)."""
 
@@ -110,7 +115,8 @@ class ThreadRecord:
         return self.updated_at_ms
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ListQuery:
     """A `thread/list` request, already validated."""
 
@@ -127,7 +133,8 @@ class ListQuery:
     excluded_ids: Sequence[str] = ()
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ListPage:
     records: list[ThreadRecord]
     next_cursor: str | None

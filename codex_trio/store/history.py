@@ -17,6 +17,7 @@ from typing import Any, Literal
 import attrs
 import orjson
 
+from codex_trio.records import by_value
 from codex_trio.store.rollout import v2_item
 
 ItemsView = Literal["notLoaded", "summary", "full"]
@@ -159,7 +160,8 @@ class BadCursor(ValueError):
     """A history cursor that does not parse or belongs to another thread."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class HistoryCursor:
     thread_id: str
     ordinal: int
@@ -194,7 +196,8 @@ def decode_cursor(text: str, thread_id: str, scope: str) -> HistoryCursor:
     return HistoryCursor(thread_id, ordinal, include, scope)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Page:
     rows: list[Any]
     next_cursor: str | None

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import orjson
 
+from codex_trio.records import by_value
 from codex_trio.store import GitInfo, ListPage, ListQuery, ThreadRecord
 from codex_trio.store.rollout import iso_ms, iso_s, parse_iso_ms
 
@@ -45,7 +46,8 @@ def source_kind(source: Any) -> str:
     return "unknown"
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class SqlDialect:
     """What differs between the engines: the placeholder and a case-sensitive substring test."""
 

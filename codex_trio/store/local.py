@@ -26,6 +26,7 @@ import orjson
 import trio
 
 from codex_trio.ids import now_ms
+from codex_trio.records import by_value
 from codex_trio.store import GitInfoPatch, InvalidCursor, ListPage, ListQuery, NoRollout, ThreadRecord
 from codex_trio.store.index import ThreadIndex, scan_file
 from codex_trio.store.rollout import (
@@ -50,7 +51,8 @@ SESSION_INDEX_FILE = "session_index.jsonl"
 BACKFILL_CHUNK = 256
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class FileState:
     size: int
     mtime_ns: int

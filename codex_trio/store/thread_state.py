@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from codex_trio.records import by_value
+
 STATE_FILE = "codex_trio_thread_state_1.sqlite"
 
 _SCHEMA = """
@@ -45,7 +47,8 @@ CREATE TABLE IF NOT EXISTS goals (
 T = TypeVar("T")
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ReadMark:
     """A thread's first unread position: `kind` is None (read), `threadStart` or `turn`."""
 
@@ -54,7 +57,8 @@ class ReadMark:
     revision: str
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class GoalRow:
     """A thread's goal as stored (times in milliseconds; `status` in wire camelCase)."""
 

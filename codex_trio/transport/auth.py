@@ -26,6 +26,8 @@ from typing import Any
 
 import attrs
 
+from codex_trio.records import by_value
+
 DEFAULT_MAX_CLOCK_SKEW_SECONDS = 30
 MIN_SHARED_SECRET_BYTES = 32
 
@@ -48,7 +50,8 @@ class AuthConfigError(ValueError):
     """The auth flags or files cannot be used; the message is shown as `Error: <message>`."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class AuthRejected:
     """Why an upgrade request was refused: an HTTP status and a plain-text body."""
 
@@ -56,7 +59,8 @@ class AuthRejected:
     status: int = 401
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class CapabilityTokenAuth:
     """Admit requests bearing the one token whose SHA-256 is `token_sha256`."""
 
@@ -68,7 +72,8 @@ class CapabilityTokenAuth:
         return None if hmac.compare_digest(presented, self.token_sha256) else AuthRejected(INVALID_TOKEN)
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class SignedBearerAuth:
     """Admit requests bearing an HS256 JWT signed with `shared_secret`."""
 

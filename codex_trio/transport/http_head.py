@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import attrs
 
+from codex_trio.records import by_value
+
 #: bytes of request head read before the request is refused (431); also bounds the buffer.
 MAX_HEAD_BYTES = 64 * 1024
 #: the health-probe paths served on the websocket port.
@@ -38,7 +40,8 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(1\.[01])")
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class RequestHead:
     """A parsed request line and its headers (names lower-cased, in order)."""
 
@@ -136,7 +139,8 @@ def parse_head(data: bytes) -> RequestHead:
 
 
 # ---------------------------------------------------------------------------------- decisions
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Respond:
     """Answer with a plain HTTP response; `close` ends the TCP connection afterwards."""
 
@@ -146,12 +150,14 @@ class Respond:
     close: bool = False
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Upgrade:
     """Hand the connection to the websocket handshake."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Drop:
     """Close the connection without sending a byte (the control socket's answer to non-upgrades)."""
 

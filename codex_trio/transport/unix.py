@@ -34,6 +34,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from codex_trio.records import by_value
 from codex_trio.transport import http_head
 from codex_trio.transport.listen import UnixListen
 from codex_trio.transport.websocket import MAX_FRAME_BYTES, Adopt, WebSocketAcceptor, serve_acceptor
@@ -56,7 +57,8 @@ class ControlSocketError(Exception):
     """The control socket cannot be set up; the message is shown as `Error: <message>`."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class ControlSocket:
     """The files of a listening control socket."""
 

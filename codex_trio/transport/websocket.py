@@ -32,6 +32,7 @@ from typing import Literal
 import attrs
 import trio
 
+from codex_trio.records import by_value
 from codex_trio.transport import http_head, ws_frames
 from codex_trio.transport.auth import WebSocketAuth, authorizer, require_auth_off_loopback
 from codex_trio.transport.base import MessageStream, NowaitResult, ServerClosed
@@ -234,7 +235,8 @@ class WebSocketMessageStream:
         await self._stream.aclose()
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class WebSocketEndpoint:
     """Where a websocket listener listens; `url` is what clients connect to."""
 

@@ -14,6 +14,8 @@ import hashlib
 
 import attrs
 
+from codex_trio.records import by_value
+
 #: RFC 6455 section 1.3: appended to the client's key to compute Sec-WebSocket-Accept.
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -74,7 +76,8 @@ class MessageTooLarge(Exception):
     """A client message (all its fragments) grew above the message limit."""
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Message:
     """A whole data message; `text` is False for a binary one."""
 
@@ -82,17 +85,20 @@ class Message:
     text: bool = True
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Ping:
     payload: bytes
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Pong:
     payload: bytes
 
 
-@attrs.frozen
+@by_value
+@attrs.frozen(repr=False, eq=False)
 class Close:
     """The client's Close; `payload` (status code and reason, or empty) is what we echo."""
 
