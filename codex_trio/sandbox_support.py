@@ -43,13 +43,25 @@ class SandboxSupport:
 
 
 _support: dict[str, SandboxSupport] = {}
+#: probes under way: a caller that comes while one runs waits for it instead of probing again.
+_probing: dict[str, trio.Event] = {}
 
 
 async def check_support(program: str = "bwrap") -> SandboxSupport:
     """Find `program` and run a minimal sandbox once; cached per program for the process."""
-    cached = _support.get(program)
+    while (cached := _support.get(program)) is None and program in _probing:
+        await _probing[program].wait()  # set also when that probe was cancelled: then probe here
     if cached is not None:
         return cached
+    _probing[program] = done = trio.Event()
+    try:
+        return await _probe(program)
+    finally:
+        del _probing[program]
+        done.set()
+
+
+async def _probe(program: str) -> SandboxSupport:
     path = program if "/" in program else shutil.which(program)
     if path is None or not os.access(path, os.X_OK):
         support = SandboxSupport(None, MISSING_BWRAP)

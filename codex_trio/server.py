@@ -48,6 +48,7 @@ from codex_trio.log_store import LogStore
 from codex_trio.outgoing import Broadcaster
 from codex_trio.protocol.errors import server_shutting_down
 from codex_trio.records import by_value
+from codex_trio.sandbox_support import check_support
 from codex_trio.settings import ServerSettings
 from codex_trio.transport.base import MessageStream, ServerClosed
 from codex_trio.transport.listen import NoListen, StdioListen, UnixListen, WebSocketListen
@@ -387,9 +388,13 @@ class AppServer:
     async def run(self, *, task_status: trio.TaskStatus[AppServer] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until `shutdown()` (or a forced stop); `task_status.started` once listening."""
         home = self.settings.codex_home
-        await trio.to_thread.run_sync(functools.partial(home.mkdir, parents=True, exist_ok=True))
-        await self._session_api.load_installation_id()
-        owned_provider = await self._start_tracing()
+        async with trio.open_nursery() as startup:
+            # `initialize` answers with the sandbox's state: probing bubblewrap (a process run,
+            # ~10 ms) beside the rest of start-up takes it off a client's first round trip.
+            startup.start_soon(check_support, self.settings.bwrap)
+            await trio.to_thread.run_sync(functools.partial(home.mkdir, parents=True, exist_ok=True))
+            await self._session_api.load_installation_id()
+            owned_provider = await self._start_tracing()
         if self.log_store is not None:
             self.log_store.attach()
         try:

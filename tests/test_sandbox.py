@@ -414,6 +414,30 @@ async def test_without_bubblewrap_the_server_warns_and_refuses_to_run_unconfined
     assert not (server_settings.cwd / "f").exists()
 
 
+async def test_the_bubblewrap_probe_runs_once_for_concurrent_callers_and_again_after_a_cancelled_one(
+    tmp_path: Path,
+) -> None:
+    """The server starts the probe beside its own start-up and `initialize` asks for it too:
+    one bwrap run serves both; a probe cancelled half way leaves no answer cached."""
+    from codex_trio.sandbox_support import check_support
+
+    runs = tmp_path / "runs"
+    gate = tmp_path / "gate"
+    fake = tmp_path / "bwrap"
+    fake.write_text(f"#!/bin/sh\necho run >> {runs}\nwhile [ ! -e {gate} ]; do sleep 0.01; done\nexit 0\n")
+    fake.chmod(0o755)
+    with trio.fail_after(TIMEOUT):
+        with trio.move_on_after(0.5):
+            await check_support(str(fake))  # cancelled while bwrap waits for the gate
+        gate.touch()
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(check_support, str(fake))
+        support = await check_support(str(fake))
+    assert support.usable
+    assert runs.read_text().count("run") == 2
+
+
 # ---------------------------------------------------------------------------- pure parts
 def test_can_write_follows_the_policy(tmp_path: Path) -> None:
     cwd = tmp_path / "ws"
