@@ -61,13 +61,31 @@ async def watchdog_answers(watchdog: RpcClient, after: str) -> None:
     check("result" in answer, f"watchdog got {answer} after {after}")
 
 
+def describe_processes(pids: list[int]) -> str:
+    """State, parent, group, session and command of each pid: what a "processes left" failure
+    needs to tell a lifecycle gap (a live tree nobody killed) from a slow reaper."""
+    described = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat_file:
+                stat = stat_file.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ")[:120].decode(errors="replace")
+        except OSError as exc:
+            described.append(f"[{pid}: {exc.strerror}]")
+            continue
+        state, ppid, pgrp, session = stat[0], stat[1], stat[2], stat[3]
+        described.append(f"[{pid} {state} ppid={ppid} pgrp={pgrp} sid={session} {command!r}]")
+    return " ".join(described)
+
+
 async def end_checks(
     server: ServerProcess, mark: str, baseline_fds: int, baseline_rss: int, done: list[str]
 ) -> None:
     history = f"faults: {', '.join(done)}"
     check(
         await settle(lambda: not marked_processes(mark), 10),
-        f"processes left: {marked_processes(mark)}; {history}",
+        f"processes left: {describe_processes(marked_processes(mark))}; {history}",
     )
     check(
         await settle(lambda: abs(server.fd_count() - baseline_fds) <= FD_SLACK, 10),
@@ -91,7 +109,7 @@ async def signal_and_wait(server: ServerProcess, rng: random.Random, mark: str) 
     )
     check(
         await settle(lambda: not marked_processes(mark), 3),
-        f"processes left after exit: {marked_processes(mark)}",
+        f"processes left after exit: {describe_processes(marked_processes(mark))}",
     )
 
 
