@@ -209,6 +209,8 @@ def _startup_error(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["proxy"], ["migrate-threads"]):
+        gc.enable()  # `__main__` turned it off for the server's start-up only
     if argv[:1] == ["proxy"]:
         from codex_trio.proxy import main as proxy_main
 

@@ -42,6 +42,9 @@ class SandboxSupport:
         return self.bwrap is not None and self.problem is None
 
 
+#: seconds the probe may take: the server's start-up (and so `initialize`) waits for it.
+PROBE_TIMEOUT = 10.0
+
 _support: dict[str, SandboxSupport] = {}
 #: probes under way: a caller that comes while one runs waits for it instead of probing again.
 _probing: dict[str, trio.Event] = {}
@@ -71,9 +74,13 @@ async def _probe(program: str) -> SandboxSupport:
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--", "true",
         ]  # fmt: skip
         try:
-            result = await trio.run_process(probe, capture_stdout=True, capture_stderr=True, check=False)
+            with trio.fail_after(PROBE_TIMEOUT):
+                result = await trio.run_process(probe, capture_stdout=True, capture_stderr=True, check=False)
         except OSError as exc:
             support = SandboxSupport(None, UNUSABLE_BWRAP.format(path=path, reason=exc.strerror))
+        except trio.TooSlowError:
+            reason = f"running `true` in it took more than {PROBE_TIMEOUT:g}s"
+            support = SandboxSupport(None, UNUSABLE_BWRAP.format(path=path, reason=reason))
         else:
             if result.returncode == 0:
                 support = SandboxSupport(path)

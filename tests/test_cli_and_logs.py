@@ -175,3 +175,20 @@ async def test_a_second_signal_stops_a_draining_server_at_once(codex_home: Path,
             await process.stdin.aclose()
             await process.stdout.aclose()
     await check.check()
+
+
+@pytest.mark.parametrize("command", ["proxy", "migrate-threads"])
+def test_subcommands_run_with_the_collector_on(command: str) -> None:
+    """`python -m codex_trio` turns the collector off for the server's start-up only: the
+    long-running proxy (and the migration) must not live without it."""
+    import gc
+
+    from codex_trio.cli import main
+
+    gc.disable()
+    try:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert gc.isenabled()
+    finally:
+        gc.enable()

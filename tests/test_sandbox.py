@@ -438,6 +438,26 @@ async def test_the_bubblewrap_probe_runs_once_for_concurrent_callers_and_again_a
     assert runs.read_text().count("run") == 2
 
 
+async def test_a_bubblewrap_that_hangs_is_reported_unusable_after_the_probe_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start-up waits for the probe: a hung bwrap must not hang the server, and the hung
+    process is killed, not left behind."""
+    from codex_trio import sandbox_support
+
+    pid_file = tmp_path / "pid"
+    fake = tmp_path / "bwrap"
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 300\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sandbox_support, "PROBE_TIMEOUT", 0.5)
+    with trio.fail_after(TIMEOUT):
+        support = await sandbox_support.check_support(str(fake))
+    assert not support.usable
+    assert support.problem is not None and "took more than 0.5s" in support.problem
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
 # ---------------------------------------------------------------------------- pure parts
 def test_can_write_follows_the_policy(tmp_path: Path) -> None:
     cwd = tmp_path / "ws"

@@ -18,6 +18,7 @@ by it directly, without building the converter (`initialize` takes that path).
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
 
@@ -216,6 +217,9 @@ StructureHook = Callable[[Any, Any], Any]
 UnstructureHook = Callable[[Any], Any]
 
 _converter: cattrs.Converter | None = None
+#: families are imported in worker threads (so are the protocol modules that register hooks)
+#: while the loop may build the converter: building and registering hold this lock.
+_lock = threading.Lock()
 #: hand-written hooks by exact type, in registration order; applied to the converter when
 #: it is built (and at once if it exists).
 _structure_hooks: dict[Any, StructureHook] = {}
@@ -226,27 +230,31 @@ def get_converter() -> cattrs.Converter:
     """The one converter, built (cattrs imported) on first use, with every registered hook."""
     global _converter
     if _converter is None:
-        conv = _make_converter()
-        for tp, hook in _structure_hooks.items():
-            conv.register_structure_hook(tp, hook)
-        for tp, unhook in _unstructure_hooks.items():
-            conv.register_unstructure_hook(tp, unhook)
-        _converter = conv
+        with _lock:
+            if _converter is None:
+                conv = _make_converter()
+                for tp, hook in _structure_hooks.items():
+                    conv.register_structure_hook(tp, hook)
+                for tp, unhook in _unstructure_hooks.items():
+                    conv.register_unstructure_hook(tp, unhook)
+                _converter = conv
     return _converter
 
 
 def register_structure_hook(tp: Any, hook: StructureHook) -> None:
     """`hook(value, tp)` structures `tp` (raising WireError with serde's wording)."""
-    _structure_hooks[tp] = hook
-    if _converter is not None:
-        _converter.register_structure_hook(tp, hook)
+    with _lock:
+        _structure_hooks[tp] = hook
+        if _converter is not None:
+            _converter.register_structure_hook(tp, hook)
 
 
 def register_unstructure_hook(tp: Any, hook: UnstructureHook) -> None:
     """`hook(value)` unstructures instances of exactly `tp`."""
-    _unstructure_hooks[tp] = hook
-    if _converter is not None:
-        _converter.register_unstructure_hook(tp, hook)
+    with _lock:
+        _unstructure_hooks[tp] = hook
+        if _converter is not None:
+            _converter.register_unstructure_hook(tp, hook)
 
 
 def structure(value: Any, cls: type[T]) -> T:

@@ -135,7 +135,9 @@ class WebSocketMessageStream:
     async def _send_close(self, payload: bytes) -> None:
         """Answer (or send) a Close, then close the socket, as a server should (RFC 6455 7.1.1)."""
         try:
-            await self._send_frame(ws_frames.frame(ws_frames.OP_CLOSE, payload))
+            # A client that does not read must not keep the connection (and its reader) open.
+            with trio.move_on_after(RESPONSE_TIMEOUT):
+                await self._send_frame(ws_frames.frame(ws_frames.OP_CLOSE, payload))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:

@@ -9,11 +9,11 @@ its header says so. Nothing here imports trio or does I/O.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
 import attrs
 
+from codex_trio.protocol.b64 import encode_base64
 from codex_trio.records import by_value
 
 #: RFC 6455 section 1.3: appended to the client's key to compute Sec-WebSocket-Accept.
@@ -29,7 +29,7 @@ MESSAGE_TOO_BIG = 1009
 
 def accept_token(key: str) -> str:
     """The Sec-WebSocket-Accept value for a client's Sec-WebSocket-Key."""
-    return base64.b64encode(hashlib.sha1(key.strip().encode("latin-1") + ACCEPT_GUID).digest()).decode()
+    return encode_base64(hashlib.sha1(key.strip().encode("latin-1") + ACCEPT_GUID).digest()).decode()
 
 
 def switching_protocols(key: str, extra_headers: list[tuple[bytes, bytes]]) -> bytes:
