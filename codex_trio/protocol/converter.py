@@ -59,7 +59,9 @@ class WireError(Exception):
     """Params that do not deserialize; the text is serde's wording without the prefix."""
 
 
-def _strict(kind: type, label: str) -> Callable[[Any, type], Any]:
+def strict(kind: type, label: str) -> Callable[[Any, type], Any]:
+    """A structure hook accepting exactly `kind` (no bool for a number, an int for a float)."""
+
     def structure(value: Any, _: type) -> Any:
         if isinstance(value, bool) and kind is not bool:
             raise WireError(f"invalid type: boolean `{str(value).lower()}`, expected {label}")
@@ -114,10 +116,10 @@ def _make_converter() -> cattrs.Converter:
         return is_sequence(tp) and get_origin(tp) is not tuple and tp is not str
 
     conv = cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
-    conv.register_structure_hook(str, _strict(str, "a string"))
-    conv.register_structure_hook(bool, _strict(bool, "a boolean"))
-    conv.register_structure_hook(int, _strict(int, "i64"))
-    conv.register_structure_hook(float, _strict(float, "f64"))
+    conv.register_structure_hook(str, strict(str, "a string"))
+    conv.register_structure_hook(bool, strict(bool, "a boolean"))
+    conv.register_structure_hook(int, strict(int, "i64"))
+    conv.register_structure_hook(float, strict(float, "f64"))
     conv.register_structure_hook(Any, lambda value, _: value)
 
     def literal_hook(tp: Any) -> Callable[[Any, type], Any]:

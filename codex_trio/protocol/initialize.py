@@ -9,7 +9,7 @@ them with what the generic converter does on generated params.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -19,6 +19,7 @@ from codex_trio.protocol.converter import (
     omittable,
     register_structure_hook,
     register_unstructure_hook,
+    strict,
     wire_name,
 )
 from codex_trio.records import by_value
@@ -87,16 +88,16 @@ def _struct(value: Any, name: str, *required: str) -> dict[str, Any]:
     return value
 
 
+_strict_string = strict(str, "a string")
+_strict_boolean = strict(bool, "a boolean")
+
+
 def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise WireError(f"invalid type: {describe(value)}, expected a string")
-    return value
+    return cast(str, _strict_string(value, str))
 
 
 def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise WireError(f"invalid type: {describe(value)}, expected a boolean")
-    return value
+    return cast(bool, _strict_boolean(value, bool))
 
 
 def _strings(value: Any) -> list[str]:
